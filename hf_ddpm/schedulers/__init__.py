@@ -1,0 +1,1 @@
+"""Noise schedulers, one self-contained file each."""

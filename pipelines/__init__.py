@@ -1,0 +1,1 @@
+"""The diffusion pipelines, one self-contained file each."""
