@@ -1,0 +1,19 @@
+import huggingface_hub
+import pytest
+from hub_server import HubServer, point_clients_at
+
+
+@pytest.fixture
+def hub_server(monkeypatch, tmp_path_factory):
+    """A loopback stand-in for the Hugging Face Hub (tests/hub_server.py), for one test.
+
+    Every Hub client of this process, and of subprocesses started with the inherited environment, talks to it:
+    HF_ENDPOINT points at it, HF_HOME is a fresh folder (no saved login, empty caches), HF_TOKEN is unset and
+    HF_HUB_DISABLE_XET=1 (huggingface_hub would otherwise upload through Xet, which the stand-in does not speak).
+    Authenticate as `hub_server.user` with `hub_server.token` (write) or `hub_server.read_token` (read-only); inspect
+    what arrived with `repo_files(repo_id)`, `lfs_paths(repo_id)`, `commit_messages(repo_id)`, `repo_is_private`.
+    """
+    with HubServer() as server:
+        point_clients_at(server, monkeypatch, str(tmp_path_factory.mktemp("hf_home")))
+        yield server
+        huggingface_hub.close_session()  # pooled keep-alive connections to this server end with it

@@ -1,0 +1,270 @@
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from datasets import ClassLabel, Features, Image, Value
+
+from hf_ddpm.data import ImageData, load_image_data, random_flip
+
+
+# The schemas of the Hub's fashion_mnist (image: Image, label: ClassLabel) and cifar10 (img: Image, label: ClassLabel).
+FASHION_NAMES = [
+    "T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+]  # fmt: skip
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_FEATURES = Features({"image": Image(), "label": ClassLabel(names=FASHION_NAMES)})
+CIFAR_FEATURES = Features({"img": Image(), "label": ClassLabel(names=CIFAR_NAMES)})
+
+
+def _pixels(count: int, shape: tuple, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
+
+
+def _expected(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W[, C]) -> the (N, C, H, W) tensor in [-1, 1] that loading must give when no resize happens."""
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@pytest.fixture
+def fashion():
+    pixels, labels = _pixels(12, (28, 28), seed=0), [i % 10 for i in range(12)]
+    images = [PIL.Image.fromarray(array, mode="L") for array in pixels]
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=FASHION_FEATURES), pixels, labels
+
+
+@pytest.fixture
+def cifar():
+    pixels, labels = _pixels(10, (32, 32, 3), seed=1), [9 - i for i in range(10)]
+    images = [PIL.Image.fromarray(array, mode="RGB") for array in pixels]
+    return datasets.Dataset.from_dict({"img": images, "label": labels}, features=CIFAR_FEATURES), pixels, labels
+
+
+def _load(path, tmp_path, **kwargs) -> ImageData:
+    return load_image_data(str(path), cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def test_fashion_mnist_schema_from_parquet_file_loads_grayscale_with_class_names(fashion, tmp_path):
+    dataset, pixels, labels = fashion
+    dataset.to_parquet(str(tmp_path / "fashion.parquet"))
+    data = _load(tmp_path / "fashion.parquet", tmp_path, resolution=28)
+    assert data.images.shape == (12, 1, 28, 28) and data.images.dtype == torch.float32
+    assert torch.equal(data.images, _expected(pixels))
+    assert data.labels.tolist() == labels and data.labels.dtype == torch.int64
+    assert data.id2label == dict(enumerate(FASHION_NAMES)) and data.num_classes == 10
+
+
+def test_cifar10_schema_from_save_to_disk_loads_rgb_from_img_column(cifar, tmp_path):
+    dataset, pixels, labels = cifar
+    dataset.save_to_disk(str(tmp_path / "cifar"))
+    data = _load(tmp_path / "cifar", tmp_path, resolution=32)
+    assert torch.equal(data.images, _expected(pixels))
+    assert data.labels.tolist() == labels and data.id2label[0] == "airplane"
+    assert "save_to_disk" in data.source
+
+
+def test_parquet_directory_loads_through_datasets(cifar, tmp_path):
+    dataset, pixels, labels = cifar
+    (tmp_path / "parquet").mkdir()
+    dataset.to_parquet(str(tmp_path / "parquet" / "train-00000.parquet"))
+    data = _load(tmp_path / "parquet", tmp_path, resolution=32)
+    assert torch.equal(data.images, _expected(pixels)) and data.labels.tolist() == labels
+
+
+def test_dataset_dict_on_disk_gives_the_requested_split_and_lists_splits_when_missing(fashion, cifar, tmp_path):
+    splits = datasets.DatasetDict({"train": fashion[0], "test": fashion[0].select(range(3))})
+    splits.save_to_disk(str(tmp_path / "splits"))
+    assert len(_load(tmp_path / "splits", tmp_path, resolution=28, split="test")) == 3
+    with pytest.raises(ValueError, match=r"no split 'validation'.*\['train', 'test'\]"):
+        _load(tmp_path / "splits", tmp_path, resolution=28, split="validation")
+
+
+def _write_image_folder(root, classes: dict) -> None:
+    for class_name, arrays in classes.items():
+        (root / class_name).mkdir(parents=True)
+        for index, array in enumerate(arrays):
+            PIL.Image.fromarray(array).save(root / class_name / f"{index}.png")
+
+
+def test_train_data_dir_takes_classes_from_sub_folders(tmp_path):
+    cats, dogs = _pixels(2, (16, 16, 3), seed=2), _pixels(3, (16, 16, 3), seed=3)
+    _write_image_folder(tmp_path / "pets", {"cat": cats, "dog": dogs})
+    data = load_image_data(train_data_dir=str(tmp_path / "pets"), resolution=16, cache_dir=str(tmp_path / "cache"))
+    assert data.id2label == {0: "cat", 1: "dog"}
+    by_label = {label: data.images[data.labels == label] for label in (0, 1)}
+    # Compare as sets of images: the order of files within a class is the builder's business.
+    for label, arrays in ((0, cats), (1, dogs)):
+        expected = sorted(_expected(arrays).flatten(1).tolist())
+        assert sorted(by_label[label].flatten(1).tolist()) == expected
+
+
+def test_image_folder_without_class_folders_is_unlabelled(tmp_path):
+    (tmp_path / "flat").mkdir()
+    for index, array in enumerate(_pixels(3, (8, 8), seed=4)):
+        PIL.Image.fromarray(array, mode="L").save(tmp_path / "flat" / f"{index}.png")
+    data = _load(tmp_path / "flat", tmp_path, resolution=8)
+    assert data.labels is None and data.id2label is None and data.images.shape == (3, 1, 8, 8)
+
+
+def test_grayscale_and_colour_images_together_give_three_equal_channels_for_the_gray_ones(tmp_path):
+    gray, colour = _pixels(1, (8, 8), seed=5)[0], _pixels(1, (8, 8, 3), seed=6)[0]
+    _write_image_folder(tmp_path / "mixed", {"a": [gray], "b": [colour]})
+    data = load_image_data(train_data_dir=str(tmp_path / "mixed"), resolution=8, cache_dir=str(tmp_path / "cache"))
+    assert data.images.shape == (2, 3, 8, 8)
+    gray_image = data.images[data.labels == 0][0]
+    assert torch.equal(gray_image, _expected(np.stack([gray] * 3, axis=-1)[None])[0])
+    assert torch.equal(data.images[data.labels == 1][0], _expected(colour[None])[0])
+
+
+def test_num_channels_converts_with_pil(cifar, fashion, tmp_path):
+    cifar[0].save_to_disk(str(tmp_path / "cifar"))
+    gray = _load(tmp_path / "cifar", tmp_path, resolution=32, num_channels=1)
+    expected = np.stack([np.asarray(PIL.Image.fromarray(array).convert("L")) for array in cifar[1]])
+    assert torch.equal(gray.images, _expected(expected))
+    fashion[0].save_to_disk(str(tmp_path / "fashion"))
+    rgb = _load(tmp_path / "fashion", tmp_path, resolution=28, num_channels=3)
+    assert rgb.images.shape == (12, 3, 28, 28)
+    assert torch.equal(rgb.images[:, 0], rgb.images[:, 2]) and torch.equal(rgb.images[:, :1], _expected(fashion[1]))
+
+
+def test_center_crop_cuts_the_sides_and_plain_resize_keeps_the_whole_image(tmp_path):
+    wide = np.zeros((20, 40), dtype=np.uint8)
+    wide[:, :10] = 255  # a white band on the left quarter
+    dataset = datasets.Dataset.from_dict({"image": [PIL.Image.fromarray(wide)]}, features=Features({"image": Image()}))
+    dataset.save_to_disk(str(tmp_path / "wide"))
+    cropped = _load(tmp_path / "wide", tmp_path, resolution=10, center_crop=True).images
+    squashed = _load(tmp_path / "wide", tmp_path, resolution=10, center_crop=False).images
+    assert cropped.shape == squashed.shape == (1, 1, 10, 10)
+    assert cropped[..., 2:].max() == -1  # the band fell outside the centre square (bar resampling at its edge)
+    assert squashed[..., 0].min() == 1 and squashed[..., -1].max() == -1
+
+
+def test_upscaling_resizes_to_the_resolution(fashion, tmp_path):
+    fashion[0].save_to_disk(str(tmp_path / "fashion"))
+    data = _load(tmp_path / "fashion", tmp_path, resolution=32)
+    expected = np.stack([np.asarray(PIL.Image.fromarray(a).resize((32, 32), PIL.Image.BICUBIC)) for a in fashion[1]])
+    assert torch.equal(data.images, _expected(expected))
+
+
+def test_digits_are_the_1797_scikit_learn_digits_in_ten_classes():
+    data = load_image_data("digits", resolution=16)
+    assert data.images.shape == (1797, 1, 16, 16)
+    assert data.id2label == {i: str(i) for i in range(10)} and sorted(set(data.labels.tolist())) == list(range(10))
+    assert data.images.min() == -1 and data.images.max() == 1
+    from sklearn.datasets import load_digits
+
+    assert data.labels.tolist() == load_digits().target.tolist()
+    assert len(load_image_data("digits", resolution=8, max_samples=100)) == 100
+
+
+def test_digits_at_native_size_map_ink_0_to_16_onto_minus_one_to_one():
+    from sklearn.datasets import load_digits
+
+    data = load_image_data("digits", resolution=8, max_samples=5)
+    expected = torch.from_numpy(np.rint(load_digits().images[:5] * 255 / 16)).float()[:, None] / 127.5 - 1
+    assert torch.allclose(data.images, expected)
+
+
+def test_explicit_columns_override_detection_and_cifar100_prefers_fine_label(tmp_path):
+    pixels = _pixels(4, (8, 8), seed=7)
+    features = Features(
+        {
+            "img": Image(),
+            "sketch": Image(),
+            "coarse_label": ClassLabel(names=["a", "b"]),
+            "fine_label": ClassLabel(names=["c", "d", "e", "f"]),
+        }
+    )
+    images = [PIL.Image.fromarray(array) for array in pixels]
+    dataset = datasets.Dataset.from_dict(
+        {"img": images, "sketch": images[::-1], "coarse_label": [0, 1, 0, 1], "fine_label": [3, 2, 1, 0]},
+        features=features,
+    )
+    dataset.save_to_disk(str(tmp_path / "both"))
+    detected = _load(tmp_path / "both", tmp_path, resolution=8)
+    assert detected.labels.tolist() == [3, 2, 1, 0] and torch.equal(detected.images, _expected(pixels))
+    chosen = _load(tmp_path / "both", tmp_path, resolution=8, image_column="sketch", label_column="coarse_label")
+    assert chosen.labels.tolist() == [0, 1, 0, 1] and chosen.id2label == {0: "a", 1: "b"}
+    assert torch.equal(chosen.images, _expected(pixels[::-1].copy()))
+
+
+def test_integer_label_column_names_classes_by_id(tmp_path):
+    images = [PIL.Image.fromarray(array) for array in _pixels(3, (8, 8), seed=8)]
+    features = Features({"image": Image(), "label": Value("int32")})
+    dataset = datasets.Dataset.from_dict({"image": images, "label": [0, 2, 2]}, features=features)
+    dataset.save_to_disk(str(tmp_path / "d"))
+    data = _load(tmp_path / "d", tmp_path, resolution=8)
+    assert data.labels.tolist() == [0, 2, 2] and data.id2label == {0: "0", 1: "1", 2: "2"}
+
+
+def test_random_flip_mirrors_some_images_reproducibly():
+    images = torch.randn(64, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    flipped = random_flip(images, generator=torch.Generator().manual_seed(1))
+    mirrored = torch.tensor([torch.equal(a, b.flip(-1)) for a, b in zip(images, flipped)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(images, flipped)])
+    assert torch.all(mirrored ^ kept) and 16 < int(mirrored.sum()) < 48
+    assert torch.equal(flipped, random_flip(images, generator=torch.Generator().manual_seed(1)))
+
+
+# ----- bad input -----
+def test_unknown_dataset_says_what_was_tried(hub_server, tmp_path):
+    tried = "not a local path, not the built-in 'digits', and loading it from the Hub failed: DatasetNotFoundError"
+    with pytest.raises(ValueError, match=tried):
+        load_image_data("no-such-dataset-anywhere", cache_dir=str(tmp_path / "cache"))
+
+
+def test_missing_local_path_is_reported_as_such(tmp_path):
+    with pytest.raises(ValueError, match="looks like a local path, but nothing exists there"):
+        load_image_data(str(tmp_path / "missing.parquet"))
+    with pytest.raises(ValueError, match="--train_data_dir .* is not a directory"):
+        load_image_data(train_data_dir=str(tmp_path / "missing"))
+
+
+def test_missing_image_column_lists_the_columns(tmp_path):
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["x"])})
+    datasets.Dataset.from_dict({"text": ["a"], "label": [0]}, features=features).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"no image column .*: its columns are text \(.*string.*\), label \(Class"):
+        _load(tmp_path / "d", tmp_path)
+    with pytest.raises(ValueError, match=r"--image_column 'text' holds .*, not images"):
+        _load(tmp_path / "d", tmp_path, image_column="text")
+
+
+def test_missing_or_non_integer_label_column_is_rejected(fashion, tmp_path):
+    fashion[0].save_to_disk(str(tmp_path / "fashion"))
+    with pytest.raises(ValueError, match=r"--label_column 'class' is not a column .*: its columns are image .*, label"):
+        _load(tmp_path / "fashion", tmp_path, label_column="class")
+    images = [PIL.Image.fromarray(array) for array in _pixels(2, (8, 8), seed=9)]
+    features = Features({"image": Image(), "caption": Value("string")})
+    datasets.Dataset.from_dict({"image": images, "caption": ["a", "b"]}, features=features).save_to_disk(
+        str(tmp_path / "captions")
+    )
+    with pytest.raises(ValueError, match="--label_column 'caption' holds .*string.*class ids"):
+        _load(tmp_path / "captions", tmp_path, label_column="caption")
+
+
+def test_empty_dataset_is_rejected(tmp_path):
+    (tmp_path / "no_images").mkdir()
+    with pytest.raises(ValueError, match="The image folder .*no_images is empty"):
+        load_image_data(train_data_dir=str(tmp_path / "no_images"), cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"resolution": 0}, "--resolution must be a positive integer"),
+        ({"num_channels": 2}, "num_channels must be 1"),
+        ({"max_samples": 0}, "max_samples must be a positive integer"),
+        ({"train_data_dir": "images"}, "Give exactly one of --dataset_name"),
+        ({"split": "test"}, "'digits' dataset has one split, 'train'"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_loading(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_image_data("digits", **kwargs)
+
+
+def test_no_dataset_at_all_is_rejected():
+    with pytest.raises(ValueError, match="Give exactly one of --dataset_name"):
+        load_image_data()
