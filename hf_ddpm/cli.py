@@ -1,0 +1,89 @@
+"""The `hf-ddpm` command line. Each subcommand is one `add_*_command(subparsers)` function listed in SUBCOMMANDS;
+it declares its arguments and sets `func`, the function that runs it."""
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+
+
+def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "noising",
+        help="draw the forward process: digits noised part of the way to T, linear and cosine schedules side by side",
+    )
+    parser.add_argument("--out", default="noising.png", help="image file to write (default: noising.png)")
+    parser.add_argument("--num-images", type=int, default=4, help="how many digits, one per row (default: 4)")
+    parser.add_argument(
+        "--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0], help="fractions of the way to T"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    parser.set_defaults(func=run_noising)
+
+
+def run_noising(args: argparse.Namespace) -> None:
+    from hf_ddpm.visualization import load_digit_images, save_forward_process_grid
+
+    path = save_forward_process_grid(
+        args.out,
+        images=load_digit_images(args.num_images),
+        fractions=args.fractions,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    print(f"wrote {path}")
+
+
+def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sample", help="draw images from a saved pipeline: a grid and a denoising GIF")
+    parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
+    parser.add_argument("--labels", nargs="+", type=lambda text: int(text) if text.isdigit() else text,
+                        help="class ids or names, for a class-conditional model")  # fmt: skip
+    count = parser.add_mutually_exclusive_group()
+    count.add_argument("--batch-size", type=int, help="images per label (default: 1)")
+    count.add_argument("--num-images", type=int, help="images to draw from an unconditional model (default: 1)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    parser.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale, in [0, 1]")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the scheduler's natural default)")
+    parser.add_argument("--scheduler", help="replace the saved scheduler: ddpm, ddim, dpm or euler")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
+    parser.add_argument("--out", default="samples.png", help="the grid of the images (default: samples.png)")
+    parser.add_argument("--gif", help="also write the grid being denoised as a GIF here")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from hf_ddpm.sampling import sample_to_files  # imports diffusers' pipelines: only when sampling
+
+    if args.labels and args.num_images is not None:
+        raise ValueError("--num-images is for unconditional models; with --labels, --batch-size sets images per label")
+    sample_to_files(
+        args.model, args.out, args.gif, scheduler=args.scheduler, device=args.device, seed=args.seed,
+        class_labels=args.labels, batch_size=next((n for n in (args.batch_size, args.num_images) if n is not None), 1),
+        guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale, num_inference_steps=args.steps,
+        eta=args.eta,
+    )  # fmt: skip
+    print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
+
+
+SUBCOMMANDS = (add_noising_command, add_sample_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-ddpm", description="Pixel-space diffusion with diffusers.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in SUBCOMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `hf-ddpm COMMAND ...`; bad arguments exit with status 2 and the reason, as argparse does."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return 0

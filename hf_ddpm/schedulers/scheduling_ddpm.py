@@ -1,0 +1,401 @@
+"""DDPM ancestral sampling: Ho et al. 2020, Denoising Diffusion Probabilistic Models, https://arxiv.org/abs/2006.11239.
+
+Config- and output-compatible with `diffusers.DDPMScheduler`. Where the two differ, this file follows the paper:
+the step into x_0 adds no noise for any variance type (Algorithm 2, "z = 0 if t = 1"), and "fixed_large_log"
+means sigma_t^2 = beta_t computed through its log (diffusers returns NaN there).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from diffusers import ConfigMixin, SchedulerMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared maths. An identical copy lives in scheduling_ddim.py (each scheduler file stands alone); keep them equal.
+# ---------------------------------------------------------------------------------------------------------------
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine", "sigmoid")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """beta_1..beta_T in float32, the precision diffusers uses, so that both give the same alphas_cumprod."""
+    T = num_train_timesteps
+    if beta_schedule == "linear":  # Ho et al. 2020, section 4
+        return torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":  # linear in sqrt(beta), as in latent diffusion (Rombach et al. 2022)
+        return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+    if beta_schedule in ("squaredcos_cap_v2", "cosine"):
+        # alpha_bar(t) = f(t) / f(0), f(t) = cos((t/T + s) / (1 + s) * pi/2)^2, s = 0.008, beta capped at 0.999:
+        # eq. (17) of Nichol & Dhariwal 2021, https://arxiv.org/abs/2102.09672
+        f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * math.pi / 2) ** 2
+        return torch.tensor(np.minimum(1 - f[1:] / f[:-1], 0.999), dtype=torch.float32)
+    if beta_schedule == "sigmoid":  # GeoDiff, Xu et al. 2022, https://arxiv.org/abs/2203.02923
+        return torch.sigmoid(torch.linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start
+    raise ValueError(f"`beta_schedule` must be one of {BETA_SCHEDULES}; got {beta_schedule!r}")
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Shift and scale sqrt(alpha_bar) so that the last timestep has zero signal-to-noise ratio and the first keeps its
+    value: Algorithm 1 of Lin et al. 2024, https://arxiv.org/abs/2305.08891. Pair it with v_prediction (sec. 3.2)."""
+    sqrt_alpha_bar = torch.cumprod(1 - betas, dim=0).sqrt()
+    first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
+    sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
+    alpha_bar = sqrt_alpha_bar**2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1 - alphas
+
+
+def spaced_timesteps(config, num_inference_steps: int) -> np.ndarray:
+    """Descending timesteps for a spacing of Table 2 of Lin et al. 2024, https://arxiv.org/abs/2305.08891."""
+    T, N = config.num_train_timesteps, num_inference_steps
+    if not 1 <= N <= T:
+        raise ValueError(f"`num_inference_steps` must be between 1 and num_train_timesteps={T}; got {N}")
+    if config.timestep_spacing == "linspace":  # evenly from T - 1 down to 0, both ends included
+        timesteps = np.linspace(0, T - 1, N).round()[::-1]
+    elif config.timestep_spacing == "leading":  # multiples of T // N counted up from 0, then shifted
+        timesteps = np.arange(N)[::-1] * (T // N) + config.steps_offset
+    else:  # "trailing": multiples of T / N counted down from T, minus one; always exactly N of them
+        timesteps = np.round(T - np.arange(N) * (T / N)) - 1
+    if timesteps[0] >= T:
+        raise ValueError(f"`steps_offset`={config.steps_offset} pushes timestep {int(timesteps[0])} past {T - 1}")
+    return timesteps.astype(np.int64)
+
+
+def checked_timesteps(config, timesteps) -> np.ndarray:
+    """User-given timesteps, validated: a non-empty, strictly descending sequence of training timesteps."""
+    timesteps = torch.as_tensor(timesteps).cpu().numpy().astype(np.int64).reshape(-1)
+    T = config.num_train_timesteps
+    if len(timesteps) == 0 or np.any(np.diff(timesteps) >= 0) or timesteps[0] >= T or timesteps[-1] < 0:
+        raise ValueError(f"`timesteps` must be strictly descending integers in [0, {T - 1}]; got {timesteps.tolist()}")
+    return timesteps
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Dynamic thresholding of Imagen (Saharia et al. 2022, section 2.3, https://arxiv.org/abs/2205.11487): per sample,
+    s = the `ratio` quantile of |x_0| kept in [1, max_value]; x_0 is clamped to [-s, s] and divided by s."""
+    flat = x0.reshape(x0.shape[0], -1)
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()  # quantile (and clamp on CPU) need full precision
+    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    return (flat.clamp(-s, s) / s).reshape(x0.shape).to(x0.dtype)
+
+
+def check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}")
+
+
+class _NoiseScheduleMixin:
+    """What both schedulers share: the betas, the choice of timesteps and the forward process q(x_t | x_0). A scheduler
+    sets `_default_inference_steps` and builds its per-timestep coefficients in `_use_timesteps`."""
+
+    def _init_noise_schedule(
+        self, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
+    ) -> None:
+        if beta_schedule == "cosine":  # diffusers knows only the original name; store that so saved configs load there
+            self.register_to_config(beta_schedule="squaredcos_cap_v2")
+        if trained_betas is not None:
+            self.betas = torch.tensor(trained_betas, dtype=torch.float32)
+            if len(self.betas) != num_train_timesteps:
+                raise ValueError(f"`trained_betas` must hold num_train_timesteps={num_train_timesteps} values")
+        else:
+            self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        if rescale_betas_zero_snr:
+            self.betas = rescale_zero_terminal_snr(self.betas)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._noise_level_tables = {}
+        self.num_inference_steps = None
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        """
+        Choose the timesteps of the reverse process (run before sampling).
+
+        Args:
+            num_inference_steps (`int`, *optional*): how many steps, spaced by `config.timestep_spacing`. When neither
+                this nor `timesteps` is given: every training step for DDPM; 50 (or every training step, if fewer)
+                for DDIM.
+            device (`str` or `torch.device`, *optional*): where `self.timesteps` is placed.
+            timesteps (`list[int]`, *optional*): strictly descending custom timesteps, instead of a count.
+        """
+        if timesteps is not None and num_inference_steps is not None:
+            raise ValueError("Pass either `num_inference_steps` or `timesteps`, not both")
+        if timesteps is not None:
+            timesteps = checked_timesteps(self.config, timesteps)
+        else:
+            if num_inference_steps is None:
+                T = self.config.num_train_timesteps
+                num_inference_steps = min(self._default_inference_steps or T, T)
+            timesteps = spaced_timesteps(self.config, num_inference_steps)
+        self.num_inference_steps = len(timesteps)
+        self._use_timesteps(timesteps, device)
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+        """The timestep that `step` moves to from `timestep`: the next one of the schedule, or -1 after the last."""
+        return self._coefficients_at(timestep).prev_t
+
+    def _coefficients_at(self, timestep: int | torch.Tensor):
+        coefficients = self._coefficients.get(int(timestep))
+        if coefficients is None:
+            raise ValueError(
+                f"`timestep` {int(timestep)} is not in this scheduler's timesteps ({len(self.timesteps)} steps from "
+                f"{int(self.timesteps[0])} down to {int(self.timesteps[-1])}); use the values of `scheduler.timesteps`"
+            )
+        return coefficients
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """The model sees x_t unscaled; present for interchangeability with schedulers that scale it."""
+        return sample
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps: eq. (4) of Ho et al. 2020."""
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._noise_levels(timesteps, original_samples)
+        return sqrt_alpha_bar * original_samples + sqrt_one_minus_alpha_bar * noise
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0, the v-prediction target of Salimans & Ho 2022
+        (https://arxiv.org/abs/2202.00512)."""
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._noise_levels(timesteps, sample)
+        return sqrt_alpha_bar * noise - sqrt_one_minus_alpha_bar * sample
+
+    def snr(self, timesteps: torch.Tensor | list[int] | int | None = None) -> torch.Tensor:
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of x_t (Kingma et al. 2021,
+        https://arxiv.org/abs/2107.00630); at every training timestep when `timesteps` is None."""
+        snr = self.alphas_cumprod / (1 - self.alphas_cumprod)
+        if timesteps is None:
+            return snr
+        timesteps = torch.as_tensor(timesteps)
+        return snr.to(timesteps.device)[timesteps]
+
+    def _noise_levels(self, timesteps, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # One gather from a table kept per device and dtype: no per-call host-to-device copy of alphas_cumprod.
+        key = (like.device, like.dtype)
+        if key not in self._noise_level_tables:
+            table = torch.stack([self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()])
+            self._noise_level_tables[key] = table.to(device=like.device, dtype=like.dtype)
+        timesteps = torch.as_tensor(timesteps, device=like.device).reshape(-1)
+        levels = self._noise_level_tables[key][:, timesteps].view(2, -1, *([1] * (like.ndim - 1)))
+        return levels[0], levels[1]
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DDPMSchedulerOutput(BaseOutput):
+    """
+    Output of [`DDPMScheduler.step`].
+
+    Args:
+        prev_sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+            x_{t-1}, the sample at the next timestep of the schedule; the input of the next denoising step.
+        pred_original_sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+            The model's estimate of x_0 at this step (after clipping or thresholding), for previews or guidance.
+    """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
+
+
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+
+
+class _StepCoefficients(NamedTuple):
+    """Everything `step` needs at one timestep t, computed once per schedule (float32, as diffusers computes)."""
+
+    t: int
+    prev_t: int  # the next timestep of the schedule; -1 after the last one
+    sqrt_alpha_bar: float
+    sqrt_one_minus_alpha_bar: float
+    x0_coef: float  # eq. (7): weight of x_0 in the posterior mean
+    xt_coef: float  # eq. (7): weight of x_t in the posterior mean
+    std_small: float  # sqrt(beta_tilde_t)
+    std_large: float  # sqrt(beta_t)
+    log_var_small: float
+    log_var_large: float
+
+
+class DDPMScheduler(_NoiseScheduleMixin, SchedulerMixin, ConfigMixin):
+    """
+    Ancestral sampling of Ho et al. 2020: x_{t-1} ~ N(mu_tilde(x_t, x_0), sigma_t^2 I) with x_0 predicted by a network.
+    With fewer inference steps than training steps, each step goes to the next timestep of the schedule and alpha_t,
+    beta_t are those of the skipped span: alpha_t = alpha_bar_t / alpha_bar_{t_prev}.
+
+    This class inherits from [`SchedulerMixin`] and [`ConfigMixin`] (saving, loading, `from_config`).
+
+    Args:
+        num_train_timesteps (`int`, defaults to 1000): T, the number of diffusion steps the model was trained with.
+        beta_start (`float`, defaults to 0.0001): beta_1 of the "linear", "scaled_linear" and "sigmoid" schedules.
+        beta_end (`float`, defaults to 0.02): beta_T of those schedules.
+        beta_schedule (`str`, defaults to `"linear"`): `"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"` (the
+            cosine schedule of Nichol & Dhariwal; `"cosine"` is accepted and stored as `"squaredcos_cap_v2"` so that
+            saved configs load in diffusers) or `"sigmoid"`.
+        trained_betas (`np.ndarray` or `list[float]`, *optional*): betas to use as they are, instead of a schedule.
+        variance_type (`str`, defaults to `"fixed_small"`): sigma_t^2 of the reverse step. `"fixed_small"`:
+            beta_tilde_t, the posterior variance; `"fixed_large"`: beta_t (section 3.2 of Ho et al.); the `"_log"`
+            variants give the same sigma_t through its log; `"learned"`: the model outputs sigma_t^2 in a second half
+            of its channels; `"learned_range"`: it outputs v in [-1, 1] interpolating log beta_tilde_t and log beta_t
+            (eq. (15) of Nichol & Dhariwal 2021).
+        clip_sample (`bool`, defaults to `True`): clamp the predicted x_0 to [-clip_sample_range, clip_sample_range].
+        prediction_type (`str`, defaults to `"epsilon"`): what the model predicts: `"epsilon"` (the noise),
+            `"sample"` (x_0) or `"v_prediction"` (v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0).
+        thresholding (`bool`, defaults to `False`): dynamic thresholding of x_0 (Imagen); replaces clipping.
+        dynamic_thresholding_ratio (`float`, defaults to 0.995): the quantile of |x_0| used by thresholding.
+        clip_sample_range (`float`, defaults to 1.0): the bound used when `clip_sample` is on.
+        sample_max_value (`float`, defaults to 1.0): the largest threshold that thresholding may use.
+        timestep_spacing (`str`, defaults to `"leading"`): `"linspace"`, `"leading"` or `"trailing"` (Table 2 of
+            Lin et al. 2024).
+        steps_offset (`int`, defaults to 0): added to every timestep of the `"leading"` spacing.
+        rescale_betas_zero_snr (`bool`, defaults to `False`): rescale betas to zero terminal SNR (Lin et al. 2024).
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+    init_noise_sigma = 1.0
+    _default_inference_steps = None  # every training step
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        variance_type: str = "fixed_small",
+        clip_sample: bool = True,
+        prediction_type: str = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+    ):
+        check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
+        )
+        self._use_timesteps(np.arange(num_train_timesteps)[::-1].copy())
+
+    def _use_timesteps(self, timesteps: np.ndarray, device: str | torch.device | None = None) -> None:
+        self.timesteps = torch.from_numpy(timesteps).to(device)
+        t, prev_t = torch.from_numpy(timesteps), torch.from_numpy(np.append(timesteps[1:], -1))
+        alpha_bar = self.alphas_cumprod[t]
+        alpha_bar_prev = torch.where(prev_t >= 0, self.alphas_cumprod[prev_t.clamp(min=0)], torch.tensor(1.0))
+        alpha = alpha_bar / alpha_bar_prev  # alpha_t of the span from t_prev to t
+        beta = 1 - alpha
+        beta_tilde = ((1 - alpha_bar_prev) / (1 - alpha_bar) * beta).clamp(min=1e-20)  # eq. (7); floored for the log
+        columns = [
+            t,
+            prev_t,
+            alpha_bar.sqrt(),
+            (1 - alpha_bar).sqrt(),
+            alpha_bar_prev.sqrt() * beta / (1 - alpha_bar),  # eq. (7)
+            alpha.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar),  # eq. (7)
+            beta_tilde.sqrt(),
+            beta.sqrt(),
+            beta_tilde.log(),
+            beta.log(),
+        ]
+        # Python floats: step() then multiplies tensors by plain scalars, with no indexing or device copies.
+        self._coefficients = {row[0]: _StepCoefficients(*row) for row in zip(*(c.tolist() for c in columns))}
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> DDPMSchedulerOutput | tuple:
+        """
+        One reverse step x_t -> x_{t_prev}, Algorithm 2 of Ho et al. 2020 generalised to any schedule.
+
+        Args:
+            model_output (`torch.Tensor`): the network's output at (x_t, t); with a `"learned"` variance type it
+                carries twice the channels of `sample`, the second half being the variance prediction.
+            timestep (`int` or `torch.Tensor`): t, one of `self.timesteps`.
+            sample (`torch.Tensor`): x_t.
+            generator (`torch.Generator`, *optional*): source of the noise z.
+            return_dict (`bool`, defaults to `True`): return a [`DDPMSchedulerOutput`] rather than a tuple.
+
+        Returns:
+            [`DDPMSchedulerOutput`] or `tuple`: (prev_sample, pred_original_sample).
+        """
+        c = self._coefficients_at(timestep)
+        model_output, predicted_variance = self._split_variance(model_output, sample)
+        prediction = self.config.prediction_type
+
+        # 1. predicted x_0: eq. (15) of Ho et al. for epsilon; x_0 itself for "sample"; from v (Salimans & Ho 2022)
+        if prediction == "epsilon":
+            x0 = (sample - c.sqrt_one_minus_alpha_bar * model_output) / c.sqrt_alpha_bar
+        elif prediction == "sample":
+            x0 = model_output
+        else:
+            x0 = c.sqrt_alpha_bar * sample - c.sqrt_one_minus_alpha_bar * model_output
+
+        # 2. keep x_0 in the data range: dynamic thresholding (Imagen) or plain clipping
+        if self.config.thresholding:
+            x0 = dynamic_threshold(x0, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)
+        elif self.config.clip_sample:
+            x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+
+        # 3. posterior mean mu_tilde_t(x_t, x_0), eq. (7)
+        mean = c.x0_coef * x0 + c.xt_coef * sample
+
+        # 4. x_{t-1} = mu + sigma_t z, Algorithm 2; z = 0 on the last step
+        prev_sample = mean
+        if c.prev_t >= 0:
+            z = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            prev_sample = mean + self._sigma(c, predicted_variance) * z
+
+        if not return_dict:
+            return prev_sample, x0
+        return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+
+    def _split_variance(self, model_output: torch.Tensor, sample: torch.Tensor):
+        learned = self.config.variance_type in ("learned", "learned_range")
+        expected = (sample.shape[0], 2 * sample.shape[1], *sample.shape[2:]) if learned else sample.shape
+        if model_output.shape != expected:
+            raise ValueError(
+                f"`model_output` must have shape {tuple(expected)} for sample shape {tuple(sample.shape)} and "
+                f"variance_type {self.config.variance_type!r}; got {tuple(model_output.shape)}"
+            )
+        if learned:
+            return model_output.chunk(2, dim=1)
+        return model_output, None
+
+    def _sigma(self, c: _StepCoefficients, predicted_variance: torch.Tensor | None) -> float | torch.Tensor:
+        variance_type = self.config.variance_type
+        if variance_type in ("fixed_small", "fixed_small_log"):  # sigma_t^2 = beta_tilde_t, section 3.2 of Ho et al.
+            return c.std_small
+        if variance_type in ("fixed_large", "fixed_large_log"):  # sigma_t^2 = beta_t
+            return c.std_large
+        if variance_type == "learned":  # the network predicts sigma_t^2 itself
+            return predicted_variance.sqrt()
+        # "learned_range": log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t, eq. (15) of Nichol & Dhariwal,
+        # with the network's output in [-1, 1] mapped to v in [0, 1]
+        v = (predicted_variance + 1) / 2
+        return torch.exp(0.5 * (v * c.log_var_large + (1 - v) * c.log_var_small))

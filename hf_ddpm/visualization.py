@@ -1,0 +1,130 @@
+"""The forward process made visible: images noised part of the way to T, one schedule beside another."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils import make_image_grid
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image, ImageDraw
+
+from hf_ddpm.schedulers import DDPMScheduler
+
+CELL_SIZE = 56  # pixels per image in the grid: 28x28 digits shown at twice their size
+HEADER_HEIGHT = 30  # a line for the schedule's name, a line for the column labels
+PANEL_GAP = 8  # pixels between the schedules' panels
+
+
+def load_digit_images(num_images: int = 4, size: int = 28) -> torch.Tensor:
+    """
+    The first `num_images` handwritten digits of scikit-learn's `load_digits` (0, 1, 2, ...), upscaled from 8x8.
+
+    Returns:
+        `torch.Tensor` of shape `(num_images, 1, size, size)` with values in [-1, 1], as diffusion models see data.
+    """
+    from sklearn.datasets import load_digits  # an optional dependency: the `train` and `test` extras carry it
+
+    digits = load_digits().images
+    if not 1 <= num_images <= len(digits):
+        raise ValueError(f"`num_images` must be between 1 and {len(digits)}; got {num_images}")
+    images = torch.tensor(digits[:num_images], dtype=torch.float32).unsqueeze(1) / 16 * 2 - 1
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+
+
+def fraction_timesteps(fractions: Sequence[float], num_train_timesteps: int) -> list[int]:
+    """The training timestep a fraction f in (0, 1] of the way to T stands for: round(f T) - 1, so 1.0 is T - 1."""
+    if not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"`fractions` must lie in (0, 1]; got {list(fractions)}")
+    return [max(round(f * num_train_timesteps) - 1, 0) for f in fractions]
+
+
+def forward_process(
+    images: torch.Tensor,
+    noise: torch.Tensor,
+    fractions: Sequence[float],
+    beta_schedule: str,
+    num_train_timesteps: int = 1000,
+) -> torch.Tensor:
+    """
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps for each fraction of the way to T.
+
+    Returns:
+        `torch.Tensor` of shape `(len(fractions), *images.shape)`.
+    """
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+    timesteps = fraction_timesteps(fractions, num_train_timesteps)
+    return torch.stack([scheduler.add_noise(images, noise, torch.full((len(images),), t)) for t in timesteps])
+
+
+def forward_process_grid(
+    images: torch.Tensor | None = None,
+    fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    schedules: Sequence[str] = ("linear", "cosine"),
+    num_train_timesteps: int = 1000,
+    generator: torch.Generator | None = None,
+) -> Image.Image:
+    """
+    A panel per beta schedule, side by side: one row per image, the clean image then the image noised at each fraction
+    of the way to T. Every panel uses the same noise, so only the schedule differs.
+
+    Args:
+        images (`torch.Tensor`, *optional*): `(N, C, H, W)` in [-1, 1]; four handwritten digits when omitted.
+        fractions (`Sequence[float]`): fractions of the way to T, each in (0, 1].
+        schedules (`Sequence[str]`): beta schedules of [`DDPMScheduler`], such as `"linear"` and `"cosine"`.
+        num_train_timesteps (`int`): T.
+        generator (`torch.Generator`, *optional*): source of the noise.
+
+    Returns:
+        `PIL.Image.Image` of width `len(schedules) * (len(fractions) + 1) * CELL_SIZE + (len(schedules) - 1) *
+        PANEL_GAP` and height `HEADER_HEIGHT + N * CELL_SIZE`.
+    """
+    images = load_digit_images() if images is None else images
+    if images.ndim != 4:
+        raise ValueError(f"`images` must have shape (N, C, H, W); got {tuple(images.shape)}")
+    noise = randn_tensor(images.shape, generator=generator, dtype=images.dtype)
+    labels = ["x_0"] + [f"t={t}" for t in fraction_timesteps(fractions, num_train_timesteps)]
+    panels = []
+    for schedule in schedules:
+        noised = forward_process(images, noise, fractions, schedule, num_train_timesteps)
+        columns = torch.cat([images.unsqueeze(0), noised])  # (columns, N, C, H, W)
+        cells = [_to_pil(columns[col, row]) for row in range(len(images)) for col in range(len(columns))]
+        grid = make_image_grid(cells, rows=len(images), cols=len(columns))
+        panels.append(_with_header(grid, schedule, labels))
+    width = sum(panel.width for panel in panels) + PANEL_GAP * (len(panels) - 1)
+    figure = Image.new("RGB", (width, panels[0].height), "white")
+    for i, panel in enumerate(panels):
+        figure.paste(panel, (i * (panel.width + PANEL_GAP), 0))
+    return figure
+
+
+def save_forward_process_grid(path: str | os.PathLike, **grid_kwargs) -> Path:
+    """Write [`forward_process_grid`] to `path` (format from its suffix) and return the path. The file is written
+    next to its destination and moved into place, so an interrupted run never leaves half an image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = forward_process_grid(**grid_kwargs)
+    file_format = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as tmp:
+        figure.save(tmp, format=file_format)
+    os.replace(tmp.name, path)
+    return path
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    """(C, H, W) in [-1, 1] -> an RGB image of CELL_SIZE pixels a side (pixels kept sharp)."""
+    pixels = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((CELL_SIZE, CELL_SIZE), Image.NEAREST)
+
+
+def _with_header(grid: Image.Image, title: str, column_labels: list[str]) -> Image.Image:
+    panel = Image.new("RGB", (grid.width, grid.height + HEADER_HEIGHT), "white")
+    panel.paste(grid, (0, HEADER_HEIGHT))
+    draw = ImageDraw.Draw(panel)
+    draw.text((2, 2), title, fill="black")
+    for col, label in enumerate(column_labels):
+        draw.text((col * CELL_SIZE + 2, HEADER_HEIGHT // 2), label, fill="black")
+    return panel
