@@ -1,0 +1,102 @@
+"""Sampling from a saved pipeline: load it (folder or Hub id), pick a scheduler, draw images, write a grid and a GIF.
+
+Backs `hf-ddpm sample`; `save_grid_and_gif` also serves any script that wants sample images of a pipeline.
+"""
+
+import os
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler, SchedulerMixin
+from diffusers.utils import make_image_grid
+
+from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import grid_rows
+from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
+from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+
+SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(model: str, scheduler: str | None = None, device: str | None = None) -> DDPMCFGPipeline:
+    """
+    Loads a saved [`DDPMCFGPipeline`] from a folder or a Hub id, optionally swaps its scheduler for one of
+    `SCHEDULERS` (built from the saved scheduler's config, so the noise schedule is kept), and moves it to `device`.
+    """
+    pipe = DDPMCFGPipeline.from_pretrained(model)
+    if scheduler is not None:
+        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler)
+    return pipe.to(device or default_device())
+
+
+def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
+    """A scheduler of kind `name` ("ddpm", "ddim", "dpm" or "euler") with the noise schedule of `current`."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)}, got {name!r}.")
+    return SCHEDULERS[name].from_config(current.config)
+
+
+def sample_to_files(
+    model: str,
+    grid_path: str | os.PathLike,
+    gif_path: str | os.PathLike | None = None,
+    *,
+    scheduler: str | None = None,
+    device: str | None = None,
+    seed: int | None = 0,
+    **call_kwargs,
+):
+    """`hf-ddpm sample`: `load_pipeline(model, scheduler, device)`, then `save_grid_and_gif`. Returns the output."""
+    pipe = load_pipeline(model, scheduler=scheduler, device=device)
+    return save_grid_and_gif(pipe, grid_path, gif_path, seed=seed, **call_kwargs)
+
+
+def per_image_generators(seed: int, num_images: int) -> list[torch.Generator]:
+    """One CPU generator per image, seeded `seed`, `seed + 1`, ...: image i is the same on any device and in any
+    batch that gives it the same seed."""
+    return [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
+
+
+def save_grid_and_gif(
+    pipe: DDPMCFGPipeline,
+    grid_path: str | os.PathLike,
+    gif_path: str | os.PathLike | None = None,
+    seed: int | None = None,
+    **call_kwargs,
+):
+    """
+    Draws images with `pipe(**call_kwargs)` and saves their grid (one row per label) to `grid_path`, and, when
+    `gif_path` is given, the GIF of the grid being denoised. `seed` gives each image its own generator (see
+    `per_image_generators`). Returns the pipeline output (images of `call_kwargs["output_type"]`, PIL by default).
+    """
+    for path in (grid_path, gif_path):
+        if path is not None and os.path.dirname(os.fspath(path)):
+            os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
+    labels = call_kwargs.get("class_labels")
+    num_labels = len(labels) if isinstance(labels, (list, tuple)) else None
+    if seed is not None:
+        call_kwargs["generator"] = per_image_generators(seed, call_kwargs.get("batch_size", 1) * (num_labels or 1))
+    if gif_path is not None:
+        return pipe.denoising_gif(gif_path, grid_path=grid_path, **call_kwargs)
+    output = pipe(**call_kwargs)
+    images = as_pil_images(output.images)
+    rows = grid_rows(len(images), num_labels)
+    make_image_grid(images, rows=rows, cols=len(images) // rows).save(grid_path)
+    return output
+
+
+def as_pil_images(images: list[PIL.Image.Image] | np.ndarray | torch.Tensor) -> list[PIL.Image.Image]:
+    """The images of a pipeline output of any `output_type` ("pil", "np" or "pt") as PIL images."""
+    if isinstance(images, torch.Tensor):
+        images = images.permute(0, 2, 3, 1).float().cpu().numpy()
+    return DiffusionPipeline.numpy_to_pil(images) if isinstance(images, np.ndarray) else images

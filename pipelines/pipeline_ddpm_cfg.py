@@ -1,0 +1,498 @@
+"""Class-conditional pixel-space diffusion sampling with classifier-free guidance (CFG).
+
+Self-contained: this file imports only torch, numpy, PIL, diffusers (and huggingface_hub, which diffusers is built
+on) and the standard library, so `save_pretrained` can copy it into a model repository that
+`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` loads without hf-ddpm installed.
+"""
+
+import inspect
+import json
+import math
+import numbers
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput, make_image_grid
+from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub import hf_hub_download, snapshot_download
+
+# The package this file was imported as part of: `hf_ddpm` when installed. `load_config` looks up the classes of
+# code-file components there by name (a copy loaded from a model folder has no such package).
+_HOME_PACKAGE = __name__.split(".")[0]
+
+
+@dataclass
+class DDPMCFGPipelineOutput(BaseOutput):
+    """
+    Output of [`DDPMCFGPipeline`].
+
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
+            The generated images: PIL images (mode "L" for one channel, "RGB" for three), a numpy array of shape
+            `(N, H, W, C)` or a tensor of shape `(N, C, H, W)`, with values in [0, 1] for the last two.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def rescale_guided_output(guided: torch.Tensor, conditional: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
+    """
+    Guidance rescale of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps Are Flawed", Sec. 3.4
+    (https://huggingface.co/papers/2305.08891): a large guidance scale inflates the standard deviation of the guided
+    prediction, which over-exposes images. Scale it back to the conditional prediction's standard deviation, per
+    image, and blend: `guidance_rescale` 0 keeps plain CFG, 1 rescales fully (the paper uses 0.7).
+    """
+    dims = list(range(1, guided.ndim))
+    rescaled = guided * (conditional.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return guidance_rescale * rescaled + (1.0 - guidance_rescale) * guided
+
+
+def grid_rows(num_images: int, num_labels: int | None = None) -> int:
+    """Rows of the grid that shows `num_images` images: one row per label, else the most square layout."""
+    if num_labels:
+        return num_labels
+    return max(rows for rows in range(1, math.isqrt(num_images) + 1) if num_images % rows == 0)
+
+
+def _uses_ddpm_steps(scheduler: SchedulerMixin) -> bool:
+    return any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__)
+
+
+class DDPMCFGPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for unconditional or class-conditional image generation with classifier-free guidance
+    (Ho & Salimans 2022, https://huggingface.co/papers/2207.12598).
+
+    This pipeline inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
+    implemented for all pipelines (downloading, saving, running on a particular device, etc.).
+
+    Parameters:
+        unet ([`ModelMixin`]):
+            The noise-prediction network, called as `unet(sample, timestep, class_labels=...)` and returning an
+            output with `.sample`: hf-ddpm's `DDPMUNet2DModel` or diffusers' `UNet2DModel` (with `num_class_embeds`
+            and no `class_embed_type` for a conditional model).
+        scheduler ([`SchedulerMixin`]):
+            Any diffusers-compatible scheduler: hf-ddpm's or diffusers' DDPM and DDIM, `DPMSolverMultistepScheduler`,
+            `EulerDiscreteScheduler`, ...
+        id2label (`dict[int, str]`, *optional*):
+            Class names by label id, so that labels can be given by name. Stored in `model_index.json` (where the
+            keys become strings; they are turned back into ints on loading).
+        null_class_id (`int`, *optional*):
+            The label id the UNet learned as "no class", used for the unconditional half of CFG. The real labels are
+            the ids below it. Defaults to the UNet's `null_class_id` (hf-ddpm's `DDPMUNet2DModel`: its extra
+            embedding row, `num_class_embeds`); a UNet without that attribute but with `num_class_embeds` set (a
+            diffusers `UNet2DModel`) is taken to have been trained with its last embedding row as the null label,
+            `num_class_embeds - 1`. `None` on an unconditional UNet.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        unet: ModelMixin,
+        scheduler: SchedulerMixin,
+        id2label: dict | None = None,
+        null_class_id: int | None = None,
+    ):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        class_embeds = unet.config.get("num_class_embeds")
+        if null_class_id is None and class_embeds is not None:
+            null_class_id = getattr(unet, "null_class_id", class_embeds - 1)
+        if null_class_id is not None and (class_embeds is None or not 0 < null_class_id <= class_embeds):
+            raise ValueError(
+                f"`null_class_id` must be an embedding row after the real labels, in [1, {class_embeds}], for this "
+                f"UNet (num_class_embeds={class_embeds}); got {null_class_id}."
+            )
+        id2label = {int(label_id): str(name) for label_id, name in (id2label or {}).items()}
+        out_of_range = [label_id for label_id in id2label if not 0 <= label_id < (null_class_id or 0)]
+        if out_of_range:
+            raise ValueError(
+                f"`id2label` has ids {out_of_range} outside the model's labels, which are "
+                + (f"0..{null_class_id - 1}." if null_class_id else "none: the UNet is unconditional.")
+            )
+        self.register_to_config(id2label=id2label, null_class_id=null_class_id)
+
+    @property
+    def num_timesteps(self) -> int:
+        """The number of denoising steps of the current (or last) call."""
+        return self._num_timesteps
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sampling
+    # ----------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | list[int | str] | None = None,
+        batch_size: int = 1,
+        guidance_scale: float = 1.0,
+        num_inference_steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        guidance_rescale: float = 0.0,
+    ) -> DDPMCFGPipelineOutput | tuple:
+        r"""
+        Generates images. Every argument is checked before any work starts; a bad one raises a `ValueError` that
+        names it and says what is allowed.
+
+        Args:
+            class_labels (`int`, `str` or a list of them, *optional*):
+                The classes to draw, by id or by name (case-insensitive, through `id2label`). One label gives
+                `batch_size` images of it; a list gives `batch_size` images per label, label after label
+                (`[a, b]` with `batch_size=2` gives `a, a, b, b`). `None` draws unconditionally (with the null label
+                on a conditional model).
+            batch_size (`int`, *optional*, defaults to 1):
+                Images per label, or images in all when `class_labels` is `None`.
+            guidance_scale (`float`, *optional*, defaults to 1.0):
+                CFG scale `s`: the model output is `uncond + s * (cond - uncond)`. 1 uses the conditional output
+                alone (one forward of the batch per step); any other value runs the conditional and unconditional
+                halves through the UNet in one batched forward (0 samples unconditionally). The weights sum to one,
+                so guiding the model output is the same whether it predicts epsilon, the sample or v.
+            num_inference_steps (`int`, *optional*):
+                Denoising steps. `None` takes the scheduler's natural default: every training step for DDPM
+                schedulers, 50 (or the training steps, if fewer) for the others (DDIM, DPM-Solver, Euler, ...).
+            eta (`float`, *optional*, defaults to 0.0):
+                DDIM's eta (0: deterministic DDIM, 1: DDPM-like noise); only for schedulers whose `step` takes it.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                One generator for the batch, or one per image: then each image is the same whatever else is in the
+                batch.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"`, `"np"` (`(N, H, W, C)` in [0, 1]) or `"pt"` (`(N, C, H, W)` in [0, 1]).
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return a [`DDPMCFGPipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, [`PipelineCallback`] or [`MultiPipelineCallbacks`], *optional*):
+                Called after each step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; the tensors
+                named in `callback_on_step_end_tensor_inputs` are in `callback_kwargs`, and the ones it returns
+                replace them.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*, defaults to `["latents"]`):
+                Tensors passed to the callback; allowed: `_callback_tensor_inputs`.
+            guidance_rescale (`float`, *optional*, defaults to 0.0):
+                Guidance rescale of Lin et al. 2024 (https://huggingface.co/papers/2305.08891), in [0, 1], applied to
+                the guided model output.
+
+        Returns:
+            [`DDPMCFGPipelineOutput`] or `tuple`: the images, in a `DDPMCFGPipelineOutput` if `return_dict`, else
+            as the only element of a tuple.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        # 1. Check every argument before any work.
+        label_ids = self._label_ids(class_labels)
+        num_inference_steps = self._check_inputs(
+            label_ids, batch_size, guidance_scale, num_inference_steps, eta, generator, output_type,
+            callback_on_step_end_tensor_inputs, guidance_rescale,
+        )  # fmt: skip
+        num_images = batch_size * (len(label_ids) if label_ids else 1)
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise ValueError(
+                f"`generator` is a list of {len(generator)} generators, but the batch has {num_images} images "
+                f"({batch_size} per label): pass one generator per image, or a single generator."
+            )
+        guided = label_ids is not None and guidance_scale != 1.0
+        device = self._execution_device
+
+        # 2. Labels: the requested classes, and the null label for the unconditional half of CFG.
+        labels = None
+        if self.config.null_class_id is not None:
+            null_labels = torch.full((num_images,), self.config.null_class_id, device=device)
+            labels = torch.tensor(label_ids, device=device).repeat_interleave(batch_size) if label_ids else null_labels
+            if guided:
+                labels = torch.cat([labels, null_labels])
+
+        # 3. Timesteps and pure noise at the scheduler's starting scale.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        sample_size = self.unet.config.sample_size
+        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+        shape = (num_images, self.unet.config.in_channels, height, width)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+        step_kwargs = self._step_kwargs(eta, generator)
+
+        # 4. Denoise: one UNet forward per step, CFG halves batched together.
+        for step, t in enumerate(self.progress_bar(timesteps)):
+            model_input = torch.cat([latents, latents]) if guided else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_output = self.unet(model_input, t, class_labels=labels).sample
+            if guided:
+                conditional, unconditional = model_output.chunk(2)
+                model_output = unconditional + guidance_scale * (conditional - unconditional)
+                if guidance_rescale > 0:
+                    model_output = rescale_guided_output(model_output, conditional, guidance_rescale)
+            latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
+
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents}
+                callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, step, t, callback_kwargs)
+                latents = callback_outputs.pop("latents", latents)
+
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return DDPMCFGPipelineOutput(images=images)
+
+    def postprocess(
+        self, sample: torch.Tensor, output_type: str = "pil"
+    ) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+        """Maps a batch of samples in [-1, 1] to images in [0, 1] of the given `output_type` ("pil", "np", "pt")."""
+        return _images_as((sample / 2 + 0.5).clamp(0, 1), output_type)
+
+    def denoising_gif(
+        self,
+        gif_path: str | os.PathLike,
+        grid_path: str | os.PathLike | None = None,
+        num_frames: int = 25,
+        frame_duration_ms: int = 100,
+        final_frame_duration_ms: int = 1500,
+        **call_kwargs,
+    ) -> DDPMCFGPipelineOutput:
+        """
+        Samples as `__call__(**call_kwargs)` does and writes the denoising as an animated GIF: each frame is the
+        grid of the current samples (one row per label), taken about `num_frames` times along the way, the last
+        being the final images (shown for `final_frame_duration_ms`). The grid of the final images is written to
+        `grid_path` too when it is given.
+
+        Returns:
+            [`DDPMCFGPipelineOutput`] with the images as `call_kwargs["output_type"]` asks (PIL by default).
+        """
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"`num_frames` must be an integer >= 1, got {num_frames!r}.")
+        labels = call_kwargs.get("class_labels")
+        num_labels = len(labels) if isinstance(labels, (list, tuple)) else None
+        frames = []
+
+        def grid_of(sample: torch.Tensor) -> PIL.Image.Image:
+            images = self.postprocess(sample, "pil")
+            rows = grid_rows(len(images), num_labels)
+            return make_image_grid(images, rows=rows, cols=len(images) // rows)
+
+        def record_frame(pipe, step, timestep, callback_kwargs):
+            every = math.ceil(pipe.num_timesteps / num_frames)
+            if step % every == 0 or step == pipe.num_timesteps - 1:
+                frames.append(grid_of(callback_kwargs["latents"]))
+            return callback_kwargs
+
+        output_type = call_kwargs.pop("output_type", "pil")
+        images = self(**call_kwargs, output_type="pt", callback_on_step_end=record_frame).images
+        # The last frame holds the final samples, so it is also the grid of the final images.
+        durations = [frame_duration_ms] * (len(frames) - 1) + [final_frame_duration_ms]
+        frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+        if grid_path is not None:
+            frames[-1].save(grid_path)
+        return DDPMCFGPipelineOutput(images=_images_as(images, output_type))
+
+    def _label_ids(self, class_labels) -> list[int] | None:
+        """Turns `class_labels` (ids or names, one or a list) into a list of valid ids, or `None`."""
+        if class_labels is None:
+            return None
+        null_class_id = self.config.null_class_id
+        if null_class_id is None:
+            raise ValueError(
+                f"`class_labels` was given ({class_labels!r}) but the UNet is unconditional (no class embedding): "
+                "leave `class_labels=None`."
+            )
+        if isinstance(class_labels, torch.Tensor):
+            class_labels = class_labels.tolist()
+        labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
+        if not labels:
+            raise ValueError("`class_labels` is an empty list: give at least one label, or `None`.")
+        id_by_name = {name.lower(): label_id for label_id, name in self.config.id2label.items()}
+        ids = []
+        for label in labels:
+            if isinstance(label, str):
+                if label.lower() not in id_by_name:
+                    names = ", ".join(repr(name) for name in self.config.id2label.values()) or "none (no id2label)"
+                    raise ValueError(f"`class_labels`: unknown label name {label!r}; valid names: {names}.")
+                ids.append(id_by_name[label.lower()])
+            elif isinstance(label, numbers.Integral) and not isinstance(label, bool):
+                if not 0 <= label < null_class_id:
+                    raise ValueError(
+                        f"`class_labels`: label id {label} is out of range; valid ids are 0..{null_class_id - 1}."
+                    )
+                ids.append(int(label))
+            else:
+                raise ValueError(f"`class_labels` must hold ints or names (str), got {label!r}.")
+        return ids
+
+    def _check_inputs(
+        self,
+        label_ids,
+        batch_size,
+        guidance_scale,
+        num_inference_steps,
+        eta,
+        generator,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+        guidance_rescale,
+    ) -> int:
+        """Raises a `ValueError` for a bad argument; returns the number of inference steps to run."""
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+        if not isinstance(guidance_scale, numbers.Real) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
+        if guidance_scale != 1.0 and label_ids is None:
+            raise ValueError(
+                f"`guidance_scale`={guidance_scale} needs `class_labels`: guidance moves samples towards a class."
+            )
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale!r}.")
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_inference_steps is None:
+            ddpm = _uses_ddpm_steps(self.scheduler)
+            num_inference_steps = num_train_timesteps if ddpm else min(50, num_train_timesteps)
+        if (
+            not isinstance(num_inference_steps, numbers.Integral)
+            or isinstance(num_inference_steps, bool)
+            or not 1 <= num_inference_steps <= num_train_timesteps
+        ):
+            raise ValueError(
+                f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
+                f"steps), got {num_inference_steps!r}."
+            )
+        step_parameters = inspect.signature(self.scheduler.step).parameters
+        if eta != 0 and "eta" not in step_parameters:
+            raise ValueError(
+                f"`eta`={eta} is only used by schedulers whose step takes it (such as DDIM); "
+                f"{type(self.scheduler).__name__} does not."
+            )
+        if eta < 0:
+            raise ValueError(f"`eta` must be >= 0, got {eta!r}.")
+        if isinstance(generator, list) and not all(isinstance(g, torch.Generator) for g in generator):
+            raise ValueError("`generator` must be a torch.Generator or a list of them.")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
+            )
+        return int(num_inference_steps)
+
+    def _step_kwargs(self, eta: float, generator) -> dict:
+        """`eta` and `generator` for the schedulers whose `step` takes them."""
+        step_parameters = inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"eta": eta} if "eta" in step_parameters else {}
+        if "generator" in step_parameters:
+            step_kwargs["generator"] = generator
+        return step_kwargs
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Saving and loading: code travels with the weights
+    # ----------------------------------------------------------------------------------------------------------
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ):
+        """
+        Saves the pipeline as [`DiffusionPipeline.save_pretrained`] does, plus the code it needs, in diffusers'
+        custom pipeline layout: this file at the top with `_class_name` = `[file, class]` in `model_index.json`, and
+        the file defining each component class that is not diffusers' own (hf-ddpm's UNet and schedulers) in that
+        component's folder, referenced as `[file, class]`. So the folder loads with
+        `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where hf-ddpm is not installed, and with
+        `DDPMCFGPipeline.from_pretrained(folder)` where it is. Components from diffusers stay
+        `["diffusers", class]`. `push_to_hub` (here or as a method) uploads exactly this folder.
+        """
+        if push_to_hub:
+            repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "token", "create_pr") if k in kwargs}
+        super().save_pretrained(
+            save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
+            **kwargs,
+        )  # fmt: skip
+        index_path = os.path.join(save_directory, self.config_name)
+        with open(index_path, encoding="utf-8") as index_file:
+            index = json.load(index_file)
+        index.pop("_name_or_path", None)  # where this process loaded the pipeline from: meaningless elsewhere
+        index["_class_name"] = [_copy_source_file(type(self), save_directory), type(self).__name__]
+        for name in ("unet", "scheduler"):
+            component_class = type(getattr(getattr(self, name), "_orig_mod", getattr(self, name)))
+            if component_class.__module__.split(".")[0] != "diffusers":
+                file_stem = _copy_source_file(component_class, os.path.join(save_directory, name))
+                index[name] = [file_stem, component_class.__name__]
+        with open(index_path, "w", encoding="utf-8") as index_file:
+            index_file.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        if push_to_hub:
+            self.push_to_hub(repo_id, safe_serialization=safe_serialization, variant=variant, **hub_kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """
+        Reads `model_index.json` as [`ConfigMixin.load_config`] does, then points the code files it names at the
+        classes of the package this pipeline was imported from, when that package has them: loading a saved
+        folder with `DDPMCFGPipeline.from_pretrained` then runs the installed hf-ddpm code, not the copies in the
+        folder, and needs no `trust_remote_code`. References the package lacks are left for diffusers to resolve.
+        """
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        home = sys.modules.get(_HOME_PACKAGE)
+        class_name = config.get("_class_name")
+        own_files = {(_module_stem(c), c.__name__) for c in cls.__mro__}
+        if isinstance(class_name, (list, tuple)) and tuple(class_name) in own_files:
+            config["_class_name"] = cls.__name__
+        for name, value in config.items():
+            if name.startswith("_") or not isinstance(value, (list, tuple)) or len(value) != 2:
+                continue
+            installed = getattr(home, str(value[1]), None)
+            if inspect.isclass(installed) and _module_stem(installed) == value[0]:
+                config[name] = [installed.__module__, installed.__name__]
+        return loaded
+
+    @classmethod
+    def download(cls, pretrained_model_name: str, **kwargs) -> str:
+        """
+        Downloads the pipeline's files from a Hub repository (`model_index.json`, the code files and every
+        component folder it names; nothing else the repository holds) and returns the local folder. Unlike
+        [`DiffusionPipeline.download`] it does not import the repository's pipeline file to choose what to fetch,
+        so it needs no `trust_remote_code`: `load_config` decides what code runs.
+        """
+        hub_options = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
+        hub_kwargs = {k: kwargs[k] for k in hub_options if k in kwargs}
+        with open(hf_hub_download(pretrained_model_name, cls.config_name, **hub_kwargs), encoding="utf-8") as index:
+            folders = [name for name, value in json.load(index).items() if isinstance(value, list)]
+        patterns = [cls.config_name, "*.py"] + [f"{folder}/*" for folder in folders if not folder.startswith("_")]
+        return snapshot_download(pretrained_model_name, allow_patterns=patterns, **hub_kwargs)
+
+
+def _images_as(images: torch.Tensor, output_type: str) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """Converts a `(N, C, H, W)` batch in [0, 1] to the given `output_type`."""
+    if output_type == "pt":
+        return images
+    images = images.cpu().permute(0, 2, 3, 1).float().numpy()
+    return images if output_type == "np" else DiffusionPipeline.numpy_to_pil(images)
+
+
+def _module_stem(cls: type) -> str:
+    return cls.__module__.rsplit(".", 1)[-1]
+
+
+def _copy_source_file(cls: type, folder: str | os.PathLike) -> str:
+    """Copies the file that defines `cls` into `folder`; returns its name without `.py`."""
+    source = inspect.getsourcefile(cls)
+    os.makedirs(folder, exist_ok=True)
+    shutil.copyfile(source, os.path.join(folder, os.path.basename(source)))
+    return os.path.splitext(os.path.basename(source))[0]

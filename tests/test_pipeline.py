@@ -1,0 +1,327 @@
+"""DDPMCFGPipeline: guidance, schedulers, reproducibility, outputs, the denoising GIF and argument checks."""
+
+import inspect
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler as DiffusersDDIMScheduler,
+    DDPMScheduler as DiffusersDDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UNet2DModel,
+)
+from diffusers.utils import make_image_grid
+from diffusers.utils.torch_utils import randn_tensor
+
+from hf_ddpm.models.unet_2d import DDPMUNet2DModel
+from hf_ddpm.pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
+from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
+from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+
+LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
+TRAIN_STEPS = 20
+
+
+def tiny_unet(num_class_embeds=3, channels=1):
+    torch.manual_seed(0)
+    return DDPMUNet2DModel(
+        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
+        attention_levels=(False, True), num_class_embeds=num_class_embeds, norm_num_groups=4,
+    )  # fmt: skip
+
+
+def tiny_diffusers_unet(num_class_embeds=4):
+    """diffusers' UNet2DModel with a plain class embedding; its last row is the null label."""
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=8, num_class_embeds=num_class_embeds,
+    )  # fmt: skip
+
+
+def tiny_pipeline(scheduler=None, unet=None, id2label=LABELS):
+    pipe = DDPMCFGPipeline(
+        unet if unet is not None else tiny_unet(), scheduler or DDIMScheduler(num_train_timesteps=TRAIN_STEPS),
+        id2label=id2label,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class ForwardLog:
+    """Records the batch size and labels of every UNet forward."""
+
+    def __init__(self, unet):
+        self.calls = []
+        unet.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        labels = kwargs.get("class_labels")
+        self.calls.append((args[0].shape[0], None if labels is None else labels.tolist()))
+
+
+def reference_sample(unet, scheduler, labels, null_label, guidance_scale, steps, seed, guidance_rescale=0.0):
+    """The sampling loop written out with two separate UNet forwards per step, as the CFG paper states it."""
+    generator = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(steps)
+    x = randn_tensor((len(labels), 1, 8, 8), generator=generator) * scheduler.init_noise_sigma
+    labels = torch.tensor(labels)
+    null = torch.full_like(labels, null_label)
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(x, t)
+            cond = unet(x_in, t, class_labels=labels).sample
+            uncond = unet(x_in, t, class_labels=null).sample
+            guided = uncond + guidance_scale * (cond - uncond)
+            if guidance_rescale:
+                ratio = cond.std(dim=(1, 2, 3), keepdim=True) / guided.std(dim=(1, 2, 3), keepdim=True)
+                guided = guidance_rescale * guided * ratio + (1 - guidance_rescale) * guided
+            extra = {"generator": generator} if takes_generator else {}
+            x = scheduler.step(guided, t, x, **extra).prev_sample
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("guidance_rescale", [0.0, 0.7])
+def test_cfg_equals_formula(prediction_type, guidance_rescale):
+    scheduler = DDIMScheduler(num_train_timesteps=TRAIN_STEPS, prediction_type=prediction_type)
+    pipe = tiny_pipeline(scheduler)
+    images = pipe(
+        [0, 2], guidance_scale=3.0, guidance_rescale=guidance_rescale, num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0), output_type="pt",
+    ).images  # fmt: skip
+    expected = reference_sample(pipe.unet, scheduler, [0, 2], 3, 3.0, 4, seed=0, guidance_rescale=guidance_rescale)
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+    unguided = pipe([0, 2], num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert (images - unguided.images).abs().max() > 1e-3  # guidance changed the images
+
+
+def test_cfg_works_with_diffusers_unet_and_its_last_embedding_row_as_null_label():
+    pipe = tiny_pipeline(unet=tiny_diffusers_unet(num_class_embeds=4))
+    assert pipe.config.null_class_id == 3
+    images = pipe([1, 2], guidance_scale=2.0, num_inference_steps=3, generator=torch.Generator().manual_seed(1),
+                  output_type="pt").images  # fmt: skip
+    expected = reference_sample(pipe.unet, pipe.scheduler, [1, 2], 3, 2.0, 3, seed=1)
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+def test_guided_step_is_one_batched_forward_of_cond_and_null_labels():
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    pipe(["Sneaker", "Bag"], batch_size=2, guidance_scale=3.0, num_inference_steps=3)
+    assert log.calls == [(8, [1, 1, 2, 2, 3, 3, 3, 3])] * 3
+
+
+def test_scale_one_runs_only_the_conditional_batch():
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    pipe([2, 0], batch_size=2, num_inference_steps=2)
+    assert log.calls == [(4, [2, 2, 0, 0])] * 2
+
+
+def test_no_labels_on_conditional_model_uses_null_label():
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    output = pipe(batch_size=3, num_inference_steps=2)
+    assert log.calls == [(3, [3, 3, 3])] * 2
+    assert len(output.images) == 3
+
+
+def test_labels_by_name_are_case_insensitive_and_equal_labels_by_id():
+    pipe = tiny_pipeline()
+    by_name = pipe(["sneaker", "BAG"], guidance_scale=2.0, num_inference_steps=3,
+                   generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+    by_id = pipe([1, 2], guidance_scale=2.0, num_inference_steps=3,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+    np.testing.assert_array_equal(by_name, by_id)
+
+
+def test_single_label_gives_batch_size_images_of_it():
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    output = pipe("Bag", batch_size=3, num_inference_steps=1)
+    assert len(output.images) == 3 and log.calls == [(3, [2, 2, 2])]
+
+
+SCHEDULERS = {
+    "ours-ddpm": lambda: DDPMScheduler(num_train_timesteps=TRAIN_STEPS),
+    "ours-ddim": lambda: DDIMScheduler(num_train_timesteps=TRAIN_STEPS),
+    "diffusers-ddpm": lambda: DiffusersDDPMScheduler(num_train_timesteps=TRAIN_STEPS),
+    "diffusers-ddim": lambda: DiffusersDDIMScheduler(num_train_timesteps=TRAIN_STEPS),
+    "dpm-solver": lambda: DPMSolverMultistepScheduler(num_train_timesteps=TRAIN_STEPS),
+    "euler": lambda: EulerDiscreteScheduler(num_train_timesteps=TRAIN_STEPS),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_any_scheduler_matches_reference_loop(name):
+    """Covers init_noise_sigma and scale_model_input (Euler scales both) and generators passed to stochastic steps."""
+    pipe = tiny_pipeline(SCHEDULERS[name]())
+    images = pipe([0, 1], guidance_scale=2.5, num_inference_steps=5, generator=torch.Generator().manual_seed(3),
+                  output_type="pt").images  # fmt: skip
+    expected = reference_sample(pipe.unet, SCHEDULERS[name](), [0, 1], 3, 2.5, 5, seed=3)
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_our_ddim_and_diffusers_ddim_give_the_same_images(spacing):
+    config = dict(num_train_timesteps=TRAIN_STEPS, timestep_spacing=spacing, beta_schedule="squaredcos_cap_v2")
+    ours = tiny_pipeline(DDIMScheduler(**config))
+    theirs = tiny_pipeline(DiffusersDDIMScheduler(**config))
+    kwargs = dict(class_labels=[0, 1, 2], guidance_scale=3.0, num_inference_steps=5, output_type="pt")
+    ours_images = ours(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    theirs_images = theirs(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    torch.testing.assert_close(ours_images, theirs_images, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("scheduler", [DDPMScheduler, DDIMScheduler])
+def test_per_image_generators_give_each_image_the_same_result_whatever_the_batch(scheduler):
+    pipe = tiny_pipeline(scheduler(num_train_timesteps=TRAIN_STEPS))
+    kwargs = dict(guidance_scale=2.0, num_inference_steps=4, eta=1.0 if scheduler is DDIMScheduler else 0.0,
+                  output_type="pt")  # fmt: skip
+    alone = pipe([1], generator=[torch.Generator().manual_seed(7)], **kwargs).images
+    seeds = [3, 7, 11, 5]
+    in_batch = pipe([0, 1, 2, 2], generator=[torch.Generator().manual_seed(s) for s in seeds], **kwargs).images
+    torch.testing.assert_close(in_batch[1:2], alone, atol=1e-5, rtol=0)
+    assert (in_batch[2] - in_batch[3]).abs().max() > 1e-3  # the same label with other seeds differs
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
+def test_output_types_agree_and_have_documented_layout(channels, mode):
+    pipe = tiny_pipeline(unet=tiny_unet(channels=channels))
+    run = lambda output_type: pipe([0, 1], num_inference_steps=2, output_type=output_type,  # noqa: E731
+                                   generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    pt, np_images, pil = run("pt"), run("np"), run("pil")
+    assert pt.shape == (2, channels, 8, 8) and 0 <= pt.min() and pt.max() <= 1
+    assert np_images.shape == (2, 8, 8, channels) and np_images.dtype == np.float32
+    np.testing.assert_array_equal(np_images, pt.permute(0, 2, 3, 1).numpy())
+    assert [image.mode for image in pil] == [mode, mode] and pil[0].size == (8, 8)
+    pixels = np.asarray(pil[1]).reshape(8, 8, channels)
+    np.testing.assert_array_equal(pixels, (np_images[1] * 255).round().astype(np.uint8))
+
+
+def test_return_dict_false_gives_a_tuple():
+    output = tiny_pipeline()(0, num_inference_steps=1, return_dict=False, output_type="np")
+    assert isinstance(output, tuple) and output[0].shape == (1, 8, 8, 1)
+
+
+@pytest.mark.parametrize("scheduler_class, train_steps, expected_steps", [
+    (DDPMScheduler, TRAIN_STEPS, TRAIN_STEPS),  # DDPM: every training step
+    (DiffusersDDPMScheduler, TRAIN_STEPS, TRAIN_STEPS),
+    (DDIMScheduler, 100, 50),  # the others: 50 ...
+    (DiffusersDDIMScheduler, 100, 50),
+    (EulerDiscreteScheduler, TRAIN_STEPS, TRAIN_STEPS),  # ... or the training steps if fewer
+])  # fmt: skip
+def test_default_steps_are_the_schedulers_natural_default(scheduler_class, train_steps, expected_steps):
+    pipe = tiny_pipeline(scheduler_class(num_train_timesteps=train_steps))
+    log = ForwardLog(pipe.unet)
+    pipe(1)
+    assert len(log.calls) == expected_steps == pipe.num_timesteps
+
+
+def test_callback_sees_every_step_and_can_replace_latents():
+    pipe = tiny_pipeline()
+    seen = []
+
+    def zero_at_last_step(pipeline, step, timestep, callback_kwargs):
+        seen.append((step, int(timestep), tuple(callback_kwargs["latents"].shape)))
+        return {"latents": torch.zeros_like(callback_kwargs["latents"])} if step == 3 else callback_kwargs
+
+    images = pipe([0, 1], num_inference_steps=4, callback_on_step_end=zero_at_last_step, output_type="np").images
+    assert [(step, shape) for step, _, shape in seen] == [(i, (2, 1, 8, 8)) for i in range(4)]
+    assert [t for _, t, _ in seen] == pipe.scheduler.timesteps.tolist()
+    np.testing.assert_array_equal(images, np.full((2, 8, 8, 1), 0.5, dtype=np.float32))
+
+
+def test_denoising_gif_writes_frames_and_final_grid(tmp_path):
+    pipe = tiny_pipeline()
+    gif_path, grid_path = tmp_path / "denoise.gif", tmp_path / "grid.png"
+    output = pipe.denoising_gif(
+        gif_path, grid_path=grid_path, num_frames=5, class_labels=["Sneaker", "Bag"], batch_size=3,
+        guidance_scale=2.0, num_inference_steps=10, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert isinstance(output, DDPMCFGPipelineOutput) and len(output.images) == 6
+    expected_grid = make_image_grid(output.images, rows=2, cols=3)
+    with PIL.Image.open(grid_path) as grid:
+        np.testing.assert_array_equal(np.asarray(grid.convert("RGB")), np.asarray(expected_grid))
+    with PIL.Image.open(gif_path) as gif:
+        assert gif.size == (24, 16)
+        assert gif.n_frames == 6  # steps 0, 2, 4, 6, 8 and the last one
+        gif.seek(gif.n_frames - 1)
+        assert gif.info["duration"] == 1500
+        np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), np.asarray(expected_grid))
+
+
+def test_denoising_gif_images_equal_a_plain_call(tmp_path):
+    pipe = tiny_pipeline()
+    kwargs = dict(class_labels=[2], guidance_scale=2.0, num_inference_steps=3, output_type="np")
+    plain = pipe(**kwargs, generator=torch.Generator().manual_seed(4)).images
+    recorded = pipe.denoising_gif(tmp_path / "d.gif", **kwargs, generator=torch.Generator().manual_seed(4)).images
+    np.testing.assert_array_equal(plain, recorded)
+
+
+def test_id2label_keys_from_json_become_ints():
+    pipe = tiny_pipeline(id2label={"0": "T-shirt", "2": "Bag"})
+    assert pipe.config.id2label == {0: "T-shirt", 2: "Bag"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(id2label={3: "null"}), "id2label"),
+    (dict(id2label={-1: "x"}), "id2label"),
+    (dict(null_class_id=9), "null_class_id"),
+    (dict(null_class_id=0), "null_class_id"),
+])  # fmt: skip
+def test_bad_construction_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DDPMCFGPipeline(tiny_unet(), DDIMScheduler(num_train_timesteps=TRAIN_STEPS), **kwargs)
+
+
+def test_unconditional_model_samples_batch_size_images_and_rejects_labels():
+    pipe = tiny_pipeline(unet=tiny_unet(num_class_embeds=None), id2label=None)
+    assert pipe.config.null_class_id is None
+    log = ForwardLog(pipe.unet)
+    assert len(pipe(batch_size=2, num_inference_steps=2).images) == 2
+    assert log.calls == [(2, None)] * 2
+    with pytest.raises(ValueError, match="class_labels.*unconditional"):
+        pipe(class_labels=0, num_inference_steps=2)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pipe(guidance_scale=3.0, num_inference_steps=2)
+    assert len(log.calls) == 2  # the rejected calls did no work
+
+
+BAD_CALLS = [
+    (dict(class_labels=3), "class_labels.*out of range.*0..2"),  # the null label is not a class
+    (dict(class_labels=[0, -1]), "class_labels.*out of range"),
+    (dict(class_labels=["Bag", "Hat"]), "class_labels.*'Hat'.*'T-shirt', 'Sneaker', 'Bag'"),
+    (dict(class_labels=[]), "class_labels"),
+    (dict(class_labels=[1.5]), "class_labels"),
+    (dict(class_labels=0, guidance_scale=-0.5), "guidance_scale.*>= 0"),
+    (dict(class_labels=0, num_inference_steps=0), r"num_inference_steps.*\[1, 20\]"),
+    (dict(class_labels=0, num_inference_steps=TRAIN_STEPS + 1), r"num_inference_steps.*\[1, 20\]"),
+    (dict(class_labels=0, output_type="latent"), "output_type.*'pil', 'np' or 'pt'"),
+    (dict(class_labels=[0, 1], batch_size=2, generator=[torch.Generator()] * 3), "generator.*3.*4 images"),
+    (dict(class_labels=0, batch_size=0), "batch_size.*>= 1"),
+    (dict(class_labels=0, guidance_scale=3.0, guidance_rescale=1.5), r"guidance_rescale.*\[0, 1\]"),
+    (dict(class_labels=0, eta=-1.0), "eta"),
+    (dict(class_labels=0, callback_on_step_end_tensor_inputs=["noise"]), "callback_on_step_end_tensor_inputs"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_CALLS)
+def test_bad_arguments_raise_before_any_work(kwargs, message):
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    with pytest.raises(ValueError, match=message):
+        pipe(**kwargs)
+    assert log.calls == []
+
+
+def test_eta_on_a_scheduler_without_eta_raises():
+    pipe = tiny_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=TRAIN_STEPS))
+    with pytest.raises(ValueError, match="eta.*DPMSolverMultistepScheduler"):
+        pipe(0, eta=0.5, num_inference_steps=2)
