@@ -1,6 +1,15 @@
-import huggingface_hub
-import pytest
-from hub_server import HubServer, point_clients_at
+import os
+
+# The test models are tiny: per-op overhead dominates, and a second torch thread only adds synchronisation (and
+# contention with the subprocesses some tests start). One thread each, also for those subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import huggingface_hub  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hub_server import HubServer, point_clients_at  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture

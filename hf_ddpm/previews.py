@@ -1,0 +1,91 @@
+"""Samples to watch while a model trains: a labelled grid and a GIF of the denoising, on disk and in tensorboard."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .sampling import save_grid_and_gif
+
+LABEL_MARGIN = 4  # pixels around the class names left of the grid
+
+
+@dataclass
+class Preview:
+    """The files of one preview. `grid_path`: the final images, one row per class, each row named on its left;
+    `gif_path`: the grid being denoised."""
+
+    grid_path: str
+    gif_path: str
+
+
+def write_preview(
+    pipe,
+    samples_dir: str,
+    name: str,
+    *,
+    num_images: int,
+    guidance_scale: float,
+    num_inference_steps: int | None,
+    seed: int,
+) -> Preview:
+    """Draws about `num_images` images with `pipe` (a `DDPMCFGPipeline`) and writes `samples_dir/{name}.png` and
+    `samples_dir/{name}.gif`.
+
+    A class-conditional pipeline draws `ceil(num_images / classes)` images of every class, one row per class, with
+    classifier-free guidance `guidance_scale`; an unconditional one draws `num_images`. Image i always starts from
+    the noise of seed `seed + i`, so previews taken at different steps show the same draws getting better.
+    """
+    conditional = pipe.config.null_class_id is not None
+    class_ids = list(range(pipe.config.null_class_id or 0))
+    call = {"num_inference_steps": num_inference_steps, "seed": seed}
+    if conditional:
+        call.update(class_labels=class_ids, batch_size=math.ceil(num_images / len(class_ids)))
+        call.update(guidance_scale=guidance_scale)
+    else:
+        call.update(batch_size=num_images)
+    grid_path = os.path.join(samples_dir, f"{name}.png")
+    gif_path = os.path.join(samples_dir, f"{name}.gif")
+    save_grid_and_gif(pipe, grid_path, gif_path, **call)
+    if conditional:
+        id2label = pipe.config.id2label or {}
+        names = [id2label.get(class_id, str(class_id)) for class_id in class_ids]
+        name_rows(Image.open(grid_path), names).save(grid_path)
+    return Preview(grid_path=grid_path, gif_path=gif_path)
+
+
+def name_rows(grid: Image.Image, names: list[str]) -> Image.Image:
+    """The grid with `names[i]` written left of row i (rows of equal height, top to bottom)."""
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(grid)
+    text_width = max(measure.textbbox((0, 0), str(name), font=font)[2] for name in names)
+    labelled = Image.new(grid.mode, (grid.width + text_width + 2 * LABEL_MARGIN, grid.height), color=0)
+    labelled.paste(grid, (text_width + 2 * LABEL_MARGIN, 0))
+    draw = ImageDraw.Draw(labelled)
+    row_height = grid.height / len(names)
+    white = 255 if grid.mode == "L" else (255,) * len(grid.getbands())
+    for row, name in enumerate(names):
+        top, _, _, bottom = draw.textbbox((0, 0), str(name), font=font)
+        y = row * row_height + (row_height - (bottom - top)) / 2 - top
+        draw.text((LABEL_MARGIN, y), str(name), fill=white, font=font)
+    return labelled
+
+
+def log_preview(writer, preview: Preview, step: int) -> None:
+    """Adds the preview to a tensorboard `SummaryWriter`: the grid as an image, the GIF as an animated image."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    grid = np.asarray(Image.open(preview.grid_path).convert("RGB"))
+    writer.add_image("samples/grid", grid, step, dataformats="HWC")
+    # Tensorboard's image dashboard plays GIFs; SummaryWriter only writes one through moviepy (add_video), so the
+    # encoded GIF goes into an image summary directly.
+    with Image.open(preview.gif_path) as gif:
+        width, height = gif.size
+    with open(preview.gif_path, "rb") as gif_file:
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_file.read())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag="samples/denoising", image=image)]), step)
+    writer.flush()

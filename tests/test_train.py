@@ -1,0 +1,416 @@
+"""The training script: exact resume, checkpoints, logs, the saved pipeline, the Hub, and errors before training.
+
+Runs are tiny (8x8 digits, a UNet of a few thousand parameters, a handful of steps) and run in this process through
+`main(argv)`, except where the launcher itself is the point.
+"""
+
+import json
+import os
+import re
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import compute_snr
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hf_ddpm import demo
+from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.training import train as train_script
+from hf_ddpm.training_utils import (
+    cpu_threads_per_process,
+    drop_class_labels,
+    min_snr_weights,
+    read_model_config,
+    seeded_generator,
+    training_target,
+    unet_config_from,
+)
+
+TINY_WITH_DROPOUT = {
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "attention_levels": [False, True],
+    "norm_num_groups": 4,
+    "dropout": 0.1,
+}
+
+
+def tiny_flags(output_dir, *extra: str) -> list[str]:
+    return [
+        "--dataset_name", "digits", "--max_train_samples", "64", "--resolution", "8", "--model_config", "tiny",
+        "--train_batch_size", "8", "--output_dir", str(output_dir), "--num_inference_steps", "2",
+        "--eval_batch_size", "10", "--save_images_steps", "1000", "--checkpointing_steps", "1000",
+        "--report_to", "none", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", *extra,
+    ]  # fmt: skip
+
+
+def run_demo(argv: list[str]) -> float:
+    try:
+        return demo.main(argv)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def train(argv: list[str]) -> str:
+    """One training run in this process; Accelerate's process-wide state is cleared afterwards, as a new process
+    would start."""
+    try:
+        return train_script.main(argv)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def resume_flags(output_dir, model_config) -> list[str]:
+    """A run with everything that could make a resumed run drift: dropout, EMA, random flips, label dropout,
+    gradient accumulation with a short last accumulation per epoch, warm-up and decay of the learning rate, and
+    checkpoints in the middle of epochs. 64 images / batch 8 = 8 batches per epoch = 3 + 3 + 2 accumulations."""
+    return tiny_flags(
+        output_dir, "--model_config", str(model_config), "--use_ema", "--random_flip",
+        "--gradient_accumulation_steps", "3", "--max_train_steps", "6", "--lr_scheduler", "linear",
+        "--lr_warmup_steps", "2", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
+        "--save_images_steps", "3", "--report_to", "tensorboard",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny_dropout.json"
+    path.write_text(json.dumps(TINY_WITH_DROPOUT))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, model_config):
+    output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train(resume_flags(output_dir, model_config))
+    return output_dir
+
+
+def final_weights(output_dir) -> dict:
+    """The training weights of the last checkpoint and the EMA weights of the saved pipeline."""
+    return {
+        "training": load_file(os.path.join(output_dir, "checkpoint-6", "model.safetensors")),
+        "ema": load_file(os.path.join(output_dir, "unet", "diffusion_pytorch_model.safetensors")),
+    }
+
+
+def assert_bitwise_equal(first: dict, second: dict) -> None:
+    for kind in first:
+        assert first[kind].keys() == second[kind].keys()
+        for name, tensor in first[kind].items():
+            assert torch.equal(tensor, second[kind][name]), f"{kind} weight {name} differs"
+
+
+# ----- checkpoints and exact resume -----
+def test_run_stopped_after_a_checkpoint_and_resumed_ends_bitwise_equal_to_an_uninterrupted_run(
+    uninterrupted, model_config, tmp_path, monkeypatch
+):
+    output_dir = tmp_path / "run"
+    save_checkpoint = train_script.save_checkpoint
+
+    def crash_after_checkpoint_4(accelerator, directory, step, total_limit):
+        save_checkpoint(accelerator, directory, step, total_limit)
+        if step == 4:
+            raise SimulatedCrash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_script, "save_checkpoint", crash_after_checkpoint_4)
+        with pytest.raises(SimulatedCrash):
+            train(resume_flags(output_dir, model_config))
+    assert not (output_dir / "checkpoint-6").exists()
+
+    train(resume_flags(output_dir, model_config) + ["--resume_from_checkpoint", "latest"])
+    assert_bitwise_equal(final_weights(output_dir), final_weights(uninterrupted))
+
+
+def test_checkpoint_interrupted_while_being_written_is_never_taken_for_a_checkpoint(
+    model_config, tmp_path, monkeypatch
+):
+    output_dir = tmp_path / "run"
+    save_state = train_script.Accelerator.save_state
+
+    def crash_while_writing_checkpoint_4(accelerator, directory, *args, **kwargs):
+        save_state(accelerator, directory, *args, **kwargs)
+        if "checkpoint-4" in str(directory):
+            raise SimulatedCrash
+
+    monkeypatch.setattr(train_script.Accelerator, "save_state", crash_while_writing_checkpoint_4)
+    with pytest.raises(SimulatedCrash):
+        train(resume_flags(output_dir, model_config))
+    assert sorted(os.listdir(output_dir / "checkpoint-4.partial"))  # the state was written, but not renamed
+    assert not (output_dir / "checkpoint-4").exists()
+    args = train_script.parse_args(resume_flags(output_dir, model_config) + ["--resume_from_checkpoint", "latest"])
+    assert train_script.find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-2")
+
+
+def test_checkpoints_total_limit_keeps_the_newest_and_each_holds_ema_and_rng_state(uninterrupted):
+    checkpoints = sorted(name for name in os.listdir(uninterrupted) if name.startswith("checkpoint"))
+    assert checkpoints == ["checkpoint-4", "checkpoint-6"]
+    files = set(os.listdir(uninterrupted / "checkpoint-6"))
+    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"} <= files
+    progress = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)
+    ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
+    assert progress == {"global_step": 6, "seed": 0}
+    assert ema["optimization_step"] == 6 and len(ema["shadow_params"]) > 0
+
+
+# ----- logs and previews -----
+def read_events(output_dir) -> EventAccumulator:
+    events = EventAccumulator(str(output_dir / "logs" / "train_ddpm"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_gets_loss_lr_grad_norm_every_step_and_previews_on_schedule(uninterrupted):
+    events = read_events(uninterrupted)
+    for scalar in ("loss", "lr", "grad_norm"):
+        assert [event.step for event in events.Scalars(scalar)] == [1, 2, 3, 4, 5, 6]
+    assert [event.step for event in events.Images("samples/grid")] == [3, 6]
+    gif = events.Images("samples/denoising")[0].encoded_image_string
+    assert gif.startswith(b"GIF8")
+    samples = sorted(os.listdir(uninterrupted / "samples"))
+    assert samples == ["step-000003.gif", "step-000003.png", "step-000006.gif", "step-000006.png"]
+    grid = PIL.Image.open(uninterrupted / "samples" / "step-000003.png")
+    # One row of one 8x8 image per digit, with the digit's name written left of it.
+    assert grid.height == 10 * 8 and grid.width > 8
+
+
+def test_learning_rate_schedule_is_laid_out_in_optimizer_steps_under_gradient_accumulation(uninterrupted):
+    logged = [event.value for event in read_events(uninterrupted).Scalars("lr")]
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    schedule = get_scheduler("linear", optimizer, num_warmup_steps=2, num_training_steps=6)
+    expected = []
+    for _ in range(6):
+        optimizer.step()
+        schedule.step()
+        expected.append(schedule.get_last_lr()[0])
+    np.testing.assert_allclose(logged, expected, rtol=1e-6)
+    assert expected[1] == pytest.approx(1e-3) and expected[-1] == 0.0
+
+
+# ----- the saved pipeline -----
+def test_output_dir_is_a_pipeline_with_ema_weights_and_a_model_card(uninterrupted):
+    pipe = DDPMCFGPipeline.from_pretrained(uninterrupted)
+    assert pipe.config.id2label == {i: str(i) for i in range(10)} and pipe.config.null_class_id == 10
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
+    for parameter, shadow in zip(pipe.unet.parameters(), ema["shadow_params"]):
+        assert torch.equal(parameter, shadow)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(class_labels=[3, 7], guidance_scale=3.0, num_inference_steps=2, output_type="np").images
+    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
+    card = (uninterrupted / "README.md").read_text()
+    assert "![Samples](samples.png)" in card and "| `use_ema` | True |" in card
+    assert (uninterrupted / "samples.png").exists() and (uninterrupted / "samples.gif").exists()
+
+
+def test_unconditional_v_prediction_run_saves_what_the_flags_asked_for(tmp_path, monkeypatch):
+    calls = []
+    real_loss = train_script.diffusion_loss
+
+    def recording_loss(prediction, target, loss_type, weights=None):
+        calls.append((loss_type, weights))
+        return real_loss(prediction, target, loss_type, weights)
+
+    monkeypatch.setattr(train_script, "diffusion_loss", recording_loss)
+    output_dir = tmp_path / "run"
+    train(tiny_flags(
+        output_dir, "--unconditional", "--prediction_type", "v_prediction", "--loss_type", "huber",
+        "--snr_gamma", "5", "--beta_schedule", "squaredcos_cap_v2", "--num_train_timesteps", "100",
+        "--max_train_steps", "2",
+    ))  # fmt: skip
+    unet = json.loads((output_dir / "unet" / "config.json").read_text())
+    scheduler = json.loads((output_dir / "scheduler" / "scheduler_config.json").read_text())
+    assert unet["num_class_embeds"] is None
+    assert scheduler["prediction_type"] == "v_prediction" and scheduler["beta_schedule"] == "squaredcos_cap_v2"
+    assert scheduler["num_train_timesteps"] == 100
+    assert len(calls) == 2 and all(loss_type == "huber" and weights is not None for loss_type, weights in calls)
+    assert json.loads((output_dir / "model_index.json").read_text())["null_class_id"] is None
+
+
+def test_cifar10_schema_dataset_trains_an_rgb_class_conditional_model_named_by_its_classes(tmp_path):
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)
+    images = [PIL.Image.fromarray(array, mode="RGB") for array in pixels]
+    dataset = datasets.Dataset.from_dict({"img": images, "label": [i % 10 for i in range(16)]}, features=features)
+    dataset.save_to_disk(str(tmp_path / "cifar"))
+    flags = tiny_flags(tmp_path / "run", "--max_train_steps", "1", "--cache_dir", str(tmp_path / "cache"))
+    flags[flags.index("digits")] = str(tmp_path / "cifar")
+    flags[flags.index("--max_train_samples") + 1] = "16"
+    train(flags)
+    pipe = DDPMCFGPipeline.from_pretrained(tmp_path / "run")
+    assert pipe.unet.config.in_channels == 3 and pipe.unet.config.num_class_embeds == 10
+    assert pipe.config.id2label[3] == "cat"
+
+
+def test_demo_trains_samples_a_row_per_digit_and_scores_the_samples(tmp_path, capsys):
+    accuracy = run_demo([
+        "--output_dir", str(tmp_path / "demo"), "--resolution", "8", "--model_config", "tiny",
+        "--max_train_steps", "2", "--samples_per_digit", "2", "--num_inference_steps", "2",
+    ])  # fmt: skip
+    assert 0.0 <= accuracy <= 1.0
+    grid = PIL.Image.open(tmp_path / "demo" / "digits_grid.png")
+    assert grid.size == (2 * 8, 10 * 8)
+    assert PIL.Image.open(tmp_path / "demo" / "digits_denoising.gif").n_frames > 1
+    assert f"Label accuracy: {accuracy:.1%} of 20 samples" in capsys.readouterr().out
+
+
+# ----- bad input: errors before any training -----
+def assert_nothing_trained(output_dir) -> None:
+    assert not os.path.exists(output_dir) or not any(
+        name.startswith("checkpoint") or name == "model_index.json" for name in os.listdir(output_dir)
+    )
+
+
+def test_unknown_dataset_fails_before_training_saying_what_was_tried(hub_server, tmp_path):
+    flags = tiny_flags(tmp_path / "run")
+    flags[flags.index("digits")] = "no-such-dataset-anywhere"
+    with pytest.raises(ValueError, match="not a local path, not the built-in 'digits', and loading it from the Hub"):
+        train(flags)
+    assert_nothing_trained(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [("--image_column", r"--image_column 'picture'.*columns"), ("--label_column", r"--label_column 'kind'.*columns")],
+)
+def test_missing_image_or_label_column_fails_before_training_listing_the_columns(flag, message, tmp_path):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    images = [PIL.Image.new("L", (8, 8), color=i * 40) for i in range(4)]
+    datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]}, features=features).save_to_disk(
+        str(tmp_path / "data")
+    )
+    flags = tiny_flags(tmp_path / "run", flag, "picture" if flag == "--image_column" else "kind")
+    flags[flags.index("digits")] = str(tmp_path / "data")
+    with pytest.raises(ValueError, match=message):
+        train(flags)
+    assert_nothing_trained(tmp_path / "run")
+
+
+def test_resolution_the_model_cannot_take_fails_naming_the_flag(tmp_path):
+    flags = tiny_flags(tmp_path / "run", "--model_config", "small", "--resolution", "30")
+    with pytest.raises(ValueError, match=r"--resolution 30 cannot be taken .* multiple of 4"):
+        train(flags)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_missing_resume_path_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"--resume_from_checkpoint .*checkpoint-7.* does not exist"):
+        train(tiny_flags(tmp_path / "run", "--resume_from_checkpoint", str(tmp_path / "checkpoint-7")))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_push_to_hub_without_a_usable_token_fails_before_training(hub_server, tmp_path):
+    with pytest.raises(ValueError, match="Pushing to the Hub needs a token"):
+        train(tiny_flags(tmp_path / "run", "--push_to_hub"))
+    with pytest.raises(ValueError, match="was rejected"):
+        train(tiny_flags(tmp_path / "run", "--push_to_hub", "--hub_token", "hf_not_a_real_token"))
+    with pytest.raises(ValueError, match="read-only"):
+        train(tiny_flags(tmp_path / "run", "--push_to_hub", "--hub_token", hub_server.read_token))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_output_dir_of_another_run_is_refused_unless_resuming_or_overwriting(tmp_path):
+    output_dir = tmp_path / "run"
+    (output_dir / "checkpoint-5").mkdir(parents=True)
+    (output_dir / "model_index.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds another run \(model_index.json, checkpoint-5\)"):
+        train(tiny_flags(output_dir, "--max_train_steps", "1"))
+    assert os.listdir(output_dir / "checkpoint-5") == []
+
+    train(tiny_flags(output_dir, "--max_train_steps", "1", "--overwrite_output_dir"))
+    assert not (output_dir / "checkpoint-5").exists()
+    assert json.loads((output_dir / "model_index.json").read_text())["_class_name"][1] == "DDPMCFGPipeline"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cond_drop_prob", "1.5"], "--cond_drop_prob must be in"),
+        (["--prediction_type", "noise"], "--prediction_type: invalid choice"),
+        (["--train_batch_size", "0"], "--train_batch_size must be at least 1"),
+        (["--class_conditional", "--unconditional"], "not allowed with argument"),
+        (["--num_inference_steps", "2000"], "--num_inference_steps .* cannot exceed"),
+        (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "--overwrite_output_dir deletes"),
+    ],
+)
+def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--dataset_name", "digits", *flags])
+    assert re.search(message, capsys.readouterr().err)
+
+
+# ----- the pieces of the loss -----
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_min_snr_weights_are_min_snr_gamma_on_x0_expressed_for_each_target(prediction_type):
+    scheduler = DiffusersDDPMScheduler(num_train_timesteps=1000)
+    timesteps = torch.tensor([0, 10, 100, 400, 999])
+    snr = compute_snr(scheduler, timesteps)
+    x0_weight = torch.minimum(snr, torch.full_like(snr, 5.0))
+    # A target error of e in epsilon is an x0 error of e / sqrt(SNR); in v, of e / sqrt(SNR + 1).
+    scale = {"epsilon": snr, "sample": torch.ones_like(snr), "v_prediction": snr + 1}[prediction_type]
+    expected = x0_weight / scale
+    torch.testing.assert_close(min_snr_weights(scheduler.alphas_cumprod, timesteps, 5.0, prediction_type), expected)
+
+
+def test_velocity_target_matches_diffusers():
+    scheduler = DiffusersDDPMScheduler(num_train_timesteps=1000)
+    clean, noise = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    timesteps = torch.tensor([1, 50, 500, 999])
+    expected = scheduler.get_velocity(clean, noise, timesteps)
+    torch.testing.assert_close(training_target("v_prediction", scheduler, clean, noise, timesteps), expected)
+    assert training_target("epsilon", scheduler, clean, noise, timesteps) is noise
+
+
+def test_label_dropout_replaces_labels_by_the_null_label_at_the_given_rate():
+    labels = torch.arange(10).repeat(1000)
+    dropped = drop_class_labels(labels, 0.1, 10, torch.Generator().manual_seed(0))
+    replaced = dropped != labels
+    assert torch.all(dropped[replaced] == 10) and 0.09 < replaced.float().mean() < 0.11
+    assert torch.equal(drop_class_labels(labels, 0.0, 10, torch.Generator()), labels)
+
+
+def test_seeded_generators_depend_on_every_key_and_nothing_else():
+    draw = lambda *keys: torch.rand(3, generator=seeded_generator(*keys))  # noqa: E731
+    assert torch.equal(draw(0, 1, 0, 5), draw(0, 1, 0, 5))
+    assert not torch.equal(draw(0, 1, 0, 5), draw(0, 1, 1, 5))
+    assert not torch.equal(draw(0, 1, 0, 5), draw(1, 1, 0, 5))
+
+
+def test_model_config_file_takes_defaults_for_missing_keys_and_rejects_unknown_or_conflicting_keys(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"_class_name": "DDPMUNet2DModel", "block_out_channels": [16, 32], "dropout": 0.1}))
+    keys = read_model_config(str(path))
+    assert keys == {"block_out_channels": (16, 32), "dropout": 0.1}
+    config = unet_config_from(keys, resolution=8, channels=1, num_classes=10)
+    assert config["sample_size"] == 8 and config["num_class_embeds"] == 10
+    path.write_text(json.dumps({"widths": [16, 32]}))
+    with pytest.raises(ValueError, match=r"unknown keys \['widths'\]"):
+        read_model_config(str(path))
+    with pytest.raises(ValueError, match="--model_config sets sample_size=32 but the data gives 8"):
+        unet_config_from({"sample_size": 32}, resolution=8, channels=1, num_classes=None)
+    with pytest.raises(ValueError, match="must be one of the presets"):
+        read_model_config("huge")
+
+
+def test_cpu_threads_use_only_idle_cores_less_one_per_data_loading_worker():
+    assert cpu_threads_per_process(1, 0, idle_cores=4) == 4
+    assert cpu_threads_per_process(2, 0, idle_cores=4) == 2
+    assert cpu_threads_per_process(1, 2, idle_cores=4) == 2
+    assert cpu_threads_per_process(2, 2, idle_cores=4) == 1
+    assert cpu_threads_per_process(1, 0, idle_cores=1) == 1  # a 2-core machine with one other busy process
+    assert cpu_threads_per_process(1, 0, idle_cores=0) == 1

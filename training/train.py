@@ -1,0 +1,604 @@
+#!/usr/bin/env python
+"""Train a (class-conditional) pixel-space diffusion model with Accelerate.
+
+    accelerate launch training/train.py --dataset_name fashion_mnist --resolution 28 --output_dir ddpm-fashion-mnist
+    accelerate launch -m hf_ddpm.training.train --dataset_name digits --resolution 16 --model_config digits
+
+One CPU, one GPU or many processes (`accelerate launch --multi_gpu --num_processes N ...`; on a machine without GPUs
+the processes train on CPUs over gloo). The flags follow diffusers'
+examples/unconditional_image_generation/train_unconditional.py where it has one. The run ends with `--output_dir`
+holding a pipeline that `DDPMCFGPipeline.from_pretrained` and `DiffusionPipeline.from_pretrained(...,
+trust_remote_code=True)` load, with a model card; on the way it writes checkpoints (`checkpoint-N`), sample previews
+(`samples/`) and tensorboard logs.
+
+The script reads top to bottom: parse the flags and check them, load the data, build the model, train, save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import re
+import shutil
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import SchedulerType, get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from hf_ddpm.data import load_image_data, random_flip
+from hf_ddpm.hub import DEFAULT_IGNORE_PATTERNS, HubPusher, resolve_hub_token, write_model_card
+from hf_ddpm.models.unet_2d import DDPMUNet2DModel
+from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.previews import log_preview, write_preview
+from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
+from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
+from hf_ddpm.training_utils import (
+    DATA_ORDER,
+    LOSS_TYPES,
+    MICRO_BATCH,
+    PREDICTION_TYPES,
+    UNET_PRESETS,
+    check_resolution,
+    cpu_threads_per_process,
+    diffusion_loss,
+    drop_class_labels,
+    min_snr_weights,
+    read_model_config,
+    seeded_generator,
+    training_target,
+    unet_config_from,
+)
+
+logger = get_logger(__name__, log_level="INFO")
+
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None,
+                      help="A Hub dataset id (fashion_mnist, cifar10, ...), a local dataset path that `datasets` "
+                           "reads, or 'digits' (scikit-learn's 8x8 handwritten digits, no download).")
+    data.add_argument("--dataset_config_name", default=None, help="The dataset's configuration, if it has several.")
+    data.add_argument("--train_data_dir", default=None,
+                      help="A folder of images, one sub-folder per class (instead of --dataset_name).")
+    data.add_argument("--image_column", default=None, help="Column of the images (default: found automatically).")
+    data.add_argument("--label_column", default=None,
+                      help="Column of the class ids (default: the ClassLabel column, if there is one).")
+    data.add_argument("--cache_dir", default=None, help="Where `datasets` keeps downloaded and converted data.")
+    data.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N examples only.")
+    data.add_argument("--resolution", type=int, default=32, help="Side of the square training images.")
+    data.add_argument("--center_crop", action="store_true",
+                      help="Resize the shorter side and cut the centre square (default: resize the whole image).")
+    data.add_argument("--random_flip", action="store_true", help="Flip each training image left-right at random.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0,
+                      help="Worker processes that batch the data. 0 (default) batches in the training process: the "
+                           "data is decoded once into memory, so workers would only compete with torch for cores.")
+
+    model = parser.add_argument_group("model and diffusion")
+    model.add_argument("--model_config", default=None,
+                       help=f"A UNet preset ({', '.join(UNET_PRESETS)}; default 'small') or a JSON file of "
+                            "DDPMUNet2DModel config keys (missing keys take the defaults). Sample size, channels and "
+                            "number of classes come from the data.")
+    conditioning = model.add_mutually_exclusive_group()
+    conditioning.add_argument("--class_conditional", dest="class_conditional", action="store_true", default=None,
+                              help="Condition on the class labels (default when the data has labels).")
+    conditioning.add_argument("--unconditional", dest="class_conditional", action="store_false",
+                              help="Ignore the labels and train an unconditional model.")
+    model.add_argument("--cond_drop_prob", type=float, default=0.1,
+                       help="Probability that a training example's label is replaced by the null label, so the model "
+                            "also learns the unconditional prediction that classifier-free guidance needs.")
+    model.add_argument("--num_train_timesteps", type=int, default=1000, help="Diffusion steps T.")
+    model.add_argument("--beta_schedule", default="linear", choices=BETA_SCHEDULES, help="The noise schedule.")
+    model.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES,
+                       help="What the network predicts: the noise, the clean image, or the velocity v.")
+    model.add_argument("--loss_type", default="l2", choices=LOSS_TYPES, help="Loss on the prediction.")
+    model.add_argument("--snr_gamma", type=float, default=None,
+                       help="Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice. "
+                            "Default: unweighted.")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--seed", type=int, default=0,
+                       help="Seed of the weights, the data order and every random draw; a run is reproducible.")
+    optim.add_argument("--train_batch_size", type=int, default=16, help="Batch size per process.")
+    optim.add_argument("--num_epochs", type=int, default=100, help="Epochs to train (unless --max_train_steps).")
+    optim.add_argument("--max_train_steps", type=int, default=None,
+                       help="Optimizer steps to train; overrides --num_epochs.")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="Batches whose gradients add up to one optimizer step.")
+    optim.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
+    optim.add_argument("--lr_scheduler", default="cosine", choices=[kind.value for kind in SchedulerType],
+                       help="Learning-rate schedule (diffusers' get_scheduler).")
+    optim.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
+    optim.add_argument("--adam_beta1", type=float, default=0.95)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=1e-6)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0,
+                       help="Clip the gradient norm to this (inf: measure it, clip nothing).")
+    optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
+                       help="Autocast precision (default: what `accelerate launch` or its config says).")
+    optim.add_argument("--use_ema", action="store_true",
+                       help="Keep an exponential moving average of the weights; previews and the saved pipeline use it.")
+    optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse multiplicative factor.")
+    optim.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up: power.")
+    optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay once warmed up.")
+
+    output = parser.add_argument_group("outputs")
+    output.add_argument("--output_dir", default="ddpm-model",
+                        help="Where the pipeline, checkpoints, samples and logs go.")
+    output.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Delete what --output_dir holds from an earlier run and start afresh there.")
+    output.add_argument("--checkpointing_steps", type=int, default=500,
+                        help="Save the training state (and the pipeline) every N optimizer steps.")
+    output.add_argument("--checkpoints_total_limit", type=int, default=None,
+                        help="Keep at most this many checkpoints, deleting the oldest.")
+    output.add_argument("--resume_from_checkpoint", default=None,
+                        help="'latest' (the newest checkpoint in --output_dir, or a fresh start if there is none) or "
+                             "the path or name of a checkpoint.")
+    output.add_argument("--save_images_steps", type=int, default=500,
+                        help="Every N optimizer steps write a sample grid and a denoising GIF to samples/ and logs.")
+    output.add_argument("--eval_batch_size", type=int, default=16,
+                        help="Images per preview (rounded up to a whole number per class).")
+    output.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps of the previews.")
+    output.add_argument("--guidance_scale", type=float, default=3.0, help="Classifier-free guidance of the previews.")
+    output.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"],
+                        help="Where scalars and previews are logged.")
+    output.add_argument("--logging_dir", default="logs", help="Log folder, inside --output_dir.")
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true",
+                     help="Push the pipeline to the Hub at every checkpoint (in the background) and at the end.")
+    hub.add_argument("--hub_model_id", default=None, help="Repository to push to (default: --output_dir's name).")
+    hub.add_argument("--hub_token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository private.")
+
+    args = parser.parse_args(argv)
+    positive = ["resolution", "train_batch_size", "num_epochs", "gradient_accumulation_steps", "checkpointing_steps",
+                "save_images_steps", "eval_batch_size", "num_inference_steps", "num_train_timesteps"]
+    for name in positive + ["max_train_steps", "max_train_samples", "checkpoints_total_limit"]:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1, got {value}.")
+    for name in ["lr_warmup_steps", "dataloader_num_workers"]:
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be at least 0, got {getattr(args, name)}.")
+    if not 0.0 <= args.cond_drop_prob <= 1.0:
+        parser.error(f"--cond_drop_prob must be in [0, 1], got {args.cond_drop_prob}.")
+    if args.snr_gamma is not None and args.snr_gamma <= 0:
+        parser.error(f"--snr_gamma must be positive, got {args.snr_gamma}.")
+    if args.guidance_scale < 0:
+        parser.error(f"--guidance_scale must be at least 0, got {args.guidance_scale}.")
+    if not args.max_grad_norm > 0:
+        parser.error(f"--max_grad_norm must be positive (inf: no clipping), got {args.max_grad_norm}.")
+    if not 0.0 <= args.ema_max_decay <= 1.0:
+        parser.error(f"--ema_max_decay must be in [0, 1], got {args.ema_max_decay}.")
+    if args.overwrite_output_dir and args.resume_from_checkpoint is not None:
+        parser.error("--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint would resume: give one.")
+    if args.num_inference_steps > args.num_train_timesteps:
+        parser.error(f"--num_inference_steps ({args.num_inference_steps}) cannot exceed --num_train_timesteps.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Runs the training that `argv` (the command-line flags) describes; returns the output folder."""
+    args = parse_args(argv)
+
+    # 1. Everything that can be checked without loading anything fails here, before any data or model.
+    model_keys = read_model_config(args.model_config)
+    check_resolution(model_keys, args.resolution)
+    resume_path = find_checkpoint_to_resume(args)
+    hub_token = resolve_hub_token(args.hub_token) if args.push_to_hub else None
+    previous_run = previous_run_in(args.output_dir, args.logging_dir)
+    if previous_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {args.output_dir!r} holds another run ({previous_run}). Continue it with "
+            "--resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another --output_dir."
+        )
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+        # `accelerate launch --multi_gpu` starts the processes with torchrun; on a machine without GPUs Accelerate
+        # joins them into a (gloo) process group only when told that the processes run on CPUs.
+        cpu=launched_distributed_without_gpus(),
+    )
+    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Each process gets its share of the idle cores: a torch thread sharing a core with another busy process
+        # (a data-loading worker, a second training process, other work on the machine) stalls every parallel
+        # region. `accelerate launch` sets OMP_NUM_THREADS (its --num_cpu_threads_per_process), and then that stands.
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(cpu_threads_per_process(local_processes, args.dataloader_num_workers))
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+
+    # 2. Data: decoded once into memory; batches are slices of one tensor, in an order fixed by (seed, epoch).
+    data = load_image_data(
+        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
+        resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
+        max_samples=args.max_train_samples,
+    )  # fmt: skip
+    conditional = data.labels is not None if args.class_conditional is None else args.class_conditional
+    if conditional and data.labels is None:
+        raise ValueError(
+            f"--class_conditional needs class labels, but {data.source} has none: give --label_column, or train "
+            "with --unconditional."
+        )
+    tensors = (data.images, data.labels) if conditional else (data.images,)
+    global_batch_size = args.train_batch_size * accelerator.num_processes
+    if len(data) < global_batch_size:
+        raise ValueError(
+            f"--train_batch_size {args.train_batch_size} x {accelerator.num_processes} processes is more than the "
+            f"{len(data)} training images; use a smaller batch."
+        )
+    train_dataloader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors),
+        batch_size=args.train_batch_size,
+        sampler=EpochShuffleSampler(len(data), args.seed),
+        drop_last=True,  # every step sees a full batch; each epoch leaves out a different random remainder
+        num_workers=args.dataloader_num_workers,
+        # Every new iterator draws a seed for its workers; from its own generator, not the global one that dropout
+        # uses, so that a resumed run (which starts an iterator mid-epoch) keeps dropout in step.
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+    # 3. Model, noise schedule, optimizer, learning-rate schedule, EMA.
+    set_seed(args.seed)
+    num_classes = data.num_classes if conditional else None
+    model = DDPMUNet2DModel(
+        **unet_config_from(model_keys, resolution=args.resolution, channels=data.images.shape[1], num_classes=num_classes)
+    )
+    null_class_id = model.null_class_id
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(
+            model.parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+        )
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # Batches per process (Accelerate shards whole batches across processes); the last accumulation of an epoch
+    # may be short, and still makes an optimizer step.
+    batches_per_epoch = len(train_dataloader) // accelerator.num_processes
+    updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
+    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+    # The prepared scheduler steps once per process at every optimizer step (and not at accumulation steps), so
+    # the schedule is laid out in optimizer steps x processes.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+    progress = TrainingProgress(args.seed)
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    def pipeline() -> DDPMCFGPipeline:
+        """The model as a sampling pipeline: DDIM on the training noise schedule.
+
+        Without clipping of the predicted x0: DDIM clips x0 but steps on with the unclipped noise estimate, and under
+        guidance (which pushes x0 past [-1, 1]) the two disagree at every step, so backgrounds drift to gray. On
+        digits at guidance 3 that alone takes the share of recognisable samples from ~100% to ~35%. The output is
+        clamped to [0, 1] at the end either way.
+        """
+        pipe = DDPMCFGPipeline(
+            unet=accelerator.unwrap_model(model),
+            scheduler=DDIMScheduler.from_config(noise_scheduler.config, clip_sample=False),
+            id2label=data.id2label if conditional else None,
+            null_class_id=null_class_id,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    # Every check has passed: only now is an earlier run that --overwrite_output_dir replaces deleted.
+    if accelerator.is_main_process:
+        if previous_run and args.overwrite_output_dir:
+            shutil.rmtree(args.output_dir)
+        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.init_trackers("train_ddpm", config=loggable(vars(args)))
+    pusher = None
+    if args.push_to_hub and accelerator.is_main_process:
+        repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+        ignore = list(DEFAULT_IGNORE_PATTERNS) + [f"{args.logging_dir}/*", "samples/*"]
+        pusher = HubPusher(repo_id, hub_token, private=args.hub_private_repo, ignore_patterns=ignore)
+
+    def save_pipeline(pipe: DDPMCFGPipeline, sample_grid_path: str | None = None) -> None:
+        """Writes the pipeline folder into --output_dir, with its model card."""
+        pipe.save_pretrained(args.output_dir)
+        write_model_card(
+            args.output_dir,
+            repo_id=pusher.repo_id if pusher is not None else None,
+            dataset_name=args.dataset_name or args.train_data_dir,
+            training_args={key: value for key, value in vars(args).items() if key != "hub_token"},
+            sample_grid_path=sample_grid_path,
+            id2label=data.id2label if conditional else None,
+        )
+
+    # 4. Train.
+    if resume_path is not None:
+        accelerator.load_state(resume_path)
+        if progress.seed != args.seed:
+            raise ValueError(
+                f"--seed {args.seed} differs from the seed of {resume_path} ({progress.seed}); resume with "
+                f"--seed {progress.seed} to continue that run."
+            )
+        logger.info(f"Resumed from {resume_path} at step {progress.global_step}")
+    global_step = progress.global_step
+    first_epoch = global_step // updates_per_epoch
+    batches_done_in_epoch = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+
+    logger.info(
+        f"{len(data)} images from {data.source}; {'class-conditional' if conditional else 'unconditional'} "
+        f"UNet of {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {accelerator.num_processes} "
+        f"process(es) x batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation; "
+        f"{max_train_steps} optimizer steps ({num_epochs} epochs); {torch.get_num_threads()} torch threads"
+    )
+    progress_bar = tqdm(
+        total=max_train_steps, initial=global_step, unit="step", disable=not accelerator.is_local_main_process
+    )
+    model.train()
+    for epoch in range(first_epoch, num_epochs):
+        train_dataloader.set_epoch(epoch)
+        skip = batches_done_in_epoch if epoch == first_epoch else 0
+        batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        loss_sum, loss_count = 0.0, 0
+        for batch_index, batch in enumerate(batches, start=skip):
+            generator = seeded_generator(
+                args.seed, MICRO_BATCH, accelerator.process_index, epoch * batches_per_epoch + batch_index
+            )
+            with accelerator.accumulate(model):
+                loss = training_loss(model, noise_scheduler, batch, generator, args, null_class_id)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
+            if not accelerator.sync_gradients:
+                continue
+
+            # One optimizer step done.
+            global_step += 1
+            progress.global_step = global_step
+            if ema is not None:
+                ema.step(model.parameters())
+            mean_loss = accelerator.reduce(loss_sum / loss_count, reduction="mean").item()
+            loss_sum, loss_count = 0.0, 0
+            logs = {"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
+            if ema is not None:
+                logs["ema_decay"] = ema.cur_decay_value
+            accelerator.log(logs, step=global_step)
+            progress_bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
+            progress_bar.update(1)
+
+            if global_step % args.save_images_steps == 0 and accelerator.is_main_process:
+                with ema_weights(model, ema), evaluation_mode(model):
+                    preview = write_preview(pipeline(), os.path.join(args.output_dir, "samples"),
+                                            f"step-{global_step:06d}", num_images=args.eval_batch_size,
+                                            guidance_scale=args.guidance_scale,
+                                            num_inference_steps=args.num_inference_steps, seed=args.seed)  # fmt: skip
+                if args.report_to == "tensorboard":
+                    log_preview(accelerator.get_tracker("tensorboard", unwrap=True), preview, global_step)
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                if accelerator.is_main_process:
+                    with ema_weights(model, ema):
+                        save_pipeline(pipeline())
+                    if pusher is not None:
+                        pusher.push_async(args.output_dir, f"Step {global_step}")
+            if global_step >= max_train_steps:
+                break
+    progress_bar.close()
+
+    # 5. Save the pipeline (EMA weights), a final sample grid and the model card; push.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with ema_weights(model, ema), evaluation_mode(model):
+            pipe = pipeline()
+            # Beside the pipeline, not in samples/, so that it travels to the Hub with the model card.
+            final = write_preview(pipe, args.output_dir, "samples", num_images=args.eval_batch_size,
+                                  guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
+                                  seed=args.seed)  # fmt: skip
+            save_pipeline(pipe, sample_grid_path=final.grid_path)
+        if pusher is not None:
+            pusher.push_blocking(args.output_dir, "End of training")
+        logger.info(f"Saved the pipeline to {args.output_dir}")
+    accelerator.end_training()
+    return args.output_dir
+
+
+def training_loss(
+    model: torch.nn.Module,
+    noise_scheduler: DDPMScheduler,
+    batch: list[torch.Tensor],
+    generator: torch.Generator,
+    args: argparse.Namespace,
+    null_class_id: int | None,
+) -> torch.Tensor:
+    """The loss of one batch: noise the images at random timesteps, predict, compare with the target."""
+    clean = batch[0]
+    if args.random_flip:
+        clean = random_flip(clean, generator=generator)
+    device = clean.device
+    noise = torch.randn(clean.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, args.num_train_timesteps, (clean.shape[0],), generator=generator).to(device)
+    labels = None
+    if null_class_id is not None:
+        labels = drop_class_labels(batch[1], args.cond_drop_prob, null_class_id, generator)
+    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+    prediction = model(noisy, timesteps, class_labels=labels).sample
+    target = training_target(args.prediction_type, noise_scheduler, clean, noise, timesteps)
+    weights = None
+    if args.snr_gamma is not None:
+        weights = min_snr_weights(noise_scheduler.alphas_cumprod, timesteps, args.snr_gamma, args.prediction_type)
+    return diffusion_loss(prediction, target, args.loss_type, weights)
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A new random order of the whole dataset every epoch, drawn from (seed, epoch) alone: the same on every process
+    (Accelerate then deals each process different batches of it) and the same in a resumed run."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        order = torch.randperm(self.num_samples, generator=seeded_generator(self.seed, DATA_ORDER, self.epoch))
+        return iter(order.tolist())
+
+
+class TrainingProgress:
+    """What a checkpoint records besides weights, optimizer, schedule, EMA and RNG states: the optimizer steps done
+    (which fix the data position) and the seed of the run's random streams."""
+
+    def __init__(self, seed: int):
+        self.global_step = 0
+        self.seed = seed
+
+    def state_dict(self) -> dict:
+        return {"global_step": self.global_step, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.global_step, self.seed = state["global_step"], state["seed"]
+
+
+@contextlib.contextmanager
+def ema_weights(model: torch.nn.Module, ema: EMAModel | None):
+    """Puts the EMA weights into `model` for the duration, then the training weights back, bit for bit."""
+    if ema is None:
+        yield
+        return
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(model.parameters())
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module):
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints in `output_dir` as (step, path), oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        match = CHECKPOINT_NAME.fullmatch(name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    return sorted(found)
+
+
+def find_checkpoint_to_resume(args: argparse.Namespace) -> str | None:
+    """The checkpoint that --resume_from_checkpoint names; `None` for a fresh start."""
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(args.output_dir)
+        return checkpoints[-1][1] if checkpoints else None
+    for candidate in (args.resume_from_checkpoint, os.path.join(args.output_dir, args.resume_from_checkpoint)):
+        if os.path.isdir(candidate):
+            return candidate
+    raise ValueError(
+        f"--resume_from_checkpoint {args.resume_from_checkpoint!r} does not exist (as a path, or as a checkpoint in "
+        f"--output_dir {args.output_dir!r}); give 'latest' or an existing checkpoint-N folder."
+    )
+
+
+def previous_run_in(output_dir: str, logging_dir: str) -> str:
+    """What in `output_dir` shows that another run used it (a saved pipeline, checkpoints, samples, logs), or ""."""
+    if not os.path.isdir(output_dir):
+        return ""
+    signs = [name for name in ("model_index.json", "samples", logging_dir) if os.path.exists(os.path.join(output_dir, name))]
+    checkpoints = [os.path.basename(path) for _, path in list_checkpoints(output_dir)]
+    return ", ".join(signs + checkpoints[-3:])
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None) -> None:
+    """`accelerator.save_state` into `output_dir/checkpoint-{step}`, all or nothing: the state is written under a
+    temporary name and renamed when complete, so a crash never leaves a checkpoint that looks whole but is not.
+    The oldest checkpoints go first when `total_limit` would be exceeded."""
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    partial = final + PARTIAL_SUFFIX
+    if accelerator.is_main_process:
+        if total_limit is not None:
+            older = [path for saved_step, path in list_checkpoints(output_dir) if saved_step != step]
+            for _, path in zip(range(len(older) - total_limit + 1), older):
+                shutil.rmtree(path)
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(partial)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)  # a stale one from a run that was resumed from an earlier step
+        os.rename(partial, final)
+        logger.info(f"Saved {final}")
+    accelerator.wait_for_everyone()
+
+
+def launched_distributed_without_gpus() -> bool:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched and not torch.cuda.is_available()
+
+
+def loggable(config: dict) -> dict:
+    """The flags as tensorboard hyperparameters: plain values only, and never the Hub token."""
+    return {
+        key: value
+        for key, value in config.items()
+        if key != "hub_token" and isinstance(value, (int, float, str, bool))
+    }
+
+
+if __name__ == "__main__":
+    main()
