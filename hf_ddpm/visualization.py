@@ -1,7 +1,6 @@
 """The forward process made visible: images noised part of the way to T, one schedule beside another."""
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -107,9 +106,9 @@ def save_forward_process_grid(path: str | os.PathLike, **grid_kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = forward_process_grid(**grid_kwargs)
     file_format = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as tmp:
-        figure.save(tmp, format=file_format)
-    os.replace(tmp.name, path)
+    partial = path.with_name(f".{path.name}.partial")
+    figure.save(partial, format=file_format)
+    os.replace(partial, path)
     return path
 
 
