@@ -196,7 +196,8 @@ def drop_class_labels(
     labels: torch.Tensor, drop_prob: float, null_class_id: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Replaces each label by the null label with probability `drop_prob`, so one network also learns the
-    unconditional model that classifier-free guidance needs (Ho & Salimans 2022, https://huggingface.co/papers/2207.12598).
+    unconditional model that classifier-free guidance needs (Ho & Salimans 2022,
+    https://huggingface.co/papers/2207.12598).
     """
     dropped = torch.rand(labels.shape, generator=generator) < drop_prob
     return torch.where(dropped.to(labels.device), torch.full_like(labels, null_class_id), labels)

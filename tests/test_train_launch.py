@@ -68,7 +68,8 @@ def test_push_to_hub_uploads_the_pipeline_and_diffusers_alone_samples_the_same_i
     output_dir, repo_id = tmp_path / "run", f"{hub_server.user}/digits-tiny"
     flags = tiny_flags(output_dir, "--max_train_steps", "3", "--checkpointing_steps", "2", "--push_to_hub",
                        "--hub_model_id", repo_id, "--hub_private_repo", "--report_to", "tensorboard")  # fmt: skip
-    launch(["--num_processes", "1", "-m", "hf_ddpm.training.train", *flags], env=dict(os.environ, HF_TOKEN=hub_server.token))
+    env = dict(os.environ, HF_TOKEN=hub_server.token)
+    launch(["--num_processes", "1", "-m", "hf_ddpm.training.train", *flags], env=env)
 
     files = hub_server.repo_files(repo_id)
     assert {"model_index.json", "pipeline_ddpm_cfg.py", "README.md", "samples.png", "unet/config.json",
@@ -77,7 +78,8 @@ def test_push_to_hub_uploads_the_pipeline_and_diffusers_alone_samples_the_same_i
     assert not [path for path in files if path.startswith(("checkpoint-", "logs/", "samples/"))]
     assert hub_server.repo_is_private(repo_id)
     assert hub_server.commit_messages(repo_id)[1:] == ["Step 2", "End of training"]
-    assert files["unet/diffusion_pytorch_model.safetensors"] == (output_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert files[weights] == (output_dir / weights).read_bytes()
     for path in output_dir.rglob("*"):  # the token is never written anywhere
         assert not path.is_file() or hub_server.token.encode() not in path.read_bytes(), path
 

@@ -128,7 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
                        help="Autocast precision (default: what `accelerate launch` or its config says).")
     optim.add_argument("--use_ema", action="store_true",
-                       help="Keep an exponential moving average of the weights; previews and the saved pipeline use it.")
+                       help="Keep an exponential moving average of the weights; previews and the saved pipeline "
+                            "use it.")
     optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse multiplicative factor.")
     optim.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up: power.")
     optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay once warmed up.")
@@ -183,7 +184,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 <= args.ema_max_decay <= 1.0:
         parser.error(f"--ema_max_decay must be in [0, 1], got {args.ema_max_decay}.")
     if args.overwrite_output_dir and args.resume_from_checkpoint is not None:
-        parser.error("--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint would resume: give one.")
+        parser.error(
+            "--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint would resume: give one."
+        )
     if args.num_inference_steps > args.num_train_timesteps:
         parser.error(f"--num_inference_steps ({args.num_inference_steps}) cannot exceed --num_train_timesteps.")
     return args
@@ -258,9 +261,10 @@ def main(argv: list[str] | None = None) -> str:
     # 3. Model, noise schedule, optimizer, learning-rate schedule, EMA.
     set_seed(args.seed)
     num_classes = data.num_classes if conditional else None
-    model = DDPMUNet2DModel(
-        **unet_config_from(model_keys, resolution=args.resolution, channels=data.images.shape[1], num_classes=num_classes)
+    unet_config = unet_config_from(
+        model_keys, resolution=args.resolution, channels=data.images.shape[1], num_classes=num_classes
     )
+    model = DDPMUNet2DModel(**unet_config)
     null_class_id = model.null_class_id
     noise_scheduler = DDPMScheduler(
         num_train_timesteps=args.num_train_timesteps,
@@ -311,8 +315,8 @@ def main(argv: list[str] | None = None) -> str:
 
         Without clipping of the predicted x0: DDIM clips x0 but steps on with the unclipped noise estimate, and under
         guidance (which pushes x0 past [-1, 1]) the two disagree at every step, so backgrounds drift to gray. On
-        digits at guidance 3 that alone takes the share of recognisable samples from ~100% to ~35%. The output is
-        clamped to [0, 1] at the end either way.
+        digits at guidance 3 that takes the share of recognisable samples from ~100% to ~35% (epsilon prediction)
+        or ~0% (v prediction). The output is clamped to [0, 1] at the end either way.
         """
         pipe = DDPMCFGPipeline(
             unet=accelerator.unwrap_model(model),
@@ -559,7 +563,8 @@ def previous_run_in(output_dir: str, logging_dir: str) -> str:
     """What in `output_dir` shows that another run used it (a saved pipeline, checkpoints, samples, logs), or ""."""
     if not os.path.isdir(output_dir):
         return ""
-    signs = [name for name in ("model_index.json", "samples", logging_dir) if os.path.exists(os.path.join(output_dir, name))]
+    signs = ["model_index.json", "samples", logging_dir]
+    signs = [name for name in signs if os.path.exists(os.path.join(output_dir, name))]
     checkpoints = [os.path.basename(path) for _, path in list_checkpoints(output_dir)]
     return ", ".join(signs + checkpoints[-3:])
 
