@@ -16,6 +16,7 @@ from diffusers import DDIMScheduler as DiffusersDDIMScheduler
 from diffusers import DiffusionPipeline
 from huggingface_hub import upload_file
 
+from helpers import BLOCK_HF_DDPM
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
@@ -115,19 +116,6 @@ for folder in sys.argv[1:]:
     report[folder] = [type(component).__module__ for component in (pipe, pipe.unet, pipe.scheduler)]
 print(json.dumps(report))
 """
-
-BLOCK_HF_DDPM = """
-import sys
-
-class BlockHfDdpm:
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_ddpm" or name.startswith("hf_ddpm."):
-            raise ImportError(f"{name} is not installed here")
-        return None
-
-sys.meta_path.insert(0, BlockHfDdpm())
-"""
-
 
 def test_diffusion_pipeline_loads_the_folder_where_hf_ddpm_is_not_importable(tmp_path):
     ours, theirs = tiny_pipeline(), tiny_pipeline(DiffusersDDIMScheduler(num_train_timesteps=20))

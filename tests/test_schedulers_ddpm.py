@@ -7,36 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import PREDICTION_TYPES, SCHEDULES, SPACINGS, STEP_COUNTS, TOLERANCE, gaussian_denoiser
 from hf_ddpm.schedulers import DDPMScheduler, DDPMSchedulerOutput
 from hf_ddpm.schedulers.scheduling_ddpm import spaced_timesteps
 
-SCHEDULES = ["linear", "scaled_linear", "cosine", "sigmoid"]
-PREDICTION_TYPES = ["epsilon", "sample", "v_prediction"]
 VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
-SPACINGS = ["linspace", "leading", "trailing"]
-# (num_train_timesteps, num_inference_steps)
-STEP_COUNTS = [(1000, 50), (1000, 7), (1000, 1), (200, 13), (200, 3)]
-TOLERANCE = dict(atol=2e-5, rtol=0)
-
-DATA_MEAN = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
-
-
-def gaussian_denoiser(alphas_cumprod, prediction_type, learned_variance=False):
-    """A stand-in for a trained network: the ideal denoiser of data x_0 ~ N(DATA_MEAN, 0.25 I) plus a small non-linear
-    term, answering in the requested parameterisation. Smooth and well conditioned like a real model, so samplers that
-    agree step by step also agree over a whole loop."""
-
-    def model(x, t):
-        alpha_bar = alphas_cumprod[int(t)]
-        a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        x0 = DATA_MEAN + a * 0.25 / (0.25 * alpha_bar + 1 - alpha_bar) * (x - a * DATA_MEAN) + 0.05 * torch.tanh(x)
-        eps = (x - a * x0) / s
-        output = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[prediction_type]
-        if learned_variance:  # extra channels in (0.1, 0.9): a variance for "learned", v for "learned_range"
-            output = torch.cat([output, 0.5 + 0.4 * torch.tanh(x)], dim=1)
-        return output
-
-    return model
 
 
 def trajectory(scheduler, model, seed=0):

@@ -20,6 +20,7 @@ from diffusers.training_utils import compute_snr
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from helpers import tiny_flags
 from hf_ddpm import demo
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.training import train as train_script
@@ -40,15 +41,6 @@ TINY_WITH_DROPOUT = {
     "norm_num_groups": 4,
     "dropout": 0.1,
 }
-
-
-def tiny_flags(output_dir, *extra: str) -> list[str]:
-    return [
-        "--dataset_name", "digits", "--max_train_samples", "64", "--resolution", "8", "--model_config", "tiny",
-        "--train_batch_size", "8", "--output_dir", str(output_dir), "--num_inference_steps", "2",
-        "--eval_batch_size", "10", "--save_images_steps", "1000", "--checkpointing_steps", "1000",
-        "--report_to", "none", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", *extra,
-    ]  # fmt: skip
 
 
 def run_demo(argv: list[str]) -> float:

@@ -9,22 +9,11 @@ import numpy as np
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from helpers import BLOCK_HF_DDPM, tiny_flags
 from hf_ddpm.pipelines import DDPMCFGPipeline
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
-
-BLOCK_HF_DDPM = """
-import sys
-
-class BlockHfDdpm:
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_ddpm" or name.startswith("hf_ddpm."):
-            raise ImportError(f"{name} is not installed here")
-        return None
-
-sys.meta_path.insert(0, BlockHfDdpm())
-"""
 
 SAMPLE_FROM_THE_HUB = """
 import sys
@@ -44,15 +33,6 @@ generators = [torch.Generator().manual_seed(i) for i in range(2)]
 images = pipe(class_labels=[1, 7], guidance_scale=3.0, num_inference_steps=5, generator=generators, output_type="np")
 np.save(sys.argv[2], images.images)
 """
-
-
-def tiny_flags(output_dir, *extra: str) -> list[str]:
-    return [
-        "--dataset_name", "digits", "--max_train_samples", "64", "--resolution", "8", "--model_config", "tiny",
-        "--train_batch_size", "8", "--output_dir", str(output_dir), "--num_inference_steps", "2",
-        "--eval_batch_size", "10", "--save_images_steps", "1000", "--checkpointing_steps", "1000",
-        "--report_to", "none", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", *extra,
-    ]  # fmt: skip
 
 
 def launch(arguments: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
