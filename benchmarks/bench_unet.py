@@ -4,7 +4,9 @@ For each configuration both networks have the same architecture: widths, depth, 
 conditioning, GroupNorm before every attention; the parameter counts are equal (tests/test_unet.py loads diffusers'
 weights into ours and gets the same outputs). They differ in implementation, and in attention heads: diffusers'
 default width 8, our default one head. Timings alternate between the two models after a warm-up and report
-medians; speedups above 1 mean ours is faster. Achieved GFLOP/s (FLOPs counted by
+medians; speedups above 1 mean ours is faster. A speedup is the median of the per-round ratios (each round times
+both models back to back), not the ratio of the medians: a small shared CPU drifts in speed by several percent
+over the tens of seconds a run takes, and pairing calls made moments apart cancels that drift. Achieved GFLOP/s (FLOPs counted by
 torch.utils.flop_counter.FlopCounterMode) are compared with the fp32 matmul GFLOP/s of the machine it runs on,
 measured by the same script.
 
@@ -74,8 +76,11 @@ def warm_up(functions: dict[str, Callable[[], None]], calls: int) -> dict[str, f
     return first
 
 
-def alternate(functions: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved so that machine noise hits all alike."""
+def alternate(functions: dict[str, Callable[[], None]], repeats: int) -> tuple[dict[str, float], float]:
+    """
+    Median seconds per call of each function, calls interleaved so that machine noise hits all alike, and the
+    median over rounds of diffusers' time / ours within the round.
+    """
     times = {name: [] for name in functions}
     for repeat in range(repeats):
         # Reverse the order every other round so neither model always runs right after the other.
@@ -84,7 +89,8 @@ def alternate(functions: dict[str, Callable[[], None]], repeats: int) -> dict[st
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    speedup = statistics.median(theirs / ours for theirs, ours in zip(times["diffusers"], times["ours"]))
+    return {name: statistics.median(values) for name, values in times.items()}, speedup
 
 
 def matmul_gflops(size: int, repeats: int) -> float:
@@ -185,8 +191,8 @@ def benchmark_mode(name: str, mode: str, args: argparse.Namespace, peak_gflops: 
         first = warm_up(forwards, args.warmup)
         if mode == "compile":
             print(f"{name:7} {mode:14} first forward b{batch} (compiles): " + describe_seconds(first), flush=True)
-        rows.append(result_row(name, mode, f"forward b{batch}", alternate(forwards, args.repeats), flops, batch,
-                               peak_gflops))  # fmt: skip
+        seconds, speedup = alternate(forwards, args.repeats)
+        rows.append(result_row(name, mode, f"forward b{batch}", seconds, speedup, flops, batch, peak_gflops))
         print(format_row(rows[-1]), flush=True)
     if args.train_batch_size:
         sample, timesteps, noise = make_inputs(config, args.train_batch_size, channels_last)
@@ -203,8 +209,9 @@ def benchmark_mode(name: str, mode: str, args: argparse.Namespace, peak_gflops: 
         first = warm_up(steps, args.warmup)
         if mode == "compile":
             print(f"{name:7} {mode:14} first train step (compiles): " + describe_seconds(first), flush=True)
-        seconds = alternate(steps, args.train_repeats)
-        rows.append(result_row(name, mode, f"train b{args.train_batch_size}", seconds, flops, None, peak_gflops))
+        seconds, speedup = alternate(steps, args.train_repeats)
+        task = f"train b{args.train_batch_size}"
+        rows.append(result_row(name, mode, task, seconds, speedup, flops, None, peak_gflops))
         print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -213,12 +220,11 @@ def describe_seconds(seconds: dict[str, float]) -> str:
     return ", ".join(f"{key} {value:.1f} s" for key, value in seconds.items())
 
 
-def result_row(config, mode, task, seconds, flops, batch, peak_gflops) -> tuple:
+def result_row(config, mode, task, seconds, speedup, flops, batch, peak_gflops) -> tuple:
     gflops = {key: flops[key] / seconds[key] / 1e9 for key in seconds}
     speed = {key: (batch / seconds[key] if batch else 1e3 * seconds[key]) for key in seconds}
-    ratio = seconds["diffusers"] / seconds["ours"]
     shares = {key: value / peak_gflops for key, value in gflops.items()}
-    return (config, mode, task, speed["ours"], speed["diffusers"], ratio,
+    return (config, mode, task, speed["ours"], speed["diffusers"], speedup,
             gflops["ours"], gflops["diffusers"], shares["ours"], shares["diffusers"])  # fmt: skip
 
 
