@@ -1,4 +1,4 @@
-# Copyright 2025 The hf-ddpm authors. Licensed under the Apache License, Version 2.0.
+# Copyright 2026 The hf-ddpm authors. Licensed under the Apache License, Version 2.0.
 """The noise-prediction UNet of DDPM (Ho et al. 2020, https://huggingface.co/papers/2006.11239).
 
 Self-contained: this file imports only torch, diffusers and the standard library, so it can be copied
