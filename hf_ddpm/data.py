@@ -141,10 +141,8 @@ def _check_arguments(dataset_name, train_data_dir, resolution, num_channels, max
 
 
 def _load_digits(resolution, center_crop, num_channels, max_samples) -> ImageData:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:
-        raise ValueError("--dataset_name digits needs scikit-learn: pip install 'hf-ddpm[train]'.") from error
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import, and only digits needs it
+
     digits = load_digits()
     count = len(digits.target) if max_samples is None else min(max_samples, len(digits.target))
     # Pixel values are ink intensities 0..16; 0..255 keeps them exact at both ends (0 -> -1, 16 -> +1).

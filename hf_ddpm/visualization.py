@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw
 
+from hf_ddpm.data import load_image_data
 from hf_ddpm.schedulers import DDPMScheduler
 
 CELL_SIZE = 56  # pixels per image in the grid: 28x28 digits shown at twice their size
@@ -19,18 +19,18 @@ PANEL_GAP = 8  # pixels between the schedules' panels
 
 def load_digit_images(num_images: int = 4, size: int = 28) -> torch.Tensor:
     """
-    The first `num_images` handwritten digits of scikit-learn's `load_digits` (0, 1, 2, ...), upscaled from 8x8.
+    The first `num_images` handwritten digits of the built-in dataset (scikit-learn's `load_digits`: 0, 1, 2, ...),
+    upscaled from 8x8 as training sees them.
 
     Returns:
         `torch.Tensor` of shape `(num_images, 1, size, size)` with values in [-1, 1], as diffusion models see data.
     """
-    from sklearn.datasets import load_digits  # an optional dependency: the `train` and `test` extras carry it
-
-    digits = load_digits().images
-    if not 1 <= num_images <= len(digits):
-        raise ValueError(f"`num_images` must be between 1 and {len(digits)}; got {num_images}")
-    images = torch.tensor(digits[:num_images], dtype=torch.float32).unsqueeze(1) / 16 * 2 - 1
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"`num_images` must be a positive integer; got {num_images!r}")
+    images = load_image_data(dataset_name="digits", resolution=size, max_samples=num_images).images
+    if len(images) < num_images:
+        raise ValueError(f"`num_images` must be at most {len(images)}, the number of digits; got {num_images}")
+    return images
 
 
 def fraction_timesteps(fractions: Sequence[float], num_train_timesteps: int) -> list[int]:

@@ -1,6 +1,7 @@
 """What several test files share: the scheduler test grid and its stand-in model, a tiny training run, and a way to
 hide hf_ddpm from a subprocess."""
 
+import diffusers
 import torch
 
 SCHEDULES = ["linear", "scaled_linear", "cosine", "sigmoid"]
@@ -29,6 +30,25 @@ def gaussian_denoiser(alphas_cumprod, prediction_type, learned_variance=False):
         return output
 
     return model
+
+
+def public_config(config) -> dict:
+    """A config without its private keys ("_class_name", "_diffusers_version", ...): what two classes can share."""
+    return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+def tiny_diffusers_unet() -> diffusers.UNet2DModel:
+    """diffusers' own UNet at 8x8x1, small enough to run a whole diffusers pipeline in a test."""
+    return diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
 
 
 # Written as sitecustomize.py into a folder on a subprocess's PYTHONPATH: `import hf_ddpm` then fails there, as in

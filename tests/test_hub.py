@@ -24,6 +24,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from helpers import tiny_diffusers_unet
 from hf_ddpm.hub import HubPusher, resolve_hub_token, write_model_card
 
 
@@ -114,19 +115,10 @@ def test_read_only_token_cannot_create_or_push(hub_server, tmp_path):
 
 
 def test_diffusers_pipeline_push_to_hub_then_from_pretrained(hub_server, tmp_path):
-    from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
     torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_diffusers_unet()
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10))
     pipe.push_to_hub("tiny-ddpm", token=hub_server.token)
     repo_id = f"{hub_server.user}/tiny-ddpm"

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PREDICTION_TYPES, SCHEDULES, SPACINGS, STEP_COUNTS, TOLERANCE, gaussian_denoiser
+from helpers import (
+    PREDICTION_TYPES,
+    SCHEDULES,
+    SPACINGS,
+    STEP_COUNTS,
+    TOLERANCE,
+    gaussian_denoiser,
+    public_config,
+    tiny_diffusers_unet,
+)
 import hf_ddpm.schedulers.scheduling_ddim as scheduling_ddim
 import hf_ddpm.schedulers.scheduling_ddpm as scheduling_ddpm
 from hf_ddpm.schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler
@@ -35,7 +44,7 @@ def diffusers_twin(ours):
     (taken from diffusers' DDPMScheduler, which has the schedule)."""
     if ours.config.beta_schedule != "sigmoid":
         return diffusers.DDIMScheduler.from_config(ours.config)
-    config = {k: v for k, v in ours.config.items() if not k.startswith("_")}  # "_use_default_values" would reset
+    config = public_config(ours.config)  # "_use_default_values" would reset
     betas = diffusers.DDPMScheduler.from_config({**config, "rescale_betas_zero_snr": False}).betas
     return diffusers.DDIMScheduler.from_config({**config, "beta_schedule": "linear", "trained_betas": betas.tolist()})
 
@@ -247,8 +256,7 @@ def test_add_noise_velocity_and_snr_match_ddpm_and_diffusers():
 
 
 def test_config_keys_and_defaults_equal_diffusers():
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
-    assert public(DDIMScheduler().config) == public(diffusers.DDIMScheduler().config)
+    assert public_config(DDIMScheduler().config) == public_config(diffusers.DDIMScheduler().config)
 
 
 def test_config_round_trips_through_diffusers(tmp_path):
@@ -266,22 +274,12 @@ def test_config_round_trips_through_diffusers(tmp_path):
     theirs = diffusers.DDIMScheduler.from_pretrained(tmp_path / "ours")
     theirs.save_pretrained(tmp_path / "theirs")
     back = DDIMScheduler.from_pretrained(tmp_path / "theirs")
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
-    assert public(back.config) == public(theirs.config) == public(ours.config)
+    assert public_config(back.config) == public_config(theirs.config) == public_config(ours.config)
     assert torch.equal(back.final_alpha_cumprod, ours.final_alpha_cumprod)
 
 
 def test_swaps_into_a_diffusers_pipeline_with_from_config_and_gives_diffusers_images():
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_diffusers_unet()
     pipe = diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=100))
     pipe.set_progress_bar_config(disable=True)
     ddpm_config = pipe.scheduler.config

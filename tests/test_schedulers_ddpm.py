@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PREDICTION_TYPES, SCHEDULES, SPACINGS, STEP_COUNTS, TOLERANCE, gaussian_denoiser
+from helpers import (
+    PREDICTION_TYPES,
+    SCHEDULES,
+    SPACINGS,
+    STEP_COUNTS,
+    TOLERANCE,
+    gaussian_denoiser,
+    public_config,
+    tiny_diffusers_unet,
+)
 from hf_ddpm.schedulers import DDPMScheduler, DDPMSchedulerOutput
 from hf_ddpm.schedulers.scheduling_ddpm import spaced_timesteps
 
@@ -242,8 +251,7 @@ def test_snr_falls_with_t_and_is_alpha_bar_over_one_minus_alpha_bar(beta_schedul
 
 
 def test_config_keys_and_defaults_equal_diffusers():
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
-    assert public(DDPMScheduler().config) == public(diffusers.DDPMScheduler().config)
+    assert public_config(DDPMScheduler().config) == public_config(diffusers.DDPMScheduler().config)
 
 
 def test_config_round_trips_through_diffusers(tmp_path):
@@ -261,22 +269,12 @@ def test_config_round_trips_through_diffusers(tmp_path):
     theirs = diffusers.DDPMScheduler.from_pretrained(tmp_path / "ours")
     theirs.save_pretrained(tmp_path / "theirs")
     back = DDPMScheduler.from_pretrained(tmp_path / "theirs")
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
-    assert public(back.config) == public(theirs.config) == public(ours.config)
+    assert public_config(back.config) == public_config(theirs.config) == public_config(ours.config)
     assert torch.equal(back.alphas_cumprod, ours.alphas_cumprod)
 
 
 def test_swaps_into_a_diffusers_pipeline_with_from_config():
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_diffusers_unet()
     pipe = diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=100))
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(generator=torch.Generator().manual_seed(0), num_inference_steps=8, output_type="np").images
