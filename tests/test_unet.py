@@ -8,6 +8,7 @@ from diffusers import DDIMScheduler as DiffusersDDIMScheduler
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler
 
 from hf_ddpm.models import DDPMUNet2DModel, DDPMUNet2DOutput
+from hf_ddpm.models import unet_2d
 from hf_ddpm.models.unet_2d import Upsample
 
 NUM_CLASSES = 3
@@ -257,13 +258,40 @@ def test_gradient_checkpointing_recomputes_blocks_in_backward():
     assert not model.is_gradient_checkpointing
 
 
-def test_inference_without_grad_matches_the_autograd_path():
-    # Without autograd the ResNet blocks compute their activations in place; the numbers must not change.
-    model = tiny_unet(num_class_embeds=NUM_CLASSES, layers_per_block=2)
+@pytest.mark.parametrize("large_batch", [True, False])
+def test_inference_without_grad_matches_the_autograd_path(large_batch, monkeypatch):
+    # Without autograd, activations are computed in place, and a batch with enough pixels runs channels-last (with
+    # its own GroupNorm); with autograd everything stays NCHW. The numbers must not change, and the output is an
+    # ordinary contiguous tensor either way.
+    model = tiny_unet(num_class_embeds=NUM_CLASSES, layers_per_block=2, in_channels=3, out_channels=3)
     sample = noisy(model)
+    monkeypatch.setattr(unet_2d, "CHANNELS_LAST_MIN_PIXELS", sample.shape[0] * 8 * 8 + (0 if large_batch else 1))
+    channels_last_inputs = []
+    model.down_resnets[1].conv2.register_forward_pre_hook(
+        lambda module, args: channels_last_inputs.append(not args[0].is_contiguous())
+    )
     with torch.no_grad():
         fast = model(sample, 9, class_labels=[2, 0]).sample
-    torch.testing.assert_close(fast, model(sample, 9, class_labels=[2, 0]).sample.detach(), rtol=1e-5, atol=1e-6)
+    reference = model(sample, 9, class_labels=[2, 0]).sample.detach()
+    assert channels_last_inputs == [large_batch, False]
+    assert fast.is_contiguous()
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+@pytest.mark.parametrize("per_image_affine", [True, False])
+def test_channels_last_group_norm_keeps_group_norm_precision_even_far_from_zero(offset, per_image_affine):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 12, 5, 7, generator=generator) * 2 + offset
+    gain = torch.randn(3 if per_image_affine else 1, 12, generator=generator)
+    bias = torch.randn(3 if per_image_affine else 1, 12, generator=generator)
+    exact = F.group_norm(x.double(), 4) * gain[..., None, None] + bias[..., None, None]
+    pytorch = F.group_norm(x, 4) * gain[..., None, None] + bias[..., None, None]
+    output = unet_2d.channels_last_group_norm(x.contiguous(memory_format=torch.channels_last), 4, gain, bias, 1e-5)
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    error, pytorch_error = (output - exact).abs().max(), (pytorch - exact).abs().max()
+    # Both compute x * scale + offset in fp32, whose rounding grows with the offset; E[x^2] - E[x]^2 would be 1000x off.
+    assert error <= 4 * pytorch_error + 1e-6, (error, pytorch_error)
 
 
 def test_channels_last_gives_the_same_output():
