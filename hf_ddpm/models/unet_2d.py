@@ -179,7 +179,8 @@ class Upsample(nn.Module):
         return torch.stack([last, middle + last, first + middle, first], dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self._fold_taps(self._fold_taps(self.conv.weight, 2), 3).transpose(0, 1)  # (in, out, 4, 4)
+        # Folding the transposed weight leaves the (in, out, 4, 4) kernel contiguous (a strided one costs a copy).
+        weight = self._fold_taps(self._fold_taps(self.conv.weight.transpose(0, 1), 2), 3)
         return F.conv_transpose2d(x, weight, self.conv.bias, stride=2, padding=1)
 
 
