@@ -140,7 +140,8 @@ def forward_function(model: Callable, sample: torch.Tensor, timesteps: torch.Ten
 def train_step_function(
     model: Callable, parameters: list, sample: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
 ) -> Callable[[], None]:
-    optimizer = torch.optim.Adam(parameters, lr=1e-4)
+    # As training/train.py steps: AdamW with the fused kernel (one pass over all tensors).
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=True)
 
     def run() -> None:
         loss = F.mse_loss(model(sample, timesteps).sample, noise)
