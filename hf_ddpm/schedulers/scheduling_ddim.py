@@ -7,7 +7,6 @@ too; diffusers' DDIMScheduler lacks it, so a config saved with it loads only int
 DDPMScheduler).
 """
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,6 +15,7 @@ import torch
 from diffusers import ConfigMixin, SchedulerMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar, rescale_zero_terminal_snr
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -36,24 +36,11 @@ def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, 
     if beta_schedule == "scaled_linear":  # linear in sqrt(beta), as in latent diffusion (Rombach et al. 2022)
         return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
     if beta_schedule in ("squaredcos_cap_v2", "cosine"):
-        # alpha_bar(t) = f(t) / f(0), f(t) = cos((t/T + s) / (1 + s) * pi/2)^2, s = 0.008, beta capped at 0.999:
-        # eq. (17) of Nichol & Dhariwal 2021, https://arxiv.org/abs/2102.09672
-        f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * math.pi / 2) ** 2
-        return torch.tensor(np.minimum(1 - f[1:] / f[:-1], 0.999), dtype=torch.float32)
+        # eq. (17) of Nichol & Dhariwal 2021, https://arxiv.org/abs/2102.09672, beta capped at 0.999
+        return betas_for_alpha_bar(T)
     if beta_schedule == "sigmoid":  # GeoDiff, Xu et al. 2022, https://arxiv.org/abs/2203.02923
         return torch.sigmoid(torch.linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start
     raise ValueError(f"`beta_schedule` must be one of {BETA_SCHEDULES}; got {beta_schedule!r}")
-
-
-def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Shift and scale sqrt(alpha_bar) so that the last timestep has zero signal-to-noise ratio and the first keeps its
-    value: Algorithm 1 of Lin et al. 2024, https://arxiv.org/abs/2305.08891. Pair it with v_prediction (sec. 3.2)."""
-    sqrt_alpha_bar = torch.cumprod(1 - betas, dim=0).sqrt()
-    first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
-    sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
-    alpha_bar = sqrt_alpha_bar**2
-    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
-    return 1 - alphas
 
 
 def spaced_timesteps(config, num_inference_steps: int) -> np.ndarray:
@@ -111,7 +98,7 @@ class _NoiseScheduleMixin:
                 raise ValueError(f"`trained_betas` must hold num_train_timesteps={num_train_timesteps} values")
         else:
             self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
-        if rescale_betas_zero_snr:
+        if rescale_betas_zero_snr:  # Algorithm 1 of Lin et al. 2024, https://arxiv.org/abs/2305.08891
             self.betas = rescale_zero_terminal_snr(self.betas)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
