@@ -25,7 +25,9 @@ DIGITS = "digits"
 IMAGE_COLUMN_NAMES = ("image", "img")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
 LOCAL_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
-GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
+GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# 16-bit grayscale (PNG and TIFF of depth 16 open as one of these); PIL's convert("L") would clip them at 255.
+SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 RESAMPLE = PIL.Image.Resampling.BICUBIC
 
 
@@ -65,6 +67,7 @@ def load_image_data(
     cache_dir: Optional[str] = None,
     split: str = "train",
     max_samples: Optional[int] = None,
+    seed: int = 0,
 ) -> ImageData:
     """Load a dataset of images (and class labels, when it has them) into memory, ready to train on.
 
@@ -87,7 +90,9 @@ def load_image_data(
         num_channels (`int`, *optional*): 1 (grayscale) or 3 (RGB); by default 1 when every image is grayscale.
         cache_dir (`str`, *optional*): where `datasets` caches downloads and converted files.
         split (`str`): which split to load.
-        max_samples (`int`, *optional*): keep only the first `max_samples` examples.
+        max_samples (`int`, *optional*): keep a random subset of `max_samples` examples (drawn with `seed`; a
+            dataset's first examples are often all of one class).
+        seed (`int`): the seed of that subset.
 
     Returns:
         [`ImageData`]
@@ -101,11 +106,11 @@ def load_image_data(
     if train_data_dir is None and dataset_name == DIGITS and not os.path.exists(DIGITS):
         if split != "train":
             raise ValueError(f"The built-in {DIGITS!r} dataset has one split, 'train'; got split={split!r}.")
-        return _load_digits(resolution, center_crop, num_channels, max_samples)
+        return _load_digits(resolution, center_crop, num_channels, max_samples, seed)
 
     dataset, source = _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split)
     if max_samples is not None and max_samples < len(dataset):
-        dataset = dataset.select(range(max_samples))
+        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
     if len(dataset) == 0:
         raise ValueError(f"No examples to train on in the {source} (split {split!r}).")
     image_column = _find_image_column(dataset.features, image_column)
@@ -140,16 +145,19 @@ def _check_arguments(dataset_name, train_data_dir, resolution, num_channels, max
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
 
 
-def _load_digits(resolution, center_crop, num_channels, max_samples) -> ImageData:
+def _load_digits(resolution, center_crop, num_channels, max_samples, seed) -> ImageData:
     from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import, and only digits needs it
 
     digits = load_digits()
-    count = len(digits.target) if max_samples is None else min(max_samples, len(digits.target))
+    keep = np.arange(len(digits.target))
+    if max_samples is not None and max_samples < len(keep):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(keep))[:max_samples])
+    count = len(keep)
     # Pixel values are ink intensities 0..16; 0..255 keeps them exact at both ends (0 -> -1, 16 -> +1).
-    pixels = np.rint(digits.images[:count] * (255 / 16)).astype(np.uint8)
+    pixels = np.rint(digits.images[keep] * (255 / 16)).astype(np.uint8)
     pil_images = (PIL.Image.fromarray(image, mode="L") for image in pixels)
     images = _images_to_tensor(pil_images, count, resolution, center_crop, num_channels)
-    labels = torch.from_numpy(digits.target[:count].astype(np.int64))
+    labels = torch.from_numpy(digits.target[keep].astype(np.int64))
     id2label = {int(name): str(name) for name in digits.target_names}
     return ImageData(images, labels, id2label, source=f"digits (scikit-learn load_digits, {count} images of 8x8)")
 
@@ -307,6 +315,8 @@ def _images_to_tensor(
             mode = "L" if num_channels == 1 else "RGB"
         else:
             mode = "L" if image.mode in GRAYSCALE_MODES else "RGB"
+        if image.mode in SIXTEEN_BIT_MODES:
+            image = PIL.Image.fromarray(np.rint(np.asarray(image) / 257).clip(0, 255).astype(np.uint8), mode="L")
         image = image if image.mode == mode else image.convert(mode)
         array = np.asarray(_resize_and_crop(image, resolution, center_crop))
         grayscale[index] = array.ndim == 2

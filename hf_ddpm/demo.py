@@ -36,7 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance_scale", type=float, default=3.0)
     parser.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps.")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ["resolution", "max_train_steps", "train_batch_size", "samples_per_digit", "num_inference_steps"]:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if not args.learning_rate > 0:
+        parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if not args.guidance_scale >= 0:
+        parser.error(f"--guidance_scale must be at least 0, got {args.guidance_scale}.")
+    return args
 
 
 def training_flags(args: argparse.Namespace) -> list[str]:

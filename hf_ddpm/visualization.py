@@ -27,7 +27,7 @@ def load_digit_images(num_images: int = 4, size: int = 28) -> torch.Tensor:
     """
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"`num_images` must be a positive integer; got {num_images!r}")
-    images = load_image_data(dataset_name="digits", resolution=size, max_samples=num_images).images
+    images = load_image_data(dataset_name="digits", resolution=size).images[:num_images]
     if len(images) < num_images:
         raise ValueError(f"`num_images` must be at most {len(images)}, the number of digits; got {num_images}")
     return images

@@ -108,6 +108,16 @@ def test_image_folder_without_class_folders_is_unlabelled(tmp_path):
     assert data.labels is None and data.id2label is None and data.images.shape == (3, 1, 8, 8)
 
 
+def test_sixteen_bit_grayscale_is_scaled_to_its_depth_not_clipped(tmp_path):
+    (tmp_path / "deep").mkdir()
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
+    PIL.Image.fromarray(ramp).save(tmp_path / "deep" / "ramp.png")
+    assert PIL.Image.open(tmp_path / "deep" / "ramp.png").mode == "I;16"
+    data = _load(tmp_path / "deep", tmp_path, resolution=8)
+    assert torch.equal(data.images, _expected(np.rint(ramp / 257).astype(np.uint8)[None]))
+    assert data.images.shape == (1, 1, 8, 8) and abs(data.images.mean().item()) < 0.02
+
+
 def test_grayscale_and_colour_images_together_give_three_equal_channels_for_the_gray_ones(tmp_path):
     gray, colour = _pixels(1, (8, 8), seed=5)[0], _pixels(1, (8, 8, 3), seed=6)[0]
     _write_image_folder(tmp_path / "mixed", {"a": [gray], "b": [colour]})
@@ -156,14 +166,34 @@ def test_digits_are_the_1797_scikit_learn_digits_in_ten_classes():
     from sklearn.datasets import load_digits
 
     assert data.labels.tolist() == load_digits().target.tolist()
-    assert len(load_image_data("digits", resolution=8, max_samples=100)) == 100
+
+
+def test_max_samples_draws_a_seeded_random_subset_not_the_first_examples(tmp_path):
+    digits = load_image_data("digits", resolution=8)
+    subset = load_image_data("digits", resolution=8, max_samples=100, seed=3)
+    assert len(subset) == 100 and subset.labels.tolist() != digits.labels[:100].tolist()
+    # Every image of the subset is one of the dataset's, with its own label.
+    matches = (subset.images.flatten(1)[:, None] == digits.images.flatten(1)[None]).all(-1)
+    assert matches.any(1).all()
+    same = load_image_data("digits", resolution=8, max_samples=100, seed=3)
+    assert torch.equal(same.images, subset.images) and torch.equal(same.labels, subset.labels)
+    assert not torch.equal(load_image_data("digits", resolution=8, max_samples=100, seed=4).labels, subset.labels)
+
+    # An image folder lists its classes in order: the first examples would all be cats.
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for index, pixels in enumerate(_pixels(6, (8, 8), seed=len(name) + ord(name[0]))):
+            PIL.Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{index}.png")
+    data = load_image_data(train_data_dir=str(tmp_path / "pets"), resolution=8, cache_dir=str(tmp_path / "cache"),
+                           max_samples=6)  # fmt: skip
+    assert len(data) == 6 and set(data.labels.tolist()) == {0, 1}
 
 
 def test_digits_at_native_size_map_ink_0_to_16_onto_minus_one_to_one():
     from sklearn.datasets import load_digits
 
-    data = load_image_data("digits", resolution=8, max_samples=5)
-    expected = torch.from_numpy(np.rint(load_digits().images[:5] * 255 / 16)).float()[:, None] / 127.5 - 1
+    data = load_image_data("digits", resolution=8)
+    expected = torch.from_numpy(np.rint(load_digits().images * 255 / 16)).float()[:, None] / 127.5 - 1
     assert torch.allclose(data.images, expected)
 
 

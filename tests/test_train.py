@@ -140,11 +140,13 @@ def test_checkpoint_interrupted_while_being_written_is_never_taken_for_a_checkpo
             raise SimulatedCrash
 
     monkeypatch.setattr(train_script.Accelerator, "save_state", crash_while_writing_checkpoint_4)
+    # Keeping a single checkpoint, the old one goes only once the new one is complete.
+    flags = resume_flags(output_dir, model_config) + ["--checkpoints_total_limit", "1"]
     with pytest.raises(SimulatedCrash):
-        train(resume_flags(output_dir, model_config))
+        train(flags)
     assert sorted(os.listdir(output_dir / "checkpoint-4.partial"))  # the state was written, but not renamed
     assert not (output_dir / "checkpoint-4").exists()
-    args = train_script.parse_args(resume_flags(output_dir, model_config) + ["--resume_from_checkpoint", "latest"])
+    args = train_script.parse_args(flags + ["--resume_from_checkpoint", "latest"])
     assert train_script.find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-2")
 
 
@@ -155,8 +157,25 @@ def test_checkpoints_total_limit_keeps_the_newest_and_each_holds_ema_and_rng_sta
     assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"} <= files
     progress = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)
     ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
-    assert progress == {"global_step": 6, "seed": 0}
+    assert progress == {"global_step": 6, "seed": 0, "use_ema": True}
     assert ema["optimization_step"] == 6 and len(ema["shadow_params"]) > 0
+
+
+def test_resuming_a_finished_run_trains_no_further_and_a_mismatched_run_is_refused_before_loading(tmp_path):
+    output_dir = tmp_path / "run"
+    flags = tiny_flags(output_dir, "--max_train_steps", "3", "--checkpointing_steps", "3")  # 8 batches per epoch
+    train(flags)
+    saved = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    train(flags + ["--resume_from_checkpoint", "latest"])
+    assert_bitwise_equal({"unet": load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")}, {"unet": saved})
+    assert sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint")) == ["checkpoint-3"]
+
+    for extra, message in [
+        (["--use_ema"], "saved by a run with no --use_ema: resume it with no --use_ema"),
+        (["--seed", "1"], "--seed 1 differs from the seed of .*checkpoint-3 \\(0\\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train(flags + ["--resume_from_checkpoint", "latest", *extra])
 
 
 # ----- logs and previews -----
@@ -261,6 +280,18 @@ def test_demo_trains_samples_a_row_per_digit_and_scores_the_samples(tmp_path, ca
     assert f"Label accuracy: {accuracy:.1%} of 20 samples" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--max_train_steps", "0"], "--max_train_steps must be at least 1"),
+     (["--samples_per_digit", "0"], "--samples_per_digit must be at least 1"),
+     (["--learning_rate", "0"], "--learning_rate must be positive")],
+)  # fmt: skip
+def test_demo_rejects_bad_values_naming_its_own_flags(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
 # ----- bad input: errors before any training -----
 def assert_nothing_trained(output_dir) -> None:
     assert not os.path.exists(output_dir) or not any(
@@ -300,6 +331,12 @@ def test_resolution_the_model_cannot_take_fails_naming_the_flag(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_fp16_on_cpu_fails_before_training_instead_of_training_in_fp32(tmp_path):
+    with pytest.raises(ValueError, match=r"fp16 .* needs a GPU"):
+        train(tiny_flags(tmp_path / "run", "--mixed_precision", "fp16"))
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_missing_resume_path_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"--resume_from_checkpoint .*checkpoint-7.* does not exist"):
         train(tiny_flags(tmp_path / "run", "--resume_from_checkpoint", str(tmp_path / "checkpoint-7")))
@@ -329,6 +366,23 @@ def test_output_dir_of_another_run_is_refused_unless_resuming_or_overwriting(tmp
     assert json.loads((output_dir / "model_index.json").read_text())["_class_name"][1] == "DDPMCFGPipeline"
 
 
+def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_else(tmp_path):
+    output_dir = tmp_path / "project"
+    train(tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2", "--save_images_steps", "1",
+                     "--report_to", "tensorboard"))  # fmt: skip
+    (output_dir / "src").mkdir()
+    (output_dir / "src" / "main.py").write_text("print('mine')")
+    (output_dir / "thesis.tex").write_text("mine")
+    (output_dir / "unet" / "notes.txt").write_text("left in a folder the run writes")
+    ours = sorted(os.listdir(output_dir))
+    train(tiny_flags(output_dir, "--max_train_steps", "1", "--overwrite_output_dir"))
+    assert (output_dir / "src" / "main.py").read_text() == "print('mine')"
+    assert (output_dir / "thesis.tex").read_text() == "mine"
+    assert not (output_dir / "unet" / "notes.txt").exists()
+    assert {"checkpoint-2", "logs"} <= set(ours) and not {"checkpoint-2", "logs"} & set(os.listdir(output_dir))
+    assert not (output_dir / "samples").exists()  # this run writes no previews during training
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -338,6 +392,13 @@ def test_output_dir_of_another_run_is_refused_unless_resuming_or_overwriting(tmp
         (["--class_conditional", "--unconditional"], "not allowed with argument"),
         (["--num_inference_steps", "2000"], "--num_inference_steps .* cannot exceed"),
         (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "--overwrite_output_dir deletes"),
+        (["--learning_rate", "-1"], "--learning_rate must be a positive number"),
+        (["--ema_inv_gamma", "0"], "--ema_inv_gamma must be a positive number"),
+        (["--ema_power", "-1"], "--ema_power must be a positive number"),
+        (["--snr_gamma", "nan"], "--snr_gamma must be a positive number"),
+        (["--adam_beta1", "1.5"], "--adam_beta1 must be in \\[0, 1\\)"),
+        (["--adam_epsilon", "-1"], "--adam_epsilon must be at least 0"),
+        (["--lr_scheduler", "piecewise_constant"], "--lr_scheduler: invalid choice"),
     ],
 )
 def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, message, capsys):

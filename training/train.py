@@ -21,11 +21,13 @@ import contextlib
 import logging
 import math
 import os
+import json
 import re
 import shutil
 
 import torch
 from accelerate import Accelerator
+from accelerate.checkpointing import load_custom_state
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import SchedulerType, get_scheduler
@@ -60,6 +62,8 @@ logger = get_logger(__name__, log_level="INFO")
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
+# diffusers' schedules, but for piecewise_constant, which needs step rules of its own.
+LR_SCHEDULES = [kind.value for kind in SchedulerType if kind != SchedulerType.PIECEWISE_CONSTANT]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="Batches whose gradients add up to one optimizer step.")
     optim.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
-    optim.add_argument("--lr_scheduler", default="cosine", choices=[kind.value for kind in SchedulerType],
+    optim.add_argument("--lr_scheduler", default="cosine", choices=LR_SCHEDULES,
                        help="Learning-rate schedule (diffusers' get_scheduler).")
     optim.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
     optim.add_argument("--adam_beta1", type=float, default=0.95)
@@ -138,7 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument("--output_dir", default="ddpm-model",
                         help="Where the pipeline, checkpoints, samples and logs go.")
     output.add_argument("--overwrite_output_dir", action="store_true",
-                        help="Delete what --output_dir holds from an earlier run and start afresh there.")
+                        help="Delete what an earlier run wrote in --output_dir (pipeline, model card, samples, logs, "
+                             "checkpoints; nothing else) and start afresh there.")
     output.add_argument("--checkpointing_steps", type=int, default=500,
                         help="Save the training state (and the pipeline) every N optimizer steps.")
     output.add_argument("--checkpoints_total_limit", type=int, default=None,
@@ -175,8 +180,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 0, got {getattr(args, name)}.")
     if not 0.0 <= args.cond_drop_prob <= 1.0:
         parser.error(f"--cond_drop_prob must be in [0, 1], got {args.cond_drop_prob}.")
-    if args.snr_gamma is not None and args.snr_gamma <= 0:
-        parser.error(f"--snr_gamma must be positive, got {args.snr_gamma}.")
+    for name in ["learning_rate", "ema_inv_gamma", "ema_power"] + (["snr_gamma"] if args.snr_gamma is not None else []):
+        if not 0 < getattr(args, name) < math.inf:
+            parser.error(f"--{name} must be a positive number, got {getattr(args, name)}.")
+    for name in ["adam_beta1", "adam_beta2"]:
+        if not 0.0 <= getattr(args, name) < 1.0:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
+    for name in ["adam_epsilon", "adam_weight_decay"]:
+        if not 0.0 <= getattr(args, name) < math.inf:
+            parser.error(f"--{name} must be at least 0, got {getattr(args, name)}.")
     if args.guidance_scale < 0:
         parser.error(f"--guidance_scale must be at least 0, got {args.guidance_scale}.")
     if not args.max_grad_norm > 0:
@@ -201,11 +213,12 @@ def main(argv: list[str] | None = None) -> str:
     check_resolution(model_keys, args.resolution)
     resume_path = find_checkpoint_to_resume(args)
     hub_token = resolve_hub_token(args.hub_token) if args.push_to_hub else None
-    previous_run = previous_run_in(args.output_dir, args.logging_dir)
+    previous_run = previous_run_outputs(args.output_dir, args.logging_dir)
     if previous_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
         raise ValueError(
-            f"--output_dir {args.output_dir!r} holds another run ({previous_run}). Continue it with "
-            "--resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another --output_dir."
+            f"--output_dir {args.output_dir!r} holds another run ({describe_previous_run(previous_run)}). Continue it "
+            "with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another "
+            "--output_dir."
         )
 
     accelerator = Accelerator(
@@ -219,6 +232,13 @@ def main(argv: list[str] | None = None) -> str:
         # joins them into a (gloo) process group only when told that the processes run on CPUs.
         cpu=launched_distributed_without_gpus(),
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError(
+            "Mixed precision fp16 (--mixed_precision or the accelerate config) needs a GPU: on CPU it would train in "
+            "fp32 unannounced. Use bf16 or no."
+        )
+    if resume_path is not None:
+        check_checkpoint_matches(resume_path, args)
     if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Each process gets its share of the idle cores: a torch thread sharing a core with another busy process
         # (a data-loading worker, a second training process, other work on the machine) stalls every parallel
@@ -308,7 +328,7 @@ def main(argv: list[str] | None = None) -> str:
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, lr_scheduler
     )
-    progress = TrainingProgress(args.seed)
+    progress = TrainingProgress(args.seed, args.use_ema)
     accelerator.register_for_checkpointing(progress)
     if ema is not None:
         ema.to(accelerator.device)
@@ -331,10 +351,10 @@ def main(argv: list[str] | None = None) -> str:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    # Every check has passed: only now is an earlier run that --overwrite_output_dir replaces deleted.
+    # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces deleted.
     if accelerator.is_main_process:
         if previous_run and args.overwrite_output_dir:
-            shutil.rmtree(args.output_dir)
+            delete_previous_run(previous_run)
         os.makedirs(args.output_dir, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.init_trackers("train_ddpm", config=loggable(vars(args)))
@@ -359,11 +379,6 @@ def main(argv: list[str] | None = None) -> str:
     # 4. Train.
     if resume_path is not None:
         accelerator.load_state(resume_path)
-        if progress.seed != args.seed:
-            raise ValueError(
-                f"--seed {args.seed} differs from the seed of {resume_path} ({progress.seed}); resume with "
-                f"--seed {progress.seed} to continue that run."
-            )
         logger.info(f"Resumed from {resume_path} at step {progress.global_step}")
     global_step = progress.global_step
     first_epoch = global_step // updates_per_epoch
@@ -378,6 +393,9 @@ def main(argv: list[str] | None = None) -> str:
     progress_bar = tqdm(
         total=max_train_steps, initial=global_step, unit="step", disable=not accelerator.is_local_main_process
     )
+    if global_step >= max_train_steps:
+        logger.info(f"{resume_path} is at step {global_step}: this run's {max_train_steps} steps are done already.")
+        num_epochs = first_epoch  # nothing to train; the pipeline is saved again below
     model.train()
     for epoch in range(first_epoch, num_epochs):
         train_dataloader.set_epoch(epoch)
@@ -499,17 +517,33 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 class TrainingProgress:
     """What a checkpoint records besides weights, optimizer, schedule, EMA and RNG states: the optimizer steps done
-    (which fix the data position) and the seed of the run's random streams."""
+    (which fix the data position), the seed of the run's random streams, and whether it keeps an EMA (which decides
+    what else the checkpoint holds)."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, use_ema: bool):
         self.global_step = 0
         self.seed = seed
+        self.use_ema = use_ema
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step, "seed": self.seed}
+        return {"global_step": self.global_step, "seed": self.seed, "use_ema": self.use_ema}
 
     def load_state_dict(self, state: dict) -> None:
-        self.global_step, self.seed = state["global_step"], state["seed"]
+        self.global_step, self.seed, self.use_ema = state["global_step"], state["seed"], state["use_ema"]
+
+
+def check_checkpoint_matches(path: str, args: argparse.Namespace) -> None:
+    """Raises a ValueError, before anything is loaded, when the flags cannot continue the run saved in `path`."""
+    saved = TrainingProgress(seed=None, use_ema=None)
+    load_custom_state(saved, path, index=0)  # the first object registered for checkpointing: the progress
+    if saved.seed != args.seed:
+        raise ValueError(
+            f"--seed {args.seed} differs from the seed of {path} ({saved.seed}); resume with --seed {saved.seed} to "
+            "continue that run."
+        )
+    if saved.use_ema != args.use_ema:
+        flag = "--use_ema" if saved.use_ema else "no --use_ema"
+        raise ValueError(f"{path} was saved by a run with {flag}: resume it with {flag} as well.")
 
 
 @contextlib.contextmanager
@@ -563,27 +597,47 @@ def find_checkpoint_to_resume(args: argparse.Namespace) -> str | None:
     )
 
 
-def previous_run_in(output_dir: str, logging_dir: str) -> str:
-    """What in `output_dir` shows that another run used it (a saved pipeline, checkpoints, samples, logs), or ""."""
+def previous_run_outputs(output_dir: str, logging_dir: str) -> list[str]:
+    """The paths in `output_dir` that a training run writes and that exist: the pipeline (`model_index.json`, its code
+    file and component folders, the model card), the final preview, samples, logs and checkpoints. Anything else
+    in the folder is not ours, and --overwrite_output_dir leaves it alone."""
     if not os.path.isdir(output_dir):
-        return ""
-    signs = ["model_index.json", "samples", logging_dir]
-    signs = [name for name in signs if os.path.exists(os.path.join(output_dir, name))]
-    checkpoints = [os.path.basename(path) for _, path in list_checkpoints(output_dir)]
-    return ", ".join(signs + checkpoints[-3:])
+        return []
+    names = ["samples", "samples.png", "samples.gif", logging_dir]
+    index_path = os.path.join(output_dir, "model_index.json")
+    if os.path.isfile(index_path):
+        with open(index_path, encoding="utf-8") as index_file:
+            index = json.load(index_file)
+        components = [key for key, value in index.items() if not key.startswith("_") and isinstance(value, list)]
+        code = index.get("_class_name")
+        code_files = [f"{code[0]}.py"] if isinstance(code, list) and code and isinstance(code[0], str) else []
+        names += ["model_index.json", "README.md", *components, *code_files]
+    checkpoints = [name for name in os.listdir(output_dir) if CHECKPOINT_NAME.fullmatch(name.removesuffix(PARTIAL_SUFFIX))]
+    names += sorted(checkpoints)
+    return [os.path.join(output_dir, name) for name in names if os.path.exists(os.path.join(output_dir, name))]
+
+
+def describe_previous_run(paths: list[str]) -> str:
+    names = [os.path.basename(path) for path in paths]
+    return ", ".join(names[:6] + ([f"and {len(names) - 6} more"] if len(names) > 6 else []))
+
+
+def delete_previous_run(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None) -> None:
     """`accelerator.save_state` into `output_dir/checkpoint-{step}`, all or nothing: the state is written under a
     temporary name and renamed when complete, so a crash never leaves a checkpoint that looks whole but is not.
-    The oldest checkpoints go first when `total_limit` would be exceeded."""
+    Once it is complete, the oldest checkpoints go until at most `total_limit` remain: a crash while saving always
+    leaves the previous checkpoint to resume from."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
     partial = final + PARTIAL_SUFFIX
     if accelerator.is_main_process:
-        if total_limit is not None:
-            older = [path for saved_step, path in list_checkpoints(output_dir) if saved_step != step]
-            for _, path in zip(range(len(older) - total_limit + 1), older):
-                shutil.rmtree(path)
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(partial)
@@ -592,6 +646,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
         shutil.rmtree(final, ignore_errors=True)  # a stale one from a run that was resumed from an earlier step
         os.rename(partial, final)
         logger.info(f"Saved {final}")
+        if total_limit is not None:
+            older = [path for saved_step, path in list_checkpoints(output_dir) if saved_step != step]
+            for path in older[: max(0, len(older) - total_limit + 1)]:
+                shutil.rmtree(path)
     accelerator.wait_for_everyone()
 
 
