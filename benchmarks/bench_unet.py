@@ -13,6 +13,11 @@ measured by the same script.
     python benchmarks/bench_unet.py                       # both configs, eager / channels_last / compile
     python benchmarks/bench_unet.py --config small --modes eager --repeats 20
     python benchmarks/bench_unet.py --quick               # a fast smoke run
+    python benchmarks/bench_unet.py --config small --modes eager --breakdown   # + time in convolutions
+
+With --breakdown, each eager forward row is followed by the share of the pass spent in convolutions (oneDNN on
+CPU) and their GFLOP/s, for both models, measured with torch.profiler; the script then also measures a large 3x3
+convolution as a second reference, since on some CPUs oneDNN's convolutions run faster than the BLAS matmul.
 """
 
 import argparse
@@ -105,11 +110,37 @@ def matmul_gflops(size: int, repeats: int) -> float:
     return 2 * size**3 / min(seconds) / 1e9
 
 
-def count_flops(function: Callable[[], None]) -> int:
+def conv_gflops(repeats: int) -> float:
+    """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 16 images of 16x16, channels-last): the best of
+    `repeats` calls."""
+    weight = torch.randn(256, 256, 3, 3)
+    images = torch.randn(16, 256, 16, 16).to(memory_format=torch.channels_last)
+    flops = count_flops(lambda: F.conv2d(images, weight, padding=1))
+    seconds = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            F.conv2d(images, weight, padding=1)
+            seconds.append(time.perf_counter() - start)
+    return flops / min(seconds[1:]) / 1e9
+
+
+def count_flops(function: Callable[[], None], operator: str | None = None) -> int:
+    """FLOPs of one call: all of them, or only those of `operator` (e.g. "convolution")."""
     counter = FlopCounterMode(display=False)
     with counter:
         function()
-    return counter.get_total_flops()
+    if operator is None:
+        return counter.get_total_flops()
+    return sum(flops for op, flops in counter.get_flop_counts()["Global"].items() if op.__name__ == operator)
+
+
+def convolution_seconds(function: Callable[[], None], calls: int = 5) -> float:
+    """Seconds per call spent in convolutions (plain and transposed), from torch.profiler."""
+    with torch.profiler.profile() as profiler:
+        for _ in range(calls):
+            function()
+    return sum(event.cpu_time_total for event in profiler.events() if event.name == "aten::convolution") / calls / 1e6
 
 
 def make_inputs(config: dict, batch: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -195,6 +226,8 @@ def benchmark_mode(name: str, mode: str, args: argparse.Namespace, peak_gflops: 
         seconds, speedup = alternate(forwards, args.repeats)
         rows.append(result_row(name, mode, f"forward b{batch}", seconds, speedup, flops, batch, peak_gflops))
         print(format_row(rows[-1]), flush=True)
+        if args.breakdown and mode == "eager":
+            print(describe_convolutions(forwards, seconds), flush=True)
     if args.train_batch_size:
         sample, timesteps, noise = make_inputs(config, args.train_batch_size, channels_last)
         for model in eager.values():
@@ -215,6 +248,16 @@ def benchmark_mode(name: str, mode: str, args: argparse.Namespace, peak_gflops: 
         rows.append(result_row(name, mode, task, seconds, speedup, flops, None, peak_gflops))
         print(format_row(rows[-1]), flush=True)
     return rows
+
+
+def describe_convolutions(forwards: dict[str, Callable[[], None]], seconds: dict[str, float]) -> str:
+    parts = []
+    for key, forward in forwards.items():
+        in_convolutions = convolution_seconds(forward)
+        gflops = count_flops(forward, "convolution") / in_convolutions / 1e9
+        rest = seconds[key] - in_convolutions
+        parts.append(f"{key} {1e3 * in_convolutions:.1f} ms at {gflops:.0f} GF/s, the rest {1e3 * rest:.1f} ms")
+    return "    convolutions (profiled): " + "; ".join(parts)
 
 
 def describe_seconds(seconds: dict[str, float]) -> str:
@@ -257,6 +300,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--diffusers-head-dim", type=int, default=8, help="attention_head_dim of UNet2DModel")
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--quick", action="store_true", help="eager only, batch 16, 3 repeats: a smoke run")
+    parser.add_argument("--breakdown", action="store_true", help="time in convolutions after each eager forward")
     args = parser.parse_args()
     if args.quick:
         args.modes, args.batch_sizes, args.repeats, args.train_repeats, args.warmup = ["eager"], [16], 3, 2, 1
@@ -276,6 +320,8 @@ def main() -> None:
     peak = matmul_gflops(args.matmul_size, repeats=10)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads; fp32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s")
+    if args.breakdown:
+        print(f"fp32 3x3 convolution, 256 -> 256 channels at 16x16, batch 16: {conv_gflops(repeats=10):.1f} GFLOP/s")
     rows = []
     for name in CONFIGS if args.config == "all" else [args.config]:
         print(HEADER)

@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--label_column", default=None,
                       help="Column of the class ids (default: the ClassLabel column, if there is one).")
     data.add_argument("--cache_dir", default=None, help="Where `datasets` keeps downloaded and converted data.")
-    data.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N examples only.")
+    data.add_argument("--max_train_samples", type=int, default=None,
+                      help="Train on a random subset of N examples (drawn with --seed).")
     data.add_argument("--resolution", type=int, default=32, help="Side of the square training images.")
     data.add_argument("--center_crop", action="store_true",
                       help="Resize the shorter side and cut the centre square (default: resize the whole image).")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> str:
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
         resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
-        max_samples=args.max_train_samples,
+        max_samples=args.max_train_samples, seed=args.seed,
     )  # fmt: skip
     conditional = data.labels is not None if args.class_conditional is None else args.class_conditional
     if conditional and data.labels is None:
