@@ -32,8 +32,16 @@ def load_pipeline(model: str, scheduler: str | None = None, device: str | None =
     """
     Loads a saved [`DDPMCFGPipeline`] from a folder or a Hub id, optionally swaps its scheduler for one of
     `SCHEDULERS` (built from the saved scheduler's config, so the noise schedule is kept), and moves it to `device`.
+    A model that cannot be loaded raises a ValueError saying whether it was read as a folder or as a Hub id.
     """
-    pipe = DDPMCFGPipeline.from_pretrained(model)
+    try:
+        pipe = DDPMCFGPipeline.from_pretrained(model)
+    except OSError as error:  # missing files and every Hub error (not found, offline, gated) are OSErrors
+        if os.path.isdir(model):
+            raise ValueError(f"MODEL {model!r} is a folder without a saved pipeline in it: {error}") from error
+        raise ValueError(
+            f"MODEL {model!r} is not a local folder, and as a Hub repository id it could not be loaded: {error}"
+        ) from error
     if scheduler is not None:
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler)
     return pipe.to(device or default_device())

@@ -108,6 +108,18 @@ def test_sample_loads_a_hub_repo_id(hub_server, tmp_path):
     np.testing.assert_array_equal(pixels(tmp_path / "hub.png"), np.asarray(image.convert("RGB")))
 
 
+def test_a_model_that_cannot_be_loaded_exits_with_status_2_saying_how_it_was_read(hub_server, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for model, message in [
+        (str(tmp_path / "empty"), "is a folder without a saved pipeline in it"),
+        (f"{hub_server.user}/no-such-model", "is not a local folder, and as a Hub repository id it could not be loaded"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sample", model, "--out", str(tmp_path / "grid.png")])
+        assert exit_info.value.code == 2 and f"MODEL {model!r} {message}" in capsys.readouterr().err
+    assert not (tmp_path / "grid.png").exists()
+
+
 def test_sample_shows_a_progress_bar_and_the_files_written(tmp_path, capsys):
     save_tiny_pipeline(tmp_path / "model")
     main(["sample", str(tmp_path / "model"), "--labels", "Bag", "--steps", "3", "--out", str(tmp_path / "g.png")])
