@@ -44,7 +44,7 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
     parser.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale, in [0, 1]")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the scheduler's natural default)")
-    parser.add_argument("--scheduler", help="replace the saved scheduler: ddpm, ddim, dpm or euler")
+    parser.add_argument("--scheduler", help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
     parser.add_argument("--out", default="samples.png", help="the grid of the images (default: samples.png)")

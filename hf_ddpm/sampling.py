@@ -8,7 +8,13 @@ import os
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler, SchedulerMixin
+from diffusers import (
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    SchedulerMixin,
+    UniPCMultistepScheduler,
+)
 from diffusers.utils import make_image_grid
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
@@ -21,6 +27,7 @@ SCHEDULERS: dict[str, type[SchedulerMixin]] = {
     "ddim": DDIMScheduler,
     "dpm": DPMSolverMultistepScheduler,
     "euler": EulerDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
 }
 
 
@@ -48,7 +55,7 @@ def load_pipeline(model: str, scheduler: str | None = None, device: str | None =
 
 
 def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
-    """A scheduler of kind `name` ("ddpm", "ddim", "dpm" or "euler") with the noise schedule of `current`."""
+    """A scheduler of kind `name` (a key of `SCHEDULERS`) with the noise schedule of `current`."""
     if name not in SCHEDULERS:
         raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)}, got {name!r}.")
     return SCHEDULERS[name].from_config(current.config)

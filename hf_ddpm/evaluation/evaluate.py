@@ -1,0 +1,398 @@
+"""`evaluate`: sample a pipeline at every combination of guidance scale, steps and scheduler, and measure the samples
+against real images of the dataset it was trained on. Backs `hf-ddpm evaluate` and evaluation during training.
+
+Every combination draws the same images: image i is asked for class `i % num_classes` and starts from the noise of
+seed `seed + i` (one generator per image), so the rows of a sweep differ only in what the sweep changes. Each image's
+features are computed once per feature space and shared by the Fréchet distance, KID and precision/recall; the real
+features come from the cache (`reference.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import DIGITS, load_image_data
+from ..sampling import SCHEDULERS, scheduler_from_name
+from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
+from .judges import DigitClassifier, ImageClassifierJudge, class_agreement, digit_classifier, match_labels
+from .metrics import MIN_SAMPLES, frechet_distance, kernel_distance, precision_recall
+from .reference import RealFeatures, real_features
+
+# Each Fréchet metric names its feature space.
+FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits"}
+METRICS = (*FRECHET_METRICS, "kid", "precision_recall", "agreement")
+# Lower is better for these; higher for the others (precision, recall, agreement).
+LOWER_IS_BETTER = (*FRECHET_METRICS, "kid")
+PRECISION_RECALL_K = 3
+GRID_IMAGES_PER_CLASS = 4  # kept per combination for the side-by-side sample grids
+
+
+@dataclass
+class EvaluationResult:
+    """What `evaluate` measured.
+
+    Args:
+        rows (`list[dict]`): one per (scheduler, steps, guidance scale), each with `scheduler`, `steps`,
+            `guidance_scale`, `num_samples`, `unet_evals_per_image`, every metric's value, the real-vs-real floor
+            beside each distance (`<metric>_floor`), and the seconds spent sampling and in features.
+        floors (`dict`): the real-vs-real value of each distance, with `floor_num_samples`.
+        info (`dict`): the model, dataset, split, feature spaces and judge.
+        grids (`dict`): per row index, the first images of each class (`(N, C, H, W)` in [0, 1]) for sample grids.
+    """
+
+    rows: list[dict]
+    floors: dict
+    info: dict
+    grids: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def table(self) -> str:
+        """The rows as a plain-text table, each distance beside its floor."""
+        keys = ["scheduler", "steps", "guidance_scale", "num_samples"] + [
+            key for key in self.rows[0] if key in VALUE_KEYS
+        ]
+        header = [key.replace("guidance_scale", "guidance") for key in keys]
+        cells = [[_format(row.get(key)) for key in keys] for row in self.rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+        if self.floors:
+            floors = ", ".join(f"{key} {_format(value)}" for key, value in self.floors.items())
+            lines.append(f"real-vs-real floor: {floors}")
+        return "\n".join(lines)
+
+    def best(self, metric: str) -> dict:
+        """The row with the best value of `metric` (lowest for distances, highest otherwise)."""
+        if metric not in self.rows[0]:
+            raise ValueError(f"`metric` {metric!r} was not measured; measured: {sorted(set(self.rows[0]) & VALUE_KEYS)}.")
+        sign = 1 if metric in LOWER_IS_BETTER else -1
+        return min(self.rows, key=lambda row: sign * row[metric])
+
+
+VALUE_KEYS = {
+    *FRECHET_METRICS, *(f"{key}_floor" for key in FRECHET_METRICS), "kid", "kid_std", "kid_floor", "precision",
+    "recall", "precision_floor", "recall_floor", "agreement",
+}  # fmt: skip
+
+
+def _format(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def default_metrics(dataset: str | None, conditional: bool) -> list[str]:
+    """Offline digits metrics for the built-in digits; FID, KID and precision/recall otherwise; plus agreement on the
+    digits for a class-conditional model (elsewhere it needs a classifier)."""
+    if dataset == DIGITS:
+        return ["fd_digits", "kid", "precision_recall"] + (["agreement"] if conditional else [])
+    return ["fid", "kid", "precision_recall"]
+
+
+def check_metrics(metrics: Sequence[str]) -> list[str]:
+    metrics = list(metrics)
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"`metrics`: unknown {unknown or 'empty list'}; choose from {list(METRICS)}.")
+    return list(dict.fromkeys(metrics))
+
+
+def check_sweep(
+    guidance_scales: Sequence[float], steps: Sequence[int | None], schedulers: Sequence[str | None]
+) -> None:
+    """ValueErrors, before any sampling, for values that no pipeline call would take."""
+    for scale in guidance_scales:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 <= scale < math.inf:
+            raise ValueError(f"`guidance_scale` values must be finite numbers >= 0, got {scale!r}.")
+    for count in steps:
+        if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1):
+            raise ValueError(f"`steps` values must be integers >= 1, got {count!r}.")
+    for name in schedulers:
+        if name is not None and name not in SCHEDULERS:
+            raise ValueError(f"`scheduler`: unknown {name!r}; choose from {sorted(SCHEDULERS)}.")
+    for name, values in (("guidance_scale", guidance_scales), ("steps", steps), ("scheduler", schedulers)):
+        if len(values) == 0:
+            raise ValueError(f"`{name}` needs at least one value.")
+
+
+def evaluate(
+    pipe,
+    dataset: str = DIGITS,
+    *,
+    metrics: Sequence[str] | None = None,
+    num_samples: int = 1000,
+    guidance_scales: Sequence[float] = (1.0,),
+    steps: Sequence[int | None] = (None,),
+    schedulers: Sequence[str | None] = (None,),
+    batch_size: int = 100,
+    seed: int = 0,
+    split: str = "train",
+    dataset_config_name: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    center_crop: bool = False,
+    classifier: str | None = None,
+    dinov2_model: str = DEFAULT_DINOV2_MODEL,
+    feature_extractors: dict[str, FeatureExtractor] | None = None,
+    cache_dir: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Measures a [`DDPMCFGPipeline`] against real images, at every combination of the swept values.
+
+    Args:
+        pipe: the pipeline; sampled where it is (`pipe.to(device)` first).
+        dataset (`str`): the real images, as the training script reads them: a Hub dataset id, a local dataset path,
+            or `"digits"`. They are loaded at the model's resolution and channels, as training loaded them.
+        metrics (`list[str]`, *optional*): any of `METRICS`. `fid` (Inception-V3), `fd_dinov2` and `fd_digits` are
+            Fréchet distances in their feature spaces; `kid` and `precision_recall` use the space of the first
+            Fréchet metric listed (or the dataset's default); `agreement` needs a class-conditional model and a judge.
+            Default: `default_metrics(dataset, conditional)`.
+        num_samples (`int`): images per combination (at least 2; a few thousand for figures to publish).
+        guidance_scales, steps, schedulers: the values to sweep (`None` steps: the scheduler's default; `None`
+            scheduler: the pipeline's own; names: `SCHEDULERS`).
+        batch_size (`int`): images per pipeline call (CFG doubles the UNet batch).
+        seed (`int`): image i starts from the noise of seed `seed + i` in every combination.
+        split, dataset_config_name, image_column, label_column, center_crop: how to read `dataset`.
+        classifier (`str`, *optional*): a transformers image classifier (Hub id or folder) for `agreement`; the
+            digits judge is the default on `digits`.
+        dinov2_model (`str`): the DINOv2 weights of `fd_dinov2` (Hub id or folder).
+        feature_extractors (`dict`, *optional*): a feature extractor per Fréchet metric, replacing the default one
+            (any `FeatureExtractor`).
+        cache_dir (`str`, *optional*): the real-feature cache (default: `reference.default_cache_dir()`; `""`: none).
+        out_dir (`str`, *optional*): when given, `metrics.json` and the plots are written there (`report.py`).
+        progress (`bool`): show progress bars.
+
+    Returns:
+        [`EvaluationResult`]
+
+    Raises:
+        `ValueError`, before any sampling: an unknown metric or scheduler, a value out of range, `agreement` on an
+        unconditional model or a dataset without labels, a classifier that does not know the pipeline's classes,
+        a dataset whose channels differ from the model's, weights that cannot be loaded.
+    """
+    # 1. Arguments: everything that can be checked without loading anything.
+    conditional = pipe.config.null_class_id is not None
+    metrics = check_metrics(metrics if metrics is not None else default_metrics(dataset, conditional))
+    check_sweep(guidance_scales, steps, schedulers)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < MIN_SAMPLES:
+        raise ValueError(f"`num_samples` must be an integer >= {MIN_SAMPLES} (a covariance needs 2), got {num_samples!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    if "precision_recall" in metrics and num_samples <= PRECISION_RECALL_K:
+        raise ValueError(f"`precision_recall` needs more than k={PRECISION_RECALL_K} samples; `num_samples` is {num_samples}.")
+    if not conditional:
+        if "agreement" in metrics:
+            raise ValueError("`agreement` needs a class-conditional model; this one is unconditional.")
+        if any(scale != 1.0 for scale in guidance_scales):
+            raise ValueError("`guidance_scale` other than 1 needs a class-conditional model; this one is unconditional.")
+
+    # 2. The real images, as the model saw them in training.
+    unet_config = pipe.unet.config
+    resolution = unet_config.sample_size
+    if not isinstance(resolution, int):
+        raise ValueError(f"Evaluation needs a square model; its sample_size is {resolution!r}.")
+    data = load_image_data(
+        dataset_name=dataset, dataset_config_name=dataset_config_name, image_column=image_column,
+        label_column=label_column, resolution=resolution, center_crop=center_crop, split=split,
+    )  # fmt: skip
+    if data.images.shape[1] != unet_config.in_channels:
+        kinds = {1: "grayscale", 3: "RGB"}
+        raise ValueError(
+            f"The dataset {data.source} is {kinds.get(data.images.shape[1])} ({data.images.shape[1]} channels) but "
+            f"the model makes {unet_config.in_channels}-channel images: evaluate against the dataset it was trained on."
+        )
+    real_images = data.images / 2 + 0.5  # [-1, 1] -> [0, 1], as the pipeline outputs
+
+    # 3. The judge of agreement, matched to the pipeline's classes.
+    judge, label_map = None, None
+    if "agreement" in metrics:
+        if data.labels is None:
+            raise ValueError(f"`agreement` needs a dataset with class labels; {data.source} has none.")
+        judge = _judge(classifier, dataset, resolution, unet_config.in_channels, pipe.device)
+        id2label = pipe.config.id2label or {i: str(i) for i in range(pipe.config.null_class_id)}
+        label_map = match_labels({int(k): v for k, v in id2label.items()}, judge.labels, judge.describe())
+
+    # 4. Feature spaces and the real features (cached), with the real-vs-real floors.
+    extractors = _feature_extractors(metrics, dataset, resolution, dinov2_model, feature_extractors or {})
+    for extractor in extractors.values():
+        extractor.to(pipe.device)
+    dataset_identity = {
+        "dataset": dataset, "config": dataset_config_name, "split": split, "resolution": resolution,
+        "center_crop": center_crop, "image_column": image_column,
+    }  # fmt: skip
+    reals = {
+        space: real_features(real_images, extractor, dataset_identity, cache_dir=cache_dir)
+        for space, extractor in extractors.items()
+    }
+    shared_space = next(iter(extractors), None)  # KID and precision/recall live in the first space
+    floors = _distances(reals, reals_held_out(reals, num_samples), metrics, shared_space, suffix="_floor")
+    if floors:
+        floors["floor_num_samples"] = min(num_samples, min(r.held_out.shape[0] for r in reals.values()))
+
+    # 5. Sample every combination with the same seeds and labels; measure.
+    num_classes = pipe.config.null_class_id if conditional else None
+    class_ids = np.arange(num_samples) % num_classes if conditional else None
+    base_scheduler = pipe.scheduler
+    combinations = [(name, count, scale) for name in schedulers for count in steps for scale in guidance_scales]
+    rows, grids = [], {}
+    bar = tqdm(total=len(combinations) * num_samples, unit="image", desc="sampling", disable=not progress)
+    try:
+        for index, (name, count, scale) in enumerate(combinations):
+            pipe.scheduler = base_scheduler if name is None else scheduler_from_name(name, base_scheduler)
+            started = time.perf_counter()
+            images = sample_images(pipe, range(num_samples), class_ids, batch_size, seed, bar,
+                                   guidance_scale=scale, num_inference_steps=count)  # fmt: skip
+            sampled = time.perf_counter()
+            fakes = {space: extractor.features(images) for space, extractor in extractors.items()}
+            featured = time.perf_counter()
+            row = {
+                "scheduler": name or _scheduler_name(base_scheduler),
+                "steps": len(pipe.scheduler.timesteps),
+                "guidance_scale": float(scale),
+                "num_samples": num_samples,
+                "unet_evals_per_image": len(pipe.scheduler.timesteps),
+            }
+            row.update(_distances(reals, fakes, metrics, shared_space))
+            for key in list(row):
+                if f"{key}_floor" in floors:
+                    row[f"{key}_floor"] = floors[f"{key}_floor"]
+            if judge is not None:
+                row["agreement"] = class_agreement(judge.classify(images), class_ids, label_map)
+            row["seconds_sampling"] = round(sampled - started, 3)
+            row["seconds_features"] = round(featured - sampled, 3)
+            rows.append(row)
+            grids[index] = _grid_images(images, class_ids)
+    finally:
+        pipe.scheduler = base_scheduler
+        bar.close()
+
+    info = {
+        "model": getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path"),
+        "dataset": dataset, "split": split, "source": data.source, "seed": seed,
+        "feature_spaces": {space: extractor.identity() for space, extractor in extractors.items()},
+        "real_reference_samples": {space: int(r.reference.shape[0]) for space, r in reals.items()},
+        "judge": judge.describe() if judge is not None else None,
+        "id2label": pipe.config.id2label if conditional else None,
+    }  # fmt: skip
+    result = EvaluationResult(rows=rows, floors=floors, info=info, grids=grids)
+    if out_dir is not None:
+        from .report import write_report
+
+        write_report(result, out_dir)
+    return result
+
+
+def sample_images(
+    pipe, indices: Sequence[int], class_ids: np.ndarray | None, batch_size: int, seed: int, bar=None, **call_kwargs
+) -> torch.Tensor:
+    """Images number `indices` of an evaluation: image i of class `class_ids[i]` from the noise of seed `seed + i`,
+    `batch_size` per pipeline call; `(len(indices), C, H, W)` in [0, 1] on the CPU. Any split of the indices (over
+    processes, over batches) gives the same images."""
+    indices = list(indices)
+    batches = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in chunk]  # as `per_image_generators`
+        labels = None if class_ids is None else [int(class_ids[i]) for i in chunk]
+        output = pipe(
+            class_labels=labels, batch_size=1 if labels else len(chunk), generator=generators, output_type="pt",
+            **call_kwargs,
+        )  # fmt: skip
+        batches.append(output.images.float().cpu())
+        if bar is not None:
+            bar.update(len(chunk))
+    return torch.cat(batches) if batches else torch.empty(0)
+
+
+def reals_held_out(reals: dict[str, RealFeatures], num_samples: int) -> dict[str, torch.Tensor]:
+    """The held-out real features standing in for a perfect generator's `num_samples` samples (all of the held-out
+    half when it has fewer)."""
+    return {space: real.held_out[:num_samples] for space, real in reals.items()}
+
+
+def _distances(
+    reals: dict[str, RealFeatures], fakes: dict[str, torch.Tensor], metrics: list[str], shared_space, suffix=""
+) -> dict:
+    values = {}
+    for metric, space in FRECHET_METRICS.items():
+        if metric in metrics:
+            values[metric + suffix] = frechet_distance(reals[space].reference, fakes[space])
+    if shared_space is None:
+        return values
+    reference, fake = reals[shared_space].reference, fakes[shared_space]
+    if "kid" in metrics:
+        kid, kid_std = kernel_distance(reference, fake)
+        values["kid" + suffix] = kid
+        if not suffix:
+            values["kid_std"] = kid_std
+    if "precision_recall" in metrics:
+        # Equal set sizes, as Kynkäänniemi et al. compare: the k-NN radii shrink as a set grows.
+        precision, recall = precision_recall(reference[: fake.shape[0]], fake, k=PRECISION_RECALL_K)
+        values["precision" + suffix], values["recall" + suffix] = precision, recall
+    return values
+
+
+def _feature_extractors(
+    metrics: list[str], dataset: str, resolution: int, dinov2_model: str, given: dict[str, FeatureExtractor]
+) -> dict[str, FeatureExtractor]:
+    """One extractor per feature space needed: the Fréchet metrics' spaces, in the order listed, or the dataset's
+    default space when only KID or precision/recall are asked for."""
+    unknown = sorted(set(given) - set(FRECHET_METRICS))
+    if unknown:
+        raise ValueError(f"`feature_extractors` keys must be Fréchet metrics {list(FRECHET_METRICS)}, got {unknown}.")
+    wanted = [metric for metric in FRECHET_METRICS if metric in metrics]
+    wanted.sort(key=metrics.index)
+    if not wanted and ({"kid", "precision_recall"} & set(metrics)):
+        wanted = ["fd_digits" if dataset == DIGITS else "fid"]
+    builders = {
+        "fid": InceptionFeatures,
+        "fd_dinov2": lambda: DinoV2Features(dinov2_model),
+        "fd_digits": lambda: _digits_features(dataset, resolution),
+    }
+    return {FRECHET_METRICS[metric]: given.get(metric) or builders[metric]() for metric in wanted}
+
+
+def _digits_features(dataset: str, resolution: int) -> DigitsFeatures:
+    if dataset != DIGITS:
+        raise ValueError(f"`fd_digits` compares with the built-in digits only; the dataset is {dataset!r}.")
+    return DigitsFeatures(resolution)
+
+
+def _judge(classifier: str | None, dataset: str, resolution: int, channels: int, device):
+    if classifier is not None:
+        return ImageClassifierJudge(classifier, device=device)
+    if dataset != DIGITS:
+        raise ValueError(
+            "`agreement` on a dataset other than the built-in digits needs a classifier of its classes: pass a "
+            "transformers image classifier (`classifier=`, `--classifier`), a Hub id or a local folder."
+        )
+    if channels != 1:
+        raise ValueError(f"The digits judge reads grayscale images; the model makes {channels}-channel ones.")
+    judge: DigitClassifier = digit_classifier(resolution)
+    return judge
+
+
+def _scheduler_name(scheduler) -> str:
+    for name, cls in SCHEDULERS.items():
+        if type(scheduler) is cls:
+            return name
+    return type(scheduler).__name__
+
+
+def _grid_images(images: torch.Tensor, class_ids: np.ndarray | None) -> torch.Tensor:
+    """The first `GRID_IMAGES_PER_CLASS` images of each class, class by class (or the first few, unconditional)."""
+    if class_ids is None:
+        return images[: GRID_IMAGES_PER_CLASS * 4].clone()
+    picked = [np.flatnonzero(class_ids == c)[:GRID_IMAGES_PER_CLASS] for c in np.unique(class_ids)]
+    return images[np.concatenate(picked)].clone()

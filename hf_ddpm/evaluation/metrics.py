@@ -1,0 +1,114 @@
+"""Distances between a set of generated images and a set of real ones, on features (see `features.py`).
+
+- `frechet_distance`: the Fréchet distance between Gaussians fitted to the two sets (FID when the features are
+  Inception's; Heusel et al. 2017, https://huggingface.co/papers/1706.08500), computed by torchmetrics in float64.
+- `kernel_distance`: the Kernel Inception Distance (Bińkowski et al. 2018, https://huggingface.co/papers/1801.01401),
+  the unbiased MMD with a cubic polynomial kernel averaged over random subsets, by torchmetrics: usable with a few
+  hundred samples, where the Fréchet distance is biased.
+- `precision_recall`: improved precision and recall (Kynkäänniemi et al. 2019,
+  https://huggingface.co/papers/1904.06991): the share of generated samples inside the real manifold (quality) and
+  of real samples inside the generated one (coverage, diversity), each manifold the union of k-NN balls.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+MIN_SAMPLES = 2  # a covariance needs two samples
+
+
+class _Precomputed(torch.nn.Module):
+    """A torchmetrics "feature extractor" for features computed (and cached) beforehand: the identity."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def check_feature_sets(real: torch.Tensor, fake: torch.Tensor) -> None:
+    """Raises a ValueError unless both are `(N, D)` with the same D and at least two rows."""
+    for name, features in (("real", real), ("generated", fake)):
+        if features.ndim != 2:
+            raise ValueError(f"The {name} features must be an (N, D) matrix, got shape {tuple(features.shape)}.")
+        if features.shape[0] < MIN_SAMPLES:
+            raise ValueError(f"A distance needs at least {MIN_SAMPLES} {name} samples, got {features.shape[0]}.")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"Real and generated features differ in dimension: {real.shape[1]} vs {fake.shape[1]}.")
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """The Fréchet distance between Gaussians fitted to `(N, D)` real and `(M, D)` generated features.
+
+    With fewer samples than feature dimensions the covariance estimate is singular and the distance is biased
+    upwards (it is biased for any finite N: compare figures at the same N, beside the real-vs-real floor).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    check_feature_sets(real, fake)
+    if min(real.shape[0], fake.shape[0]) < real.shape[1]:
+        warnings.warn(
+            f"Fréchet distance on {min(real.shape[0], fake.shape[0])} samples of {real.shape[1]}-d features: with "
+            "fewer samples than dimensions the covariance is singular and the distance biased upwards.",
+            stacklevel=2,
+        )
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(
+    real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, subsets: int = 100, seed: int = 0
+) -> tuple[float, float]:
+    """KID: mean and standard deviation over `subsets` random subsets of `min(subset_size, N, M)` samples each."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    check_feature_sets(real, fake)
+    size = min(subset_size, real.shape[0], fake.shape[0])
+    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    with torch.random.fork_rng(devices=[]):  # torchmetrics draws the subsets from the global generator
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall of generated `fake` against `real` features, with k-NN manifolds.
+
+    Precision: the share of generated samples within the k-NN radius of at least one real sample. Recall: the share
+    of real samples within the k-NN radius of at least one generated sample.
+    """
+    check_feature_sets(real, fake)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+    if min(real.shape[0], fake.shape[0]) <= k:
+        raise ValueError(f"Precision/recall with k={k} needs more than {k} samples in each set.")
+    real, fake = real.double(), fake.double()
+    precision = _inside_manifold(real, _knn_radii(real, k), fake).mean()
+    recall = _inside_manifold(fake, _knn_radii(fake, k), real).mean()
+    return float(precision), float(recall)
+
+
+CHUNK = 1024  # rows of a distance matrix computed at a time
+
+
+def _knn_radii(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each point to its k-th nearest neighbour among the others."""
+    radii = []
+    for chunk in points.split(CHUNK):
+        distances = torch.cdist(chunk, points)
+        radii.append(distances.kthvalue(k + 1, dim=1).values)  # the smallest is the point itself, at 0
+    return torch.cat(radii)
+
+
+def _inside_manifold(manifold: torch.Tensor, radii: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """For each query, 1.0 when it lies within `radii[i]` of some `manifold[i]`, else 0.0."""
+    inside = [(torch.cdist(chunk, manifold) <= radii).any(dim=1) for chunk in queries.split(CHUNK)]
+    return torch.cat(inside).double()

@@ -1,0 +1,172 @@
+"""An evaluation as files: `metrics.json` and the plots people look at.
+
+- `cfg_tradeoff.png`: the Fréchet distance (with its real-vs-real floor) and agreement or precision/recall against
+  the guidance scale, the curve of Ho & Salimans 2022 (https://huggingface.co/papers/2207.12598), the best scale
+  marked: guidance buys class fidelity and precision with diversity, and the best distance sits at a small scale.
+- `quality_vs_steps.png`: the Fréchet distance against the number of steps, one line per scheduler: how few steps
+  are enough.
+- `samples_by_guidance.png`: the same seeds at each guidance scale, side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils import make_image_grid
+from PIL import Image, ImageDraw, ImageFont
+
+from ..sampling import as_pil_images
+
+from .evaluate import FRECHET_METRICS, EvaluationResult
+
+
+def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Writes `metrics.json` and whichever plots the sweep has the axes for; returns their paths by name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": str(out_dir / "metrics.json")}
+    with open(paths["metrics"], "w", encoding="utf-8") as file:
+        json.dump({"info": result.info, "floors": result.floors, "rows": result.rows}, file, indent=2, default=str)
+    distance = primary_distance(result)
+    if distance is not None and len({row["guidance_scale"] for row in result.rows}) > 1:
+        paths["cfg_tradeoff"] = plot_cfg_tradeoff(result, distance, out_dir / "cfg_tradeoff.png")
+    if distance is not None and len({row["steps"] for row in result.rows}) > 1:
+        paths["quality_vs_steps"] = plot_quality_vs_steps(result, distance, out_dir / "quality_vs_steps.png")
+    paths["samples"] = save_samples_by_guidance(result, out_dir / "samples_by_guidance.png")
+    return paths
+
+
+def primary_distance(result: EvaluationResult) -> str | None:
+    """The first Fréchet metric measured (the one plots show), or KID."""
+    measured = [key for key in (*FRECHET_METRICS, "kid") if key in result.rows[0]]
+    return measured[0] if measured else None
+
+
+def _series(rows: list[dict], key: str, by: str) -> dict[tuple, list[dict]]:
+    """Rows grouped by every swept setting but `by`, each group sorted by `by`."""
+    groups: dict[tuple, list[dict]] = {}
+    others = [name for name in ("scheduler", "steps", "guidance_scale") if name != by]
+    for row in rows:
+        groups.setdefault(tuple(row[name] for name in others), []).append(row)
+    return {group: sorted(members, key=lambda row: row[by]) for group, members in groups.items()}
+
+
+def _label(group: tuple, names: list[str]) -> str:
+    words = {"scheduler": "{}", "steps": "{} steps", "guidance_scale": "guidance {:g}"}
+    return ", ".join(words[name].format(value) for name, value in zip(names, group))
+
+
+def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    second = "agreement" if "agreement" in rows[0] else ("precision" if "precision" in rows[0] else None)
+    fig, left = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    right = left.twinx() if second else None
+    names = ["scheduler", "steps"]
+    for i, (group, series) in enumerate(_series(rows, distance, "guidance_scale").items()):
+        scales = [row["guidance_scale"] for row in series]
+        color = f"C{i}"
+        left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({_label(group, names)})")
+        best = min(series, key=lambda row: row[distance])
+        left.plot([best["guidance_scale"]], [best[distance]], "*", color=color, markersize=16,
+                  markeredgecolor="black", label=f"best: guidance {best['guidance_scale']:g}")  # fmt: skip
+        if right is not None:
+            right.plot(scales, [row[second] for row in series], "s--", color=color, alpha=0.6, label=second)
+            if second == "precision":
+                right.plot(scales, [row["recall"] for row in series], "^:", color=color, alpha=0.6, label="recall")
+    floor = result.floors.get(f"{distance}_floor")
+    if floor is not None:
+        left.axhline(floor, color="gray", linestyle=":", label=f"real-vs-real floor ({floor:.3g})")
+    left.set_xlabel("guidance scale")
+    left.set_ylabel(f"{distance} (lower is better)")
+    left.set_ylim(bottom=0)
+    handles, labels = left.get_legend_handles_labels()
+    if right is not None:
+        right.set_ylabel(f"{second}{' / recall' if second == 'precision' else ''} (higher is better)")
+        right.set_ylim(0, 1.02)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    left.legend(handles, labels, fontsize=7, loc="upper center")
+    left.set_title("Classifier-free guidance: distance to the data vs. class fidelity", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for group, series in _series(result.rows, distance, "steps").items():
+        axes.plot([row["steps"] for row in series], [row[distance] for row in series], "o-",
+                  label=_label(group, ["scheduler", "guidance_scale"]))  # fmt: skip
+    floor = result.floors.get(f"{distance}_floor")
+    if floor is not None:
+        axes.axhline(floor, color="gray", linestyle=":", label=f"real-vs-real floor ({floor:.3g})")
+    axes.set_xscale("log")
+    steps = sorted({row["steps"] for row in result.rows})
+    axes.set_xticks(steps, [str(s) for s in steps])
+    axes.set_xlabel("denoising steps (UNet evaluations per image)")
+    axes.set_ylabel(f"{distance} (lower is better)")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=7)
+    axes.set_title("Sample quality against steps, per scheduler", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def save_samples_by_guidance(result: EvaluationResult, path: Path, scale: int = 2) -> str:
+    """One block of samples per guidance scale (same seeds), left to right, for the first scheduler and steps."""
+    first = result.rows[0]
+    picks = [
+        (index, row["guidance_scale"])
+        for index, row in enumerate(result.rows)
+        if row["scheduler"] == first["scheduler"] and row["steps"] == first["steps"]
+    ]
+    blocks = []
+    for index, guidance in picks:
+        images = result.grids[index]
+        per_row = max(1, _images_per_row(result, images.shape[0]))
+        blocks.append((guidance, _tile(images, per_row, scale)))
+    font = ImageFont.load_default()
+    header = 14
+    gap = 8
+    width = sum(block.width for _, block in blocks) + gap * (len(blocks) - 1)
+    height = max(block.height for _, block in blocks) + header
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for guidance, block in blocks:
+        canvas.paste(block, (x, header))
+        draw.text((x + 2, 1), f"guidance {guidance:g}", fill="black", font=font)
+        x += block.width + gap
+    canvas.save(path)
+    return str(path)
+
+
+def _images_per_row(result: EvaluationResult, count: int) -> int:
+    """Images of one class per row when the model is class-conditional."""
+    classes = len(result.info.get("id2label") or {}) or 0
+    return count // classes if classes and count % classes == 0 else int(np.ceil(np.sqrt(count)))
+
+
+def _tile(images: torch.Tensor, per_row: int, scale: int) -> Image.Image:
+    """The images in rows of `per_row`, each pixel shown `scale` x `scale`."""
+    pil_images = [image.convert("RGB") for image in as_pil_images(images)]
+    pil_images += [Image.new("RGB", pil_images[0].size)] * (-len(pil_images) % per_row)
+    tile = make_image_grid(pil_images, rows=len(pil_images) // per_row, cols=per_row)
+    return tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
