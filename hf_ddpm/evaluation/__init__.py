@@ -2,7 +2,7 @@
 precision/recall and class agreement, each beside its real-vs-real floor; sweeps over guidance, steps and schedulers;
 the plots. `evaluate` is the entry point (and `hf-ddpm evaluate` its command line)."""
 
-from .evaluate import FRECHET_METRICS, METRICS, EvaluationResult, default_metrics, evaluate, sample_images
+from .evaluate import FRECHET_METRICS, METRICS, EvaluationResult, Evaluator, default_metrics, evaluate, sample_images
 from .features import DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import DigitClassifier, ImageClassifierJudge, digit_classifier, label_accuracy
 from .metrics import frechet_distance, kernel_distance, precision_recall
@@ -10,7 +10,7 @@ from .reference import RealFeatures, real_features
 from .report import write_report
 
 __all__ = [
-    "FRECHET_METRICS", "METRICS", "DigitClassifier", "DigitsFeatures", "DinoV2Features", "EvaluationResult",
+    "FRECHET_METRICS", "METRICS", "DigitClassifier", "DigitsFeatures", "DinoV2Features", "EvaluationResult", "Evaluator",
     "FeatureExtractor", "ImageClassifierJudge", "InceptionFeatures", "RealFeatures", "default_metrics",
     "digit_classifier", "evaluate", "frechet_distance", "kernel_distance", "label_accuracy", "precision_recall",
     "real_features", "sample_images", "write_report",

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import DIGITS, load_image_data
+from ..data import DIGITS, ImageData, load_image_data
 from ..sampling import SCHEDULERS, scheduler_from_name
 from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import DigitClassifier, ImageClassifierJudge, class_agreement, digit_classifier, match_labels
 from .metrics import MIN_SAMPLES, frechet_distance, kernel_distance, precision_recall
-from .reference import RealFeatures, real_features
+from .reference import real_features
 
 # Each Fréchet metric names its feature space.
 FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits"}
@@ -125,6 +125,143 @@ def check_sweep(
             raise ValueError(f"`{name}` needs at least one value.")
 
 
+class Evaluator:
+    """The real side of an evaluation, set up once for a pipeline: the checked metrics, the real images' features
+    (cached) with their real-vs-real floors, and the judge of agreement. `measure(images)` then scores any set of
+    `num_samples` generated images drawn for `class_ids` (see `sample_images`). `evaluate` runs one per sweep, and
+    the training script one per run.
+
+    Args: as `evaluate`'s; `data` (`ImageData`, *optional*) gives the real images already loaded (as training loaded
+    them) instead of loading `dataset`.
+
+    Raises:
+        `ValueError`, before any sampling, as listed in `evaluate`.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        dataset: str = DIGITS,
+        *,
+        metrics: Sequence[str] | None = None,
+        num_samples: int = 1000,
+        split: str = "train",
+        dataset_config_name: str | None = None,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        center_crop: bool = False,
+        classifier: str | None = None,
+        dinov2_model: str = DEFAULT_DINOV2_MODEL,
+        feature_extractors: dict[str, FeatureExtractor] | None = None,
+        cache_dir: str | None = None,
+        data: ImageData | None = None,
+    ):
+        # 1. Arguments: everything that can be checked without loading anything.
+        conditional = pipe.config.null_class_id is not None
+        metrics = check_metrics(metrics if metrics is not None else default_metrics(dataset, conditional))
+        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < MIN_SAMPLES:
+            raise ValueError(
+                f"`num_samples` must be an integer >= {MIN_SAMPLES} (a covariance needs 2), got {num_samples!r}."
+            )
+        if "precision_recall" in metrics and num_samples <= PRECISION_RECALL_K:
+            raise ValueError(
+                f"`precision_recall` needs more than k={PRECISION_RECALL_K} samples; `num_samples` is {num_samples}."
+            )
+        if "agreement" in metrics and not conditional:
+            raise ValueError("`agreement` needs a class-conditional model; this one is unconditional.")
+        self.metrics, self.num_samples, self.conditional = metrics, int(num_samples), conditional
+
+        # 2. The real images, as the model saw them in training.
+        unet_config = pipe.unet.config
+        resolution = unet_config.sample_size
+        if not isinstance(resolution, int):
+            raise ValueError(f"Evaluation needs a square model; its sample_size is {resolution!r}.")
+        if data is None:
+            data = load_image_data(
+                dataset_name=dataset, dataset_config_name=dataset_config_name, image_column=image_column,
+                label_column=label_column, resolution=resolution, center_crop=center_crop, split=split,
+            )  # fmt: skip
+        if data.images.shape[1] != unet_config.in_channels or data.images.shape[-1] != resolution:
+            raise ValueError(
+                f"The dataset {data.source} gives {data.images.shape[1]}-channel images of {data.images.shape[-1]}px "
+                f"but the model makes {unet_config.in_channels}-channel images of {resolution}px: evaluate against "
+                "the dataset it was trained on."
+            )
+        real_images = data.images / 2 + 0.5  # [-1, 1] -> [0, 1], as the pipeline outputs
+
+        # 3. The judge of agreement, matched to the pipeline's classes.
+        self.judge, self.label_map = None, None
+        if "agreement" in metrics:
+            if data.labels is None:
+                raise ValueError(f"`agreement` needs a dataset with class labels; {data.source} has none.")
+            self.judge = _judge(classifier, dataset, resolution, unet_config.in_channels, pipe.device)
+            id2label = pipe.config.id2label or {i: str(i) for i in range(pipe.config.null_class_id)}
+            self.label_map = match_labels(
+                {int(k): v for k, v in id2label.items()}, self.judge.labels, self.judge.describe()
+            )
+        self.class_ids = np.arange(num_samples) % pipe.config.null_class_id if conditional else None
+
+        # 4. Feature spaces and the real features (cached), with the real-vs-real floors.
+        self.extractors = _feature_extractors(metrics, dataset, resolution, dinov2_model, feature_extractors or {})
+        for extractor in self.extractors.values():
+            extractor.to(pipe.device)
+        dataset_identity = {
+            "dataset": dataset, "config": dataset_config_name, "split": split, "resolution": resolution,
+            "center_crop": center_crop, "image_column": image_column,
+        }  # fmt: skip
+        self.reals = {
+            space: real_features(real_images, extractor, dataset_identity, cache_dir=cache_dir)
+            for space, extractor in self.extractors.items()
+        }
+        self.shared_space = next(iter(self.extractors), None)  # KID and precision/recall live in the first space
+        held_out = {space: real.held_out[:num_samples] for space, real in self.reals.items()}
+        self.floors = self._distances(held_out, suffix="_floor")
+        if self.floors:
+            self.floors["floor_num_samples"] = min(num_samples, *(r.held_out.shape[0] for r in self.reals.values()))
+        self.info = {
+            "dataset": dataset, "split": split, "source": data.source,
+            "feature_spaces": {space: extractor.identity() for space, extractor in self.extractors.items()},
+            "real_reference_samples": {space: int(r.reference.shape[0]) for space, r in self.reals.items()},
+            "judge": self.judge.describe() if self.judge is not None else None,
+            "id2label": pipe.config.id2label if conditional else None,
+        }  # fmt: skip
+
+    def measure(self, images: torch.Tensor) -> dict:
+        """Every metric of `num_samples` generated `(N, C, H, W)` images in [0, 1] (image i drawn for class
+        `class_ids[i]`), each distance with its real-vs-real floor beside it."""
+        if images.shape[0] != self.num_samples:
+            raise ValueError(f"`images` must hold the {self.num_samples} evaluation samples, got {images.shape[0]}.")
+        started = time.perf_counter()
+        fakes = {space: extractor.features(images) for space, extractor in self.extractors.items()}
+        values = self._distances(fakes)
+        for key in list(values):
+            if f"{key}_floor" in self.floors:
+                values[f"{key}_floor"] = self.floors[f"{key}_floor"]
+        if self.judge is not None:
+            values["agreement"] = class_agreement(self.judge.classify(images), self.class_ids, self.label_map)
+        values["seconds_features"] = round(time.perf_counter() - started, 3)
+        return values
+
+    def _distances(self, fakes: dict[str, torch.Tensor], suffix: str = "") -> dict:
+        values = {}
+        for metric, space in FRECHET_METRICS.items():
+            if metric in self.metrics:
+                values[metric + suffix] = frechet_distance(self.reals[space].reference, fakes[space])
+        if self.shared_space is None:
+            return values
+        reference, fake = self.reals[self.shared_space].reference, fakes[self.shared_space]
+        if "kid" in self.metrics:
+            kid, kid_std = kernel_distance(reference, fake)
+            values["kid" + suffix] = kid
+            if not suffix:
+                values["kid_std"] = kid_std
+        if "precision_recall" in self.metrics:
+            # Equal set sizes, as Kynkäänniemi et al. compare: the k-NN radii shrink as a set grows.
+            precision, recall = precision_recall(reference[: fake.shape[0]], fake, k=PRECISION_RECALL_K)
+            values["precision" + suffix], values["recall" + suffix] = precision, recall
+        return values
+
+
 def evaluate(
     pipe,
     dataset: str = DIGITS,
@@ -136,17 +273,9 @@ def evaluate(
     schedulers: Sequence[str | None] = (None,),
     batch_size: int = 100,
     seed: int = 0,
-    split: str = "train",
-    dataset_config_name: str | None = None,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    center_crop: bool = False,
-    classifier: str | None = None,
-    dinov2_model: str = DEFAULT_DINOV2_MODEL,
-    feature_extractors: dict[str, FeatureExtractor] | None = None,
-    cache_dir: str | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    **evaluator_kwargs,
 ) -> EvaluationResult:
     """Measures a [`DDPMCFGPipeline`] against real images, at every combination of the swept values.
 
@@ -163,15 +292,13 @@ def evaluate(
             scheduler: the pipeline's own; names: `SCHEDULERS`).
         batch_size (`int`): images per pipeline call (CFG doubles the UNet batch).
         seed (`int`): image i starts from the noise of seed `seed + i` in every combination.
-        split, dataset_config_name, image_column, label_column, center_crop: how to read `dataset`.
-        classifier (`str`, *optional*): a transformers image classifier (Hub id or folder) for `agreement`; the
-            digits judge is the default on `digits`.
-        dinov2_model (`str`): the DINOv2 weights of `fd_dinov2` (Hub id or folder).
-        feature_extractors (`dict`, *optional*): a feature extractor per Fréchet metric, replacing the default one
-            (any `FeatureExtractor`).
-        cache_dir (`str`, *optional*): the real-feature cache (default: `reference.default_cache_dir()`; `""`: none).
         out_dir (`str`, *optional*): when given, `metrics.json` and the plots are written there (`report.py`).
         progress (`bool`): show progress bars.
+        evaluator_kwargs: how to read the dataset and measure, passed to [`Evaluator`]: `split`,
+            `dataset_config_name`, `image_column`, `label_column`, `center_crop`; `classifier` (a transformers image
+            classifier, Hub id or folder, for `agreement`; the digits judge is the default on `digits`);
+            `dinov2_model` (Hub id or folder); `feature_extractors` (a `FeatureExtractor` per Fréchet metric,
+            replacing the default one); `cache_dir` (the real-feature cache; `""`: none).
 
     Returns:
         [`EvaluationResult`]
@@ -181,68 +308,14 @@ def evaluate(
         unconditional model or a dataset without labels, a classifier that does not know the pipeline's classes,
         a dataset whose channels differ from the model's, weights that cannot be loaded.
     """
-    # 1. Arguments: everything that can be checked without loading anything.
-    conditional = pipe.config.null_class_id is not None
-    metrics = check_metrics(metrics if metrics is not None else default_metrics(dataset, conditional))
     check_sweep(guidance_scales, steps, schedulers)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < MIN_SAMPLES:
-        raise ValueError(f"`num_samples` must be an integer >= {MIN_SAMPLES} (a covariance needs 2), got {num_samples!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
-    if "precision_recall" in metrics and num_samples <= PRECISION_RECALL_K:
-        raise ValueError(f"`precision_recall` needs more than k={PRECISION_RECALL_K} samples; `num_samples` is {num_samples}.")
-    if not conditional:
-        if "agreement" in metrics:
-            raise ValueError("`agreement` needs a class-conditional model; this one is unconditional.")
-        if any(scale != 1.0 for scale in guidance_scales):
-            raise ValueError("`guidance_scale` other than 1 needs a class-conditional model; this one is unconditional.")
+    if pipe.config.null_class_id is None and any(scale != 1.0 for scale in guidance_scales):
+        raise ValueError("`guidance_scale` other than 1 needs a class-conditional model; this one is unconditional.")
+    evaluator = Evaluator(pipe, dataset, metrics=metrics, num_samples=num_samples, **evaluator_kwargs)
 
-    # 2. The real images, as the model saw them in training.
-    unet_config = pipe.unet.config
-    resolution = unet_config.sample_size
-    if not isinstance(resolution, int):
-        raise ValueError(f"Evaluation needs a square model; its sample_size is {resolution!r}.")
-    data = load_image_data(
-        dataset_name=dataset, dataset_config_name=dataset_config_name, image_column=image_column,
-        label_column=label_column, resolution=resolution, center_crop=center_crop, split=split,
-    )  # fmt: skip
-    if data.images.shape[1] != unet_config.in_channels:
-        kinds = {1: "grayscale", 3: "RGB"}
-        raise ValueError(
-            f"The dataset {data.source} is {kinds.get(data.images.shape[1])} ({data.images.shape[1]} channels) but "
-            f"the model makes {unet_config.in_channels}-channel images: evaluate against the dataset it was trained on."
-        )
-    real_images = data.images / 2 + 0.5  # [-1, 1] -> [0, 1], as the pipeline outputs
-
-    # 3. The judge of agreement, matched to the pipeline's classes.
-    judge, label_map = None, None
-    if "agreement" in metrics:
-        if data.labels is None:
-            raise ValueError(f"`agreement` needs a dataset with class labels; {data.source} has none.")
-        judge = _judge(classifier, dataset, resolution, unet_config.in_channels, pipe.device)
-        id2label = pipe.config.id2label or {i: str(i) for i in range(pipe.config.null_class_id)}
-        label_map = match_labels({int(k): v for k, v in id2label.items()}, judge.labels, judge.describe())
-
-    # 4. Feature spaces and the real features (cached), with the real-vs-real floors.
-    extractors = _feature_extractors(metrics, dataset, resolution, dinov2_model, feature_extractors or {})
-    for extractor in extractors.values():
-        extractor.to(pipe.device)
-    dataset_identity = {
-        "dataset": dataset, "config": dataset_config_name, "split": split, "resolution": resolution,
-        "center_crop": center_crop, "image_column": image_column,
-    }  # fmt: skip
-    reals = {
-        space: real_features(real_images, extractor, dataset_identity, cache_dir=cache_dir)
-        for space, extractor in extractors.items()
-    }
-    shared_space = next(iter(extractors), None)  # KID and precision/recall live in the first space
-    floors = _distances(reals, reals_held_out(reals, num_samples), metrics, shared_space, suffix="_floor")
-    if floors:
-        floors["floor_num_samples"] = min(num_samples, min(r.held_out.shape[0] for r in reals.values()))
-
-    # 5. Sample every combination with the same seeds and labels; measure.
-    num_classes = pipe.config.null_class_id if conditional else None
-    class_ids = np.arange(num_samples) % num_classes if conditional else None
+    # Sample every combination with the same seeds and labels; measure.
     base_scheduler = pipe.scheduler
     combinations = [(name, count, scale) for name in schedulers for count in steps for scale in guidance_scales]
     rows, grids = [], {}
@@ -251,41 +324,26 @@ def evaluate(
         for index, (name, count, scale) in enumerate(combinations):
             pipe.scheduler = base_scheduler if name is None else scheduler_from_name(name, base_scheduler)
             started = time.perf_counter()
-            images = sample_images(pipe, range(num_samples), class_ids, batch_size, seed, bar,
+            images = sample_images(pipe, range(num_samples), evaluator.class_ids, batch_size, seed, bar,
                                    guidance_scale=scale, num_inference_steps=count)  # fmt: skip
-            sampled = time.perf_counter()
-            fakes = {space: extractor.features(images) for space, extractor in extractors.items()}
-            featured = time.perf_counter()
             row = {
                 "scheduler": name or _scheduler_name(base_scheduler),
                 "steps": len(pipe.scheduler.timesteps),
                 "guidance_scale": float(scale),
                 "num_samples": num_samples,
                 "unet_evals_per_image": len(pipe.scheduler.timesteps),
+                "seconds_sampling": round(time.perf_counter() - started, 3),
             }
-            row.update(_distances(reals, fakes, metrics, shared_space))
-            for key in list(row):
-                if f"{key}_floor" in floors:
-                    row[f"{key}_floor"] = floors[f"{key}_floor"]
-            if judge is not None:
-                row["agreement"] = class_agreement(judge.classify(images), class_ids, label_map)
-            row["seconds_sampling"] = round(sampled - started, 3)
-            row["seconds_features"] = round(featured - sampled, 3)
+            row.update(evaluator.measure(images))
             rows.append(row)
-            grids[index] = _grid_images(images, class_ids)
+            grids[index] = _grid_images(images, evaluator.class_ids)
     finally:
         pipe.scheduler = base_scheduler
         bar.close()
 
-    info = {
-        "model": getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path"),
-        "dataset": dataset, "split": split, "source": data.source, "seed": seed,
-        "feature_spaces": {space: extractor.identity() for space, extractor in extractors.items()},
-        "real_reference_samples": {space: int(r.reference.shape[0]) for space, r in reals.items()},
-        "judge": judge.describe() if judge is not None else None,
-        "id2label": pipe.config.id2label if conditional else None,
-    }  # fmt: skip
-    result = EvaluationResult(rows=rows, floors=floors, info=info, grids=grids)
+    model = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path")
+    info = {"model": model, "seed": seed, **evaluator.info}
+    result = EvaluationResult(rows=rows, floors=evaluator.floors, info=info, grids=grids)
     if out_dir is not None:
         from .report import write_report
 
@@ -313,34 +371,6 @@ def sample_images(
         if bar is not None:
             bar.update(len(chunk))
     return torch.cat(batches) if batches else torch.empty(0)
-
-
-def reals_held_out(reals: dict[str, RealFeatures], num_samples: int) -> dict[str, torch.Tensor]:
-    """The held-out real features standing in for a perfect generator's `num_samples` samples (all of the held-out
-    half when it has fewer)."""
-    return {space: real.held_out[:num_samples] for space, real in reals.items()}
-
-
-def _distances(
-    reals: dict[str, RealFeatures], fakes: dict[str, torch.Tensor], metrics: list[str], shared_space, suffix=""
-) -> dict:
-    values = {}
-    for metric, space in FRECHET_METRICS.items():
-        if metric in metrics:
-            values[metric + suffix] = frechet_distance(reals[space].reference, fakes[space])
-    if shared_space is None:
-        return values
-    reference, fake = reals[shared_space].reference, fakes[shared_space]
-    if "kid" in metrics:
-        kid, kid_std = kernel_distance(reference, fake)
-        values["kid" + suffix] = kid
-        if not suffix:
-            values["kid_std"] = kid_std
-    if "precision_recall" in metrics:
-        # Equal set sizes, as Kynkäänniemi et al. compare: the k-NN radii shrink as a set grows.
-        precision, recall = precision_recall(reference[: fake.shape[0]], fake, k=PRECISION_RECALL_K)
-        values["precision" + suffix], values["recall" + suffix] = precision, recall
-    return values
 
 
 def _feature_extractors(
