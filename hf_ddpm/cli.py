@@ -67,7 +67,73 @@ def run_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
 
 
-SUBCOMMANDS = (add_noising_command, add_sample_command)
+def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    from hf_ddpm.evaluation.evaluate import METRICS  # light: no model or dataset is loaded by the import
+    from hf_ddpm.sampling import SCHEDULERS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure a model against real images: Fréchet distances, KID, precision/recall, class agreement; sweeps",
+        description="Samples MODEL at every combination of --guidance-scale, --steps and --scheduler (same seeds in "
+        "each), measures the samples against the real images of --dataset, prints a table and writes "
+        "DIR/metrics.json and plots (the CFG trade-off, quality against steps, samples by guidance).",
+    )
+    parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
+    parser.add_argument("--dataset", required=True,
+                        help="the real images, as the training script reads them: a Hub dataset id, a local dataset "
+                             "path, or 'digits'")  # fmt: skip
+    parser.add_argument("--dataset-config", help="the dataset's configuration, if it has several")
+    parser.add_argument("--split", default="train", help="the split of real images (default: train)")
+    parser.add_argument("--image-column", help="column of the images (default: found automatically)")
+    parser.add_argument("--label-column", help="column of the class ids (default: the ClassLabel column)")
+    parser.add_argument("--center-crop", action="store_true", help="crop the real images as training did with it")
+    parser.add_argument("--metrics", nargs="+", choices=METRICS, metavar="METRIC",
+                        help=f"any of {', '.join(METRICS)} (default: fd_digits, kid, precision_recall and agreement "
+                             "on digits; fid, kid and precision_recall elsewhere)")  # fmt: skip
+    parser.add_argument("--num-samples", type=int, default=1000, help="images per combination (default: 1000)")
+    parser.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0], help="guidance scales to sweep")
+    parser.add_argument("--steps", type=int, nargs="+", default=[None],
+                        help="denoising step counts to sweep (default: the scheduler's own default)")  # fmt: skip
+    parser.add_argument("--scheduler", nargs="+", choices=sorted(SCHEDULERS), default=[None], metavar="NAME",
+                        help=f"schedulers to sweep: {', '.join(sorted(SCHEDULERS))} (default: the saved one)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
+    parser.add_argument("--classifier", help="a transformers image classifier (Hub id or folder) for agreement")
+    parser.add_argument("--dinov2-model", default="facebook/dinov2-base",
+                        help="DINOv2 weights for fd_dinov2: Hub id or local folder (default: facebook/dinov2-base)")
+    parser.add_argument("--cache-dir", help="where real-image features are cached (default: in the HF cache)")
+    parser.add_argument("--out", default="evaluation", help="folder for metrics.json and the plots")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from hf_ddpm.evaluation import evaluate
+    from hf_ddpm.sampling import load_pipeline
+
+    if args.device is not None:
+        check_device(args.device)
+    pipe = load_pipeline(args.model, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate(
+        pipe, args.dataset, metrics=args.metrics, num_samples=args.num_samples, guidance_scales=args.guidance_scale,
+        steps=args.steps, schedulers=args.scheduler, batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
+        split=args.split, dataset_config_name=args.dataset_config, image_column=args.image_column,
+        label_column=args.label_column, center_crop=args.center_crop, classifier=args.classifier,
+        dinov2_model=args.dinov2_model, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    print(result.table())
+    print(f"wrote {args.out}/metrics.json and the plots")
+
+
+def check_device(device: str) -> None:
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"--device {device!r} cannot be used here: {error}") from None
+
+
+SUBCOMMANDS = (add_noising_command, add_sample_command, add_evaluate_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
