@@ -1,0 +1,463 @@
+"""`hf_ddpm.evaluation`: each metric against an independent computation, the real-feature cache, the judges, a sweep
+end to end, and every bad input refused before any sampling."""
+
+import json
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+import scipy.linalg
+import torch
+from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+from hf_ddpm.cli import main as cli_main
+from hf_ddpm.data import load_image_data
+from hf_ddpm.evaluation import (
+    DigitsFeatures,
+    DinoV2Features,
+    Evaluator,
+    FeatureExtractor,
+    InceptionFeatures,
+    evaluate,
+    frechet_distance,
+    kernel_distance,
+    precision_recall,
+    real_features,
+    sample_images,
+)
+from hf_ddpm.evaluation.judges import ImageClassifierJudge, class_agreement, match_labels
+from hf_ddpm.evaluation.reference import SPLIT_SEED
+from hf_ddpm.models.unet_2d import DDPMUNet2DModel
+from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.schedulers import DDIMScheduler
+
+DIGIT_NAMES = {i: str(i) for i in range(10)}
+
+
+def gaussian_features(n, d, seed, shift=0.0, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=generator, dtype=torch.float64) * scale + shift
+
+
+def independent_frechet(x, y):
+    x, y = x.double().numpy(), y.double().numpy()
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def independent_mmd(x, y):
+    """The unbiased MMD^2 with KID's kernel (x.y / d + 1)^3."""
+    x, y = x.double().numpy(), y.double().numpy()
+    k = lambda a, b: (a @ b.T / x.shape[1] + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    return (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * k(x, y).mean()
+
+
+def independent_precision_recall(real, fake, k):
+    real, fake = real.double().numpy(), fake.double().numpy()
+
+    def radii(points):
+        distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        return np.sort(distances, axis=1)[:, k]
+
+    def covered(manifold, r, queries):
+        distances = np.linalg.norm(queries[:, None] - manifold[None], axis=-1)
+        return (distances <= r[None]).any(axis=1).mean()
+
+    return covered(real, radii(real), fake), covered(fake, radii(fake), real)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The metrics, against independent computations
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_matches_scipy_and_is_zero_for_identical_sets():
+    real, fake = gaussian_features(300, 8, 0), gaussian_features(250, 8, 1, shift=0.3, scale=1.2)
+    assert frechet_distance(real, fake) == pytest.approx(independent_frechet(real, fake), rel=1e-6)
+    assert abs(frechet_distance(real, real.clone())) < 1e-6
+
+
+def test_frechet_distance_warns_below_the_feature_dimension():
+    with pytest.warns(UserWarning, match="fewer samples than dimensions"):
+        frechet_distance(gaussian_features(10, 16, 0), gaussian_features(10, 16, 1))
+
+
+def test_kernel_distance_is_the_unbiased_mmd_and_near_zero_for_one_distribution():
+    real, fake = gaussian_features(200, 6, 0), gaussian_features(150, 6, 1, shift=0.5)
+    kid, _ = kernel_distance(real, fake, subset_size=150, subsets=1)
+    # One subset as large as the smaller set: all of it, in any order, so exactly the MMD of a 150-subset of real.
+    assert kid == pytest.approx(independent_mmd(real[:150], fake), rel=0.5)  # subset of real is random
+    same, _ = kernel_distance(real[:100], gaussian_features(100, 6, 2), subset_size=100, subsets=1)
+    assert abs(same) < 0.2 * kid
+    exact, _ = kernel_distance(real[:100], fake[:100], subset_size=100, subsets=3)
+    assert exact == pytest.approx(independent_mmd(real[:100], fake[:100]), rel=1e-9)
+
+
+def test_precision_recall_matches_brute_force_and_the_textbook_cases():
+    real, fake = gaussian_features(120, 5, 0), gaussian_features(90, 5, 1, shift=0.4, scale=0.7)
+    assert precision_recall(real, fake, k=3) == pytest.approx(independent_precision_recall(real, fake, 3), abs=1e-12)
+    assert precision_recall(real, real.clone(), k=3) == (1.0, 1.0)
+    assert precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
+    # A collapsed generator: every sample on one real point. Perfect precision, almost no recall.
+    precision, recall = precision_recall(real, real[:1].repeat(50, 1), k=3)
+    assert precision == 1.0 and recall < 0.1
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: frechet_distance(torch.zeros(1, 3), torch.zeros(5, 3)), "at least 2 real"),
+        (lambda: frechet_distance(torch.zeros(5, 3), torch.zeros(5, 4)), "differ in dimension"),
+        (lambda: precision_recall(torch.zeros(3, 2), torch.zeros(3, 2), k=3), "more than 3 samples"),
+        (lambda: precision_recall(torch.zeros(9, 2), torch.zeros(9, 2), k=0), "`k` must be a positive"),
+    ],
+)
+def test_metric_inputs_are_checked(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature spaces
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SmallFeatures(FeatureExtractor):
+    """A tiny deterministic feature network standing in for Inception-V3 (whose weights are a download)."""
+
+    name = "inception"
+    num_features = 6
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(self.num_features), torch.nn.Tanh())
+        self.net(torch.zeros(1, 1, 8, 8))
+
+    def identity(self):
+        return {"extractor": "small-test-net"}
+
+    def forward(self, images):
+        return self.net(images)
+
+
+def test_digits_features_are_deterministic_and_separate_the_digits():
+    first, second = DigitsFeatures(8), DigitsFeatures(8)
+    assert torch.equal(first.weight, second.weight) and first.identity() == second.identity()
+    assert first.held_out_accuracy > 0.9
+    digits = load_image_data(dataset_name="digits", resolution=8)
+    features = first.features(digits.images / 2 + 0.5)
+    assert features.shape == (1797, 64)
+    # Closer to their own digit's mean than to any other digit's, for most digits.
+    means = torch.stack([features[digits.labels == d].mean(0) for d in range(10)])
+    nearest = torch.cdist(features, means).argmin(1)
+    assert (nearest == digits.labels).float().mean() > 0.85
+
+
+def test_inception_without_torch_fidelity_or_weights_says_how_to_get_them():
+    with pytest.raises(ValueError, match=r"hf-ddpm\[fid\]|Inception-V3 weights"):
+        InceptionFeatures()
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dinov2")
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                          image_size=28, patch_size=14)  # fmt: skip
+    Dinov2Model(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_dinov2_features_are_the_cls_token_of_the_resized_normalised_images(tiny_dinov2):
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    features = DinoV2Features(tiny_dinov2).features(images)
+    model = Dinov2Model.from_pretrained(tiny_dinov2).eval()
+    rgb = torch.nn.functional.interpolate(images.repeat(1, 3, 1, 1), size=(224, 224), mode="bicubic", antialias=True)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model(pixel_values=(rgb.clamp(0, 1) - mean) / std).pooler_output
+    assert features.shape == (3, 16)
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_dinov2_weights_that_cannot_be_loaded_say_how_to_pass_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="--dinov2-model PATH"):
+        DinoV2Features(str(tmp_path / "no-such-folder"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real features: split in two, cached by identity
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CountingFeatures(SmallFeatures):
+    calls = 0
+
+    def forward(self, images):
+        CountingFeatures.calls += 1
+        return super().forward(images)
+
+
+def test_real_features_are_cached_and_a_different_dataset_is_recomputed(tmp_path):
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    extractor = CountingFeatures()
+    first = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path), batch_size=64)
+    calls = CountingFeatures.calls
+    again = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path), batch_size=64)
+    assert CountingFeatures.calls == calls and again.cache_path == first.cache_path
+    assert torch.equal(again.reference, first.reference) and torch.equal(again.held_out, first.held_out)
+    # The halves are the fixed permutation's, 20 and 20.
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    torch.testing.assert_close(first.held_out, extractor.features(images[order[:20]]))
+    # Other pixels under the same name: another identity, computed afresh.
+    calls = CountingFeatures.calls
+    changed = images.clone()
+    changed[0, 0, 0, 0] = 0.5
+    other = real_features(changed, extractor, {"dataset": "a"}, cache_dir=str(tmp_path), batch_size=64)
+    assert CountingFeatures.calls == calls + 1 and other.cache_path != first.cache_path
+
+
+def test_a_cache_file_of_something_else_or_damaged_is_recomputed_not_reused(tmp_path, caplog):
+    images = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    extractor = SmallFeatures()
+    first = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path))
+    # Another identity written under this file's name: detected by the identity stored inside.
+    np.savez(first.cache_path, identity=np.array(json.dumps({"other": 1})), reference=np.zeros((10, 6), np.float32),
+             held_out=np.zeros((10, 6), np.float32))  # fmt: skip
+    again = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path))
+    assert torch.equal(again.reference, first.reference)
+    with open(first.cache_path, "wb") as file:
+        file.write(b"truncated")
+    assert torch.equal(real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path)).held_out, first.held_out)
+    assert "holds features of something else" in caplog.text and "could not be read" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Judges of agreement
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_labels_match_exactly_first_then_case_insensitively_when_unique():
+    assert match_labels({0: "Bag", 1: "shirt"}, {5: "bag", 6: "Shirt", 7: "shirt"}, "judge") == {0: 5, 1: 7}
+    with pytest.raises(ValueError, match=r"do not cover the pipeline's classes \['Coat'\]"):
+        match_labels({0: "Bag", 1: "Coat"}, {0: "bag", 1: "shirt"}, "judge")
+    with pytest.raises(ValueError, match=r"\['SHIRT'\]"):  # two case-insensitive candidates: ambiguous
+        match_labels({0: "SHIRT"}, {0: "Shirt", 1: "shirt"}, "judge")
+    assert class_agreement(np.array([5, 7, 5]), np.array([0, 1, 1]), {0: 5, 1: 7}) == pytest.approx(2 / 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    """A ViT image classifier of the ten digits, saved with its image processor: random, but a real model."""
+    folder = tmp_path_factory.mktemp("classifier")
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=8, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=16, id2label=DIGIT_NAMES,
+                       label2id={v: k for k, v in DIGIT_NAMES.items()})  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(folder)
+    return str(folder)
+
+
+def test_image_classifier_judge_predicts_what_the_model_reads(tiny_classifier):
+    judge = ImageClassifierJudge(tiny_classifier)
+    images = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    processor = ViTImageProcessor.from_pretrained(tiny_classifier)
+    model = ViTForImageClassification.from_pretrained(tiny_classifier).eval()
+    arrays = list((images.repeat(1, 3, 1, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    with torch.no_grad():
+        expected = model(**processor(images=arrays, return_tensors="pt")).logits.argmax(-1).numpy()
+    np.testing.assert_array_equal(judge.classify(images), expected)
+    assert judge.labels == DIGIT_NAMES
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate(): a sweep end to end on a tiny digits model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def tiny_pipeline(conditional=True, channels=1):
+    torch.manual_seed(0)
+    unet = DDPMUNet2DModel(
+        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
+        attention_levels=(False, True), num_class_embeds=10 if conditional else None, norm_num_groups=4,
+    )  # fmt: skip
+    pipe = DDPMCFGPipeline(unet, DDIMScheduler(num_train_timesteps=50), id2label=DIGIT_NAMES if conditional else None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_sample_images_are_the_same_whatever_the_batching():
+    pipe = tiny_pipeline()
+    class_ids = np.arange(6) % 10
+    whole = sample_images(pipe, range(6), class_ids, 6, seed=3, guidance_scale=2.0, num_inference_steps=2)
+    odd_then_even = [sample_images(pipe, part, class_ids, 2, seed=3, guidance_scale=2.0, num_inference_steps=2)
+                     for part in (range(0, 6, 2), range(1, 6, 2))]  # fmt: skip
+    torch.testing.assert_close(whole[0::2], odd_then_even[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(whole[1::2], odd_then_even[1], atol=1e-6, rtol=0)
+
+
+def test_evaluate_sweeps_every_combination_and_writes_metrics_and_plots(tmp_path):
+    pipe = tiny_pipeline()
+    result = evaluate(
+        pipe, "digits", num_samples=30, guidance_scales=[1.0, 3.0], steps=[2, 3], schedulers=["ddim", "dpm"],
+        batch_size=16, seed=1, out_dir=tmp_path / "eval", cache_dir=str(tmp_path / "cache"), progress=False,
+    )  # fmt: skip
+    assert [(r["scheduler"], r["steps"], r["guidance_scale"]) for r in result.rows] == [
+        (name, steps, scale) for name in ("ddim", "dpm") for steps in (2, 3) for scale in (1.0, 3.0)
+    ]
+    row = result.rows[0]
+    for key in ("fd_digits", "fd_digits_floor", "kid", "kid_floor", "precision", "recall", "agreement"):
+        assert np.isfinite(row[key]), key
+    assert row["fd_digits_floor"] == result.floors["fd_digits_floor"] and result.floors["floor_num_samples"] == 30
+    # An untrained model is far from the digits: many times the real-vs-real floor.
+    assert row["fd_digits"] > 3 * row["fd_digits_floor"]
+    # The row's figure is the Fréchet distance of these very samples' features against the reference half.
+    evaluator = Evaluator(pipe, "digits", num_samples=30, metrics=["fd_digits"], cache_dir=str(tmp_path / "cache"))
+    images = sample_images(pipe, range(30), evaluator.class_ids, 16, seed=1, num_inference_steps=2)
+    fake = evaluator.extractors["digits"].features(images)
+    reference = evaluator.reals["digits"].reference
+    assert row["fd_digits"] == pytest.approx(independent_frechet(reference, fake), rel=1e-5)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result.rows)) and saved["floors"]["fd_digits_floor"] > 0
+    for plot in ("cfg_tradeoff.png", "quality_vs_steps.png", "samples_by_guidance.png"):
+        with PIL.Image.open(tmp_path / "eval" / plot) as image:
+            assert image.width > 100 and image.height > 50
+    # Deterministic: the same call gives the same numbers.
+    again = evaluate(pipe, "digits", num_samples=30, guidance_scales=[1.0], steps=[2], schedulers=["ddim"],
+                     batch_size=7, seed=1, cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    assert again.rows[0]["fd_digits"] == pytest.approx(row["fd_digits"], rel=1e-6)
+    assert again.rows[0]["agreement"] == row["agreement"]
+
+
+def test_a_feature_network_passed_in_runs_the_fid_path_and_gives_zero_on_the_real_images(tmp_path):
+    """FID's own features are a download; the same code path with a small network: the reference half of the real
+    images scored as if generated is at distance ~0, the held-out half at the floor."""
+    pipe = tiny_pipeline()
+    evaluator = Evaluator(pipe, "digits", metrics=["fid", "kid"], num_samples=898, cache_dir="",
+                          feature_extractors={"fid": SmallFeatures()})  # fmt: skip
+    real = load_image_data(dataset_name="digits", resolution=8).images / 2 + 0.5
+    order = torch.randperm(1797, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    scores = evaluator.measure(real[order[899:]][:898])
+    assert abs(scores["fid"]) < 1e-6
+    held_out = evaluator.measure(real[order[:898]])
+    assert held_out["fid"] == pytest.approx(scores["fid_floor"], rel=1e-9) and scores["fid_floor"] > 0
+    features = SmallFeatures().features
+    assert scores["fid_floor"] == pytest.approx(
+        independent_frechet(features(real[order[898:]]), features(real[order[:898]])), rel=1e-5
+    )
+
+
+def test_fd_dinov2_and_agreement_with_a_transformers_classifier(tiny_dinov2, tiny_classifier, tmp_path):
+    result = evaluate(tiny_pipeline(), "digits", metrics=["fd_dinov2", "precision_recall", "agreement"],
+                      num_samples=12, steps=[2], batch_size=12, dinov2_model=tiny_dinov2, classifier=tiny_classifier,
+                      cache_dir=str(tmp_path), progress=False)  # fmt: skip
+    row = result.rows[0]
+    assert {"fd_dinov2", "fd_dinov2_floor", "precision", "recall", "agreement"} <= set(row)
+    assert result.info["feature_spaces"]["dinov2"]["extractor"] == "dinov2"
+    assert 0.0 <= row["agreement"] <= 1.0 and row["agreement"] * 12 == round(row["agreement"] * 12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: a clear error before any sampling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_sampling(monkeypatch):
+    """Any pipeline call fails the test: the errors must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampled before the bad input was refused")
+
+    monkeypatch.setattr(DDPMCFGPipeline, "__call__", refuse)
+
+
+@pytest.fixture
+def unlabelled_dataset(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8)
+    images = [PIL.Image.fromarray(p) for p in pixels]
+    dataset = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    dataset.save_to_disk(str(tmp_path / "unlabelled"))
+    return str(tmp_path / "unlabelled")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(metrics=["fid", "sharpness"]), r"unknown \['sharpness'\]"),
+        (dict(schedulers=["ddim", "heun"]), "unknown 'heun'"),
+        (dict(num_samples=1), "`num_samples` must be an integer >= 2"),
+        (dict(guidance_scales=[float("nan")]), "finite numbers >= 0"),
+        (dict(steps=[0]), "integers >= 1"),
+        (dict(batch_size=0), "`batch_size` must be an integer >= 1"),
+        (dict(metrics=["fd_digits"], num_samples=3, dataset="digits-but-not"), "Could not load"),
+        (dict(metrics=["agreement"], classifier=None, dataset="UNLABELLED"), "dataset with class labels"),
+        (dict(metrics=["fd_dinov2"], dinov2_model="no/such-model-here"), "--dinov2-model PATH"),
+        (dict(metrics=["fid"]), r"hf-ddpm\[fid\]|Inception-V3 weights"),
+    ],
+)
+def test_bad_input_is_refused_before_sampling(kwargs, message, no_sampling, unlabelled_dataset, tmp_path, hub_server):
+    kwargs = {"dataset": "digits", "num_samples": 10, "cache_dir": str(tmp_path), "progress": False, **kwargs}
+    if kwargs["dataset"] == "UNLABELLED":
+        kwargs["dataset"] = unlabelled_dataset
+    with pytest.raises(ValueError, match=message):
+        evaluate(tiny_pipeline(), **kwargs)
+
+
+def test_agreement_on_an_unconditional_model_is_refused(no_sampling):
+    with pytest.raises(ValueError, match="`agreement` needs a class-conditional model"):
+        evaluate(tiny_pipeline(conditional=False), "digits", metrics=["fd_digits", "agreement"], num_samples=10)
+    with pytest.raises(ValueError, match="other than 1 needs a class-conditional model"):
+        evaluate(tiny_pipeline(conditional=False), "digits", guidance_scales=[2.0], num_samples=10)
+
+
+def test_a_classifier_that_does_not_know_the_classes_is_refused(tiny_classifier, no_sampling, tmp_path):
+    pipe = tiny_pipeline()
+    pipe.register_to_config(id2label={i: name for i, name in enumerate("abcdefghij")})
+    with pytest.raises(ValueError, match="do not cover the pipeline's classes"):
+        evaluate(pipe, "digits", metrics=["agreement"], classifier=tiny_classifier, num_samples=10, cache_dir=str(tmp_path))
+
+
+def test_agreement_elsewhere_than_digits_needs_a_classifier(no_sampling, tmp_path):
+    folder = tmp_path / "shirts"
+    images = [PIL.Image.fromarray(np.full((8, 8), 40 * i, np.uint8)) for i in range(6)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list("ab"))})
+    datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 3}, features=features).save_to_disk(str(folder))
+    with pytest.raises(ValueError, match="needs a classifier of its classes"):
+        evaluate(tiny_pipeline(), str(folder), metrics=["agreement"], num_samples=4, cache_dir=str(tmp_path))
+
+
+def test_a_dataset_of_other_channels_is_refused(no_sampling, tmp_path):
+    with pytest.raises(ValueError, match="1-channel images of 8px but the model makes 3-channel"):
+        evaluate(tiny_pipeline(channels=3), "digits", metrics=["fd_dinov2"], num_samples=10, cache_dir=str(tmp_path))
+
+
+def test_fd_digits_on_another_dataset_is_refused(no_sampling, unlabelled_dataset, tmp_path):
+    with pytest.raises(ValueError, match="`fd_digits` compares with the built-in digits only"):
+        evaluate(tiny_pipeline(), unlabelled_dataset, metrics=["fd_digits"], num_samples=4, cache_dir=str(tmp_path))
+
+
+def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, capsys):
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "2",
+              "--guidance-scale", "1", "2", "--batch-size", "12", "--out", str(tmp_path / "eval"),
+              "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "fd_digits" in printed and "real-vs-real floor" in printed
+    assert len(json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]) == 2
+    for argv, message in [
+        (["--metrics", "sharpness"], "invalid choice: 'sharpness'"),
+        (["--scheduler", "heun"], "invalid choice: 'heun'"),
+        (["--num-samples", "1"], "`num_samples` must be an integer >= 2"),
+        (["--device", "tpu:7"], "--device 'tpu:7' cannot be used here"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
