@@ -43,7 +43,8 @@ class EvaluationResult:
     Args:
         rows (`list[dict]`): one per (scheduler, steps, guidance scale), each with `scheduler`, `steps`,
             `guidance_scale`, `num_samples`, `unet_evals_per_image`, every metric's value, the real-vs-real floor
-            beside each distance (`<metric>_floor`), and the seconds spent sampling and in features.
+            beside each distance (`<metric>_floor`), and the seconds spent sampling, in features (and the judge) and
+            in the metrics.
         floors (`dict`): the real-vs-real value of each distance, with `floor_num_samples`.
         info (`dict`): the model, dataset, split, feature spaces and judge.
         grids (`dict`): per row index, the first images of each class (`(N, C, H, W)` in [0, 1]) for sample grids.
@@ -233,13 +234,16 @@ class Evaluator:
             raise ValueError(f"`images` must hold the {self.num_samples} evaluation samples, got {images.shape[0]}.")
         started = time.perf_counter()
         fakes = {space: extractor.features(images) for space, extractor in self.extractors.items()}
+        predicted = self.judge.classify(images) if self.judge is not None else None
+        featured = time.perf_counter()
         values = self._distances(fakes)
         for key in list(values):
             if f"{key}_floor" in self.floors:
                 values[f"{key}_floor"] = self.floors[f"{key}_floor"]
-        if self.judge is not None:
-            values["agreement"] = class_agreement(self.judge.classify(images), self.class_ids, self.label_map)
-        values["seconds_features"] = round(time.perf_counter() - started, 3)
+        if predicted is not None:
+            values["agreement"] = class_agreement(predicted, self.class_ids, self.label_map)
+        values["seconds_features"] = round(featured - started, 3)
+        values["seconds_metrics"] = round(time.perf_counter() - featured, 3)
         return values
 
     def _distances(self, fakes: dict[str, torch.Tensor], suffix: str = "") -> dict:
