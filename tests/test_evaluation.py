@@ -401,6 +401,7 @@ def unlabelled_dataset(tmp_path):
         (dict(metrics=["agreement"], classifier=None, dataset="UNLABELLED"), "dataset with class labels"),
         (dict(metrics=["fd_dinov2"], dinov2_model="no/such-model-here"), "--dinov2-model PATH"),
         (dict(metrics=["fid"]), r"hf-ddpm\[fid\]|Inception-V3 weights"),
+        (dict(metrics=["agreement"], classifier="no/such-classifier"), "could not be loaded.*local folder"),
     ],
 )
 def test_bad_input_is_refused_before_sampling(kwargs, message, no_sampling, unlabelled_dataset, tmp_path, hub_server):
