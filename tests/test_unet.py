@@ -353,6 +353,17 @@ def test_construction_rejects_unusable_configs(overrides, argument):
         tiny_unet(**overrides)
 
 
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+def test_default_attention_levels_fit_any_number_of_levels(levels):
+    widths = (8, 16, 16, 16)[:levels]
+    model = DDPMUNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=widths, norm_num_groups=4)
+    attended = [not isinstance(module, torch.nn.Identity) for module in model.down_attentions]
+    # One entry per ResNet block on the way down (layers_per_block=2): attention at the second level only.
+    assert attended == [level == 1 for level in range(levels) for _ in range(2)]
+    assert model.config.attention_levels is None  # the default stays a default: nothing derived in the config
+    assert model(noisy(model), 3).sample.shape == (2, 1, 8, 8)
+
+
 def test_indivisible_sample_size_error_says_what_is_allowed():
     with pytest.raises(ValueError, match="divisible by 4") as error:
         tiny_unet(sample_size=30, block_out_channels=(8, 16, 16), attention_levels=(False,) * 3)

@@ -207,9 +207,10 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
             Width of each resolution level, from the finest to the coarsest. Each level after the first halves
             the resolution.
         layers_per_block (`int`, *optional*, defaults to 2): ResNet blocks per level on the way down.
-        attention_levels (`tuple[bool, ...]`, *optional*, defaults to `(False, True, False, False)`):
-            One flag per level: whether its ResNet blocks are followed by self-attention. The middle block always
-            has self-attention.
+        attention_levels (`tuple[bool, ...]`, *optional*, defaults to `None`):
+            One flag per level: whether its ResNet blocks are followed by self-attention. `None` puts attention at
+            the second level (16x16 of a 32x32 image, as DDPM does), whatever the number of levels; none with a
+            single level. The middle block always has self-attention.
         attention_head_dim (`int`, *optional*, defaults to `None`):
             Channels per attention head. `None` means one head spanning all channels (as in DDPM); wide heads are
             also the fastest choice on CPUs.
@@ -235,7 +236,7 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
         out_channels: int = 3,
         block_out_channels: tuple[int, ...] = (128, 256, 256, 256),
         layers_per_block: int = 2,
-        attention_levels: tuple[bool, ...] = (False, True, False, False),
+        attention_levels: tuple[bool, ...] | None = None,
         attention_head_dim: int | None = None,
         num_class_embeds: int | None = None,
         time_embedding_dim: int | None = None,
@@ -244,6 +245,8 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
         dropout: float = 0.0,
     ):
         super().__init__()
+        if attention_levels is None:
+            attention_levels = tuple(level == 1 for level in range(len(block_out_channels)))
         _check_config(
             sample_size, in_channels, out_channels, block_out_channels, layers_per_block, attention_levels,
             attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, dropout,
