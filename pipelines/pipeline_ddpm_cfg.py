@@ -347,7 +347,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
         """Raises a `ValueError` for a bad argument; returns the number of inference steps to run."""
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
-        if not isinstance(guidance_scale, numbers.Real) or guidance_scale < 0:
+        for name, value in [("guidance_scale", guidance_scale), ("eta", eta), ("guidance_rescale", guidance_rescale)]:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
         if guidance_scale != 1.0 and label_ids is None:
             raise ValueError(

@@ -308,6 +308,11 @@ BAD_CALLS = [
     (dict(class_labels=0, batch_size=0), "batch_size.*>= 1"),
     (dict(class_labels=0, guidance_scale=3.0, guidance_rescale=1.5), r"guidance_rescale.*\[0, 1\]"),
     (dict(class_labels=0, eta=-1.0), "eta"),
+    (dict(class_labels=0, guidance_scale=float("nan")), "`guidance_scale` must be a finite number, got nan"),
+    (dict(class_labels=0, guidance_scale=float("inf")), "`guidance_scale` must be a finite number, got inf"),
+    (dict(class_labels=0, guidance_scale=True), "`guidance_scale` must be a finite number, got True"),
+    (dict(class_labels=0, eta="0.5"), "`eta` must be a finite number, got '0.5'"),
+    (dict(class_labels=0, guidance_scale=2.0, guidance_rescale=None), "`guidance_rescale` must be a finite number"),
     (dict(class_labels=0, callback_on_step_end_tensor_inputs=["noise"]), "callback_on_step_end_tensor_inputs"),
 ]
 
