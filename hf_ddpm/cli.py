@@ -1,7 +1,10 @@
 """The `hf-ddpm` command line. Each subcommand is one `add_*_command(subparsers)` function listed in SUBCOMMANDS;
-it declares its arguments and sets `func`, the function that runs it."""
+it declares its arguments and sets `func`, the function that runs it, and `flags`, the flag behind each Python
+argument name that its errors may mention."""
 
 import argparse
+import os
+import re
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +21,7 @@ def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
         "--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0], help="fractions of the way to T"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    parser.set_defaults(func=run_noising)
+    parser.set_defaults(func=run_noising, parser=parser, flags={"fractions": "--fractions", "images": "--num-images"})
 
 
 def run_noising(args: argparse.Namespace) -> None:
@@ -34,41 +37,74 @@ def run_noising(args: argparse.Namespace) -> None:
 
 
 def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
+    from hf_ddpm.sampling import SCHEDULERS
+
     parser = subparsers.add_parser("sample", help="draw images from a saved pipeline: a grid and a denoising GIF")
     parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
-    parser.add_argument("--labels", nargs="+", type=lambda text: int(text) if text.isdigit() else text,
-                        help="class ids or names, for a class-conditional model")  # fmt: skip
+    parser.add_argument("--labels", nargs="+",
+                        help="class names or ids, for a class-conditional model (a name first: a class named '3' is "
+                             "that class; other numbers are ids)")  # fmt: skip
     count = parser.add_mutually_exclusive_group()
     count.add_argument("--batch-size", type=int, help="images per label (default: 1)")
     count.add_argument("--num-images", type=int, help="images to draw from an unconditional model (default: 1)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
     parser.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale, in [0, 1]")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the scheduler's natural default)")
-    parser.add_argument("--scheduler", help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS),
+                        help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
     parser.add_argument("--out", default="samples.png", help="the grid of the images (default: samples.png)")
     parser.add_argument("--gif", help="also write the grid being denoised as a GIF here")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.set_defaults(func=run_sample)
+    parser.set_defaults(func=run_sample, parser=parser, flags=SAMPLE_FLAGS)
+
+
+SAMPLE_FLAGS = {
+    "class_labels": "--labels", "batch_size": "--batch-size", "guidance_scale": "--guidance-scale",
+    "guidance_rescale": "--guidance-rescale", "num_inference_steps": "--steps", "scheduler": "--scheduler",
+    "eta": "--eta", "generator": "--seed",
+}  # fmt: skip
 
 
 def run_sample(args: argparse.Namespace) -> None:
-    from hf_ddpm.sampling import sample_to_files  # imports diffusers' pipelines: only when sampling
+    from hf_ddpm.sampling import label_arguments, load_pipeline, save_grid_and_gif  # imports diffusers' pipelines
 
     if args.labels and args.num_images is not None:
         raise ValueError("--num-images is for unconditional models; with --labels, --batch-size sets images per label")
-    sample_to_files(
-        args.model, args.out, args.gif, scheduler=args.scheduler, device=args.device, seed=args.seed,
-        class_labels=args.labels, batch_size=next((n for n in (args.batch_size, args.num_images) if n is not None), 1),
+    check_image_path("--out", args.out, ".png")
+    if args.gif is not None:
+        check_image_path("--gif", args.gif, ".gif", allowed={".gif"})
+    if args.device is not None:
+        check_device(args.device)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    save_grid_and_gif(
+        pipe, args.out, args.gif, seed=args.seed, class_labels=label_arguments(pipe, args.labels),
+        batch_size=next((n for n in (args.batch_size, args.num_images) if n is not None), 1),
         guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale, num_inference_steps=args.steps,
         eta=args.eta,
     )  # fmt: skip
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
 
 
+def check_image_path(flag: str, path: str, example: str, allowed: set[str] | None = None) -> None:
+    """A ValueError naming `flag` unless `path` has an image extension that can be written and a usable folder."""
+    import PIL.Image
+
+    extension = os.path.splitext(path)[1].lower()
+    writable = allowed or {ext for ext, kind in PIL.Image.registered_extensions().items() if kind in PIL.Image.SAVE}
+    if extension not in writable:
+        raise ValueError(f"{flag} {path!r} must name an image file such as 'samples{example}' (got no known extension).")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise ValueError(f"{flag} {path!r} cannot be written: {existing!r} is not a writable folder.")
+
+
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
-    from hf_ddpm.evaluation.evaluate import METRICS  # light: no model or dataset is loaded by the import
+    from hf_ddpm.evaluation.evaluate import METRICS
     from hf_ddpm.sampling import SCHEDULERS
 
     parser = subparsers.add_parser(
@@ -104,7 +140,14 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", help="where real-image features are cached (default: in the HF cache)")
     parser.add_argument("--out", default="evaluation", help="folder for metrics.json and the plots")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.set_defaults(func=run_evaluate)
+    parser.set_defaults(func=run_evaluate, parser=parser, flags=EVALUATE_FLAGS)
+
+
+EVALUATE_FLAGS = {
+    "num_samples": "--num-samples", "guidance_scale": "--guidance-scale", "steps": "--steps",
+    "scheduler": "--scheduler", "metrics": "--metrics", "batch_size": "--batch-size", "classifier": "--classifier",
+    "dinov2_model": "--dinov2-model",
+}  # fmt: skip
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -151,5 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except ValueError as error:
-        parser.error(str(error))
+        args.parser.error(with_flag_names(str(error), args.flags))
     return 0
+
+
+def with_flag_names(message: str, flags: dict[str, str]) -> str:
+    """The message with each `python_name` that has a flag written as that flag (`num_inference_steps` -> --steps)."""
+    return re.sub(r"`(\w+)`", lambda match: flags.get(match.group(1), match.group(0)), message)

@@ -76,6 +76,16 @@ def sample_to_files(
     return save_grid_and_gif(pipe, grid_path, gif_path, seed=seed, **call_kwargs)
 
 
+def label_arguments(pipe: DDPMCFGPipeline, labels: list[str] | None) -> list[int | str] | None:
+    """Command-line labels as the pipeline takes them: a class name first (exact, or case-insensitive when unique), so
+    that a class named "3" is that class; otherwise a number is an id. Anything else stays a name, for the pipeline
+    to refuse with the valid names."""
+    if labels is None:
+        return None
+    names = {name.casefold() for name in (pipe.config.id2label or {}).values()}
+    return [int(text) if text.casefold() not in names and text.isdigit() else text for text in labels]
+
+
 def per_image_generators(seed: int, num_images: int) -> list[torch.Generator]:
     """One CPU generator per image, seeded `seed`, `seed + 1`, ...: image i is the same on any device and in any
     batch that gives it the same seed."""

@@ -74,18 +74,52 @@ def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler
     (["--labels", "Hat"], "unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
     (["--labels", "7"], "label id 7 is out of range"),
     (["--labels", "1", "--num-images", "2"], "--num-images is for unconditional models"),
-    (["--scheduler", "heun"], "scheduler"),
-    (["--labels", "1", "--guidance-scale", "-1"], "guidance_scale"),
-    (["--labels", "1", "--steps", "21"], "num_inference_steps"),
-    (["--labels", "1", "--batch-size", "0"], "batch_size"),
+    (["--scheduler", "heun"], "argument --scheduler: invalid choice: 'heun'"),
+    (["--labels", "1", "--guidance-scale", "-1"], "error: --guidance-scale must be a number >= 0"),
+    (["--labels", "1", "--steps", "21"], "error: --steps must be an integer in [1, 20]"),
+    (["--labels", "1", "--batch-size", "0"], "error: --batch-size must be an integer >= 1"),
+    (["--labels", "1", "--eta", "nan"], "error: --eta must be a finite number, got nan"),
+    (["--device", "tpu:3"], "--device 'tpu:3' cannot be used here"),
+    (["--gif", "denoise.png"], "--gif 'denoise.png' must name an image file such as 'samples.gif'"),
 ])  # fmt: skip
 def test_bad_arguments_exit_with_status_2_and_the_reason(tmp_path, capsys, arguments, message):
     save_tiny_pipeline(tmp_path / "model")
     with pytest.raises(SystemExit) as exit_info:
         main(["sample", str(tmp_path / "model"), "--out", str(tmp_path / "grid.png"), *arguments])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "usage: hf-ddpm sample" in err  # the subcommand's usage, not the top level's
     assert not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.parametrize("out, message", [
+    ("grid.txt", "--out '{}' must name an image file such as 'samples.png'"),
+    ("file.png/grid.png", "--out '{}' cannot be written: '{}' is not a writable folder"),
+])  # fmt: skip
+def test_bad_output_paths_are_refused_before_loading_the_model(tmp_path, capsys, out, message, monkeypatch):
+    (tmp_path / "file.png").write_bytes(b"not a folder")
+    monkeypatch.chdir(tmp_path)
+    # A model that does not exist: the path check must come first.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", str(tmp_path / "no-model"), "--out", out])
+    assert exit_info.value.code == 2
+    assert message.format(out, str(tmp_path / "file.png")) in capsys.readouterr().err
+
+
+def test_labels_are_names_first_then_ids(tmp_path):
+    """A class named "2" is that class, whatever its id; a number that names no class is an id."""
+    torch.manual_seed(0)
+    unet = DDPMUNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        attention_levels=(False, True), num_class_embeds=3, norm_num_groups=4,
+    )  # fmt: skip
+    pipe = DDPMCFGPipeline(unet, DiffusersDDPMScheduler(num_train_timesteps=20), id2label={0: "2", 1: "0", 2: "Bag"})
+    pipe.save_pretrained(tmp_path / "model")
+    pipe.set_progress_bar_config(disable=True)
+    main(["sample", str(tmp_path / "model"), "--labels", "2", "1", "bag", "--steps", "2", "--out", str(tmp_path / "g.png")])
+    images = pipe([0, 1, 2], num_inference_steps=2, generator=[torch.Generator().manual_seed(i) for i in range(3)]).images
+    np.testing.assert_array_equal(pixels(tmp_path / "g.png"), np.asarray(make_image_grid(images, rows=3, cols=1)))
+
 
 
 def test_save_grid_and_gif_returns_the_requested_output_type_and_writes_the_grid(tmp_path):

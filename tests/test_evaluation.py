@@ -456,7 +456,7 @@ def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, cap
     for argv, message in [
         (["--metrics", "sharpness"], "invalid choice: 'sharpness'"),
         (["--scheduler", "heun"], "invalid choice: 'heun'"),
-        (["--num-samples", "1"], "`num_samples` must be an integer >= 2"),
+        (["--num-samples", "1"], "hf-ddpm evaluate: error: --num-samples must be an integer >= 2"),
         (["--device", "tpu:7"], "--device 'tpu:7' cannot be used here"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

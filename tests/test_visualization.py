@@ -92,7 +92,7 @@ def test_noising_command_rejects_a_bad_fraction_with_usage_exit_status(tmp_path,
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["noising", "--out", str(tmp_path / "x.png"), "--fractions", "1.5"])
     assert exit_info.value.code == 2
-    assert "`fractions` must lie in (0, 1]" in capsys.readouterr().err
+    assert "hf-ddpm noising: error: --fractions must lie in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 
 
