@@ -314,14 +314,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
         labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
         if not labels:
             raise ValueError("`class_labels` is an empty list: give at least one label, or `None`.")
-        id_by_name = {name.lower(): label_id for label_id, name in self.config.id2label.items()}
         ids = []
         for label in labels:
             if isinstance(label, str):
-                if label.lower() not in id_by_name:
-                    names = ", ".join(repr(name) for name in self.config.id2label.values()) or "none (no id2label)"
-                    raise ValueError(f"`class_labels`: unknown label name {label!r}; valid names: {names}.")
-                ids.append(id_by_name[label.lower()])
+                ids.append(self._label_id_by_name(label))
             elif isinstance(label, numbers.Integral) and not isinstance(label, bool):
                 if not 0 <= label < null_class_id:
                     raise ValueError(
@@ -331,6 +327,20 @@ class DDPMCFGPipeline(DiffusionPipeline):
             else:
                 raise ValueError(f"`class_labels` must hold ints or names (str), got {label!r}.")
         return ids
+
+    def _label_id_by_name(self, name: str) -> int:
+        """The id of class `name`: its exact name first, else a case-insensitive match when only one class has it."""
+        id2label = self.config.id2label or {}
+        exact = [int(label_id) for label_id, label in id2label.items() if label == name]
+        folded = [int(label_id) for label_id, label in id2label.items() if label.casefold() == name.casefold()]
+        if exact or len(folded) == 1:
+            return (exact or folded)[0]
+        if folded:
+            matches = ", ".join(repr(id2label[label_id]) for label_id in folded)
+            raise ValueError(f"`class_labels`: the label name {name!r} is ambiguous: it matches {matches} ignoring "
+                             "case; give the exact name or the id.")  # fmt: skip
+        names = ", ".join(repr(label) for label in id2label.values()) or "none (no id2label)"
+        raise ValueError(f"`class_labels`: unknown label name {name!r}; valid names: {names}.")
 
     def _check_inputs(
         self,

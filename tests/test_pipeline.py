@@ -330,3 +330,12 @@ def test_eta_on_a_scheduler_without_eta_raises():
     pipe = tiny_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=TRAIN_STEPS))
     with pytest.raises(ValueError, match="eta.*DPMSolverMultistepScheduler"):
         pipe(0, eta=0.5, num_inference_steps=2)
+
+
+def test_label_names_match_exactly_first_then_case_insensitively_when_unique():
+    pipe = tiny_pipeline(id2label={0: "shirt", 1: "Shirt", 2: "Bag"})
+    log = ForwardLog(pipe.unet)
+    pipe(["Shirt", "shirt", "BAG"], num_inference_steps=1)
+    assert log.calls[0] == (3, [1, 0, 2])
+    with pytest.raises(ValueError, match="'SHIRT' is ambiguous: it matches 'shirt', 'Shirt'"):
+        pipe("SHIRT", num_inference_steps=1)
