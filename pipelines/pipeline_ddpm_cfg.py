@@ -105,12 +105,21 @@ class DDPMCFGPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         class_embeds = unet.config.get("num_class_embeds")
-        if null_class_id is None and class_embeds is not None:
-            null_class_id = getattr(unet, "null_class_id", class_embeds - 1)
-        if null_class_id is not None and (class_embeds is None or not 0 < null_class_id <= class_embeds):
+        embed_type = unet.config.get("class_embed_type")
+        if class_embeds is not None and embed_type not in (None, "embedding"):
             raise ValueError(
-                f"`null_class_id` must be an embedding row after the real labels, in [1, {class_embeds}], for this "
-                f"UNet (num_class_embeds={class_embeds}); got {null_class_id}."
+                f"The UNet's class_embed_type is {embed_type!r}: its class input is a vector, not a label id; this "
+                "pipeline needs a label embedding table (class_embed_type None or 'embedding')."
+            )
+        # Our UNet has a row for the null label after its num_class_embeds classes; diffusers' UNet2DModel has
+        # num_class_embeds rows in all, so its null label must be one of them.
+        last_row = getattr(unet, "null_class_id", None) or (class_embeds - 1 if class_embeds else None)
+        if null_class_id is None:
+            null_class_id = last_row
+        if null_class_id is not None and (last_row is None or not 0 < null_class_id <= last_row):
+            raise ValueError(
+                f"`null_class_id` must be an embedding row after the real labels, in [1, {last_row}], for this "
+                f"UNet (num_class_embeds={class_embeds}, rows 0..{last_row}); got {null_class_id}."
             )
         id2label = {int(label_id): str(name) for label_id, name in (id2label or {}).items()}
         out_of_range = [label_id for label_id in id2label if not 0 <= label_id < (null_class_id or 0)]

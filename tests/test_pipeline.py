@@ -281,6 +281,19 @@ def test_bad_construction_arguments_raise(kwargs, message):
         DDPMCFGPipeline(tiny_unet(), DDIMScheduler(num_train_timesteps=TRAIN_STEPS), **kwargs)
 
 
+def test_a_diffusers_unet_keeps_its_null_label_inside_its_embedding_table():
+    scheduler = DDIMScheduler(num_train_timesteps=TRAIN_STEPS)
+    assert DDPMCFGPipeline(tiny_diffusers_unet(num_class_embeds=4), scheduler).config.null_class_id == 3
+    # num_class_embeds=4 has rows 0..3: a null label at 4 would index past the table.
+    with pytest.raises(ValueError, match=r"`null_class_id` must be an embedding row .* in \[1, 3\].*got 4"):
+        DDPMCFGPipeline(tiny_diffusers_unet(num_class_embeds=4), scheduler, null_class_id=4)
+    for embed_type in ("timestep", "identity"):
+        unet = tiny_diffusers_unet(num_class_embeds=4)
+        unet.register_to_config(class_embed_type=embed_type)
+        with pytest.raises(ValueError, match=f"class_embed_type is '{embed_type}'"):
+            DDPMCFGPipeline(unet, scheduler)
+
+
 def test_unconditional_model_samples_batch_size_images_and_rejects_labels():
     pipe = tiny_pipeline(unet=tiny_unet(num_class_embeds=None), id2label=None)
     assert pipe.config.null_class_id is None
