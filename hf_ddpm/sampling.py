@@ -18,7 +18,7 @@ from diffusers import (
 from diffusers.utils import make_image_grid
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import grid_rows
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels, grid_rows
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -107,8 +107,7 @@ def save_grid_and_gif(
     for path in (grid_path, gif_path):
         if path is not None and os.path.dirname(os.fspath(path)):
             os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
-    labels = call_kwargs.get("class_labels")
-    num_labels = len(labels) if isinstance(labels, (list, tuple)) else None
+    num_labels = count_labels(call_kwargs.get("class_labels"))
     if seed is not None:
         call_kwargs["generator"] = per_image_generators(seed, call_kwargs.get("batch_size", 1) * (num_labels or 1))
     if gif_path is not None:

@@ -61,6 +61,25 @@ def grid_rows(num_images: int, num_labels: int | None = None) -> int:
     return max(rows for rows in range(1, math.isqrt(num_images) + 1) if num_images % rows == 0)
 
 
+def count_labels(class_labels) -> int | None:
+    """How many labels `class_labels` lists (a list, tuple, array or 1-d tensor), or `None` for one label or none."""
+    if isinstance(class_labels, (list, tuple)):
+        return len(class_labels)
+    if isinstance(class_labels, (torch.Tensor, np.ndarray)) and class_labels.ndim > 0:
+        return int(class_labels.shape[0])
+    return None
+
+
+def variance_preserving(scheduler: SchedulerMixin, latents: torch.Tensor) -> torch.Tensor:
+    """The samples on the scale of the data: schedulers of the Euler family keep x_t = x_0 + sigma * eps (their
+    `init_noise_sigma` is the largest sigma, not 1), which shows as a white-out until the last steps; dividing by
+    sqrt(sigma^2 + 1) gives the variance-preserving x_t of DDPM, where every frame is an image."""
+    if scheduler.init_noise_sigma == 1 or getattr(scheduler, "step_index", None) is None:
+        return latents
+    sigma = scheduler.sigmas[scheduler.step_index].to(latents.device)  # the noise level the step went to
+    return latents / (sigma**2 + 1) ** 0.5
+
+
 def _uses_ddpm_steps(scheduler: SchedulerMixin) -> bool:
     return any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__)
 
@@ -284,8 +303,11 @@ class DDPMCFGPipeline(DiffusionPipeline):
         """
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"`num_frames` must be an integer >= 1, got {num_frames!r}.")
-        labels = call_kwargs.get("class_labels")
-        num_labels = len(labels) if isinstance(labels, (list, tuple)) else None
+        num_labels = count_labels(call_kwargs.get("class_labels"))
+        user_callback = call_kwargs.pop("callback_on_step_end", None)
+        tensor_inputs = list(call_kwargs.pop("callback_on_step_end_tensor_inputs", None) or ["latents"])
+        if isinstance(user_callback, (PipelineCallback, MultiPipelineCallbacks)):
+            tensor_inputs = list(user_callback.tensor_inputs)
         frames = []
 
         def grid_of(sample: torch.Tensor) -> PIL.Image.Image:
@@ -294,19 +316,24 @@ class DDPMCFGPipeline(DiffusionPipeline):
             return make_image_grid(images, rows=rows, cols=len(images) // rows)
 
         def record_frame(pipe, step, timestep, callback_kwargs):
+            if user_callback is not None:
+                callback_kwargs = {**callback_kwargs, **user_callback(pipe, step, timestep, callback_kwargs)}
             every = math.ceil(pipe.num_timesteps / num_frames)
             if step % every == 0 or step == pipe.num_timesteps - 1:
-                frames.append(grid_of(callback_kwargs["latents"]))
+                frames.append(grid_of(variance_preserving(pipe.scheduler, callback_kwargs["latents"])))
             return callback_kwargs
 
         output_type = call_kwargs.pop("output_type", "pil")
-        images = self(**call_kwargs, output_type="pt", callback_on_step_end=record_frame).images
+        return_dict = call_kwargs.pop("return_dict", True)
+        images = self(**call_kwargs, output_type="pt", callback_on_step_end=record_frame,
+                      callback_on_step_end_tensor_inputs=sorted(set(tensor_inputs) | {"latents"})).images  # fmt: skip
         # The last frame holds the final samples, so it is also the grid of the final images.
         durations = [frame_duration_ms] * (len(frames) - 1) + [final_frame_duration_ms]
         frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
         if grid_path is not None:
             frames[-1].save(grid_path)
-        return DDPMCFGPipelineOutput(images=_images_as(images, output_type))
+        images = _images_as(images, output_type)
+        return DDPMCFGPipelineOutput(images=images) if return_dict else (images,)
 
     def _label_ids(self, class_labels) -> list[int] | None:
         """Turns `class_labels` (ids or names, one or a list) into a list of valid ids, or `None`."""

@@ -265,6 +265,34 @@ def test_denoising_gif_images_equal_a_plain_call(tmp_path):
     np.testing.assert_array_equal(plain, recorded)
 
 
+def test_denoising_gif_shows_euler_frames_on_the_data_scale(tmp_path):
+    """Euler's x_t = x_0 + sigma * eps starts at sigma ~ 14: unscaled, its first frames are all black and white."""
+    pipe = tiny_pipeline(scheduler=EulerDiscreteScheduler(num_train_timesteps=TRAIN_STEPS))
+    pipe.denoising_gif(tmp_path / "e.gif", class_labels=[0, 1], batch_size=8, num_inference_steps=6,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    with PIL.Image.open(tmp_path / "e.gif") as gif:
+        first = np.asarray(gif.convert("L"))
+    saturated = np.isin(first, [0, 255]).mean()
+    assert saturated < 0.5  # N(0, 1) pixels clip at 0 or 255 about a third of the time; N(0, 14^2) ones 97%
+
+
+def test_denoising_gif_takes_a_callback_return_dict_and_tensor_labels(tmp_path):
+    pipe = tiny_pipeline()
+    seen = []
+
+    def callback(pipe, step, timestep, callback_kwargs):
+        seen.append(step)
+        return {"latents": callback_kwargs["latents"] * 0} if step == 2 else callback_kwargs
+
+    output = pipe.denoising_gif(tmp_path / "c.gif", grid_path=tmp_path / "c.png", class_labels=torch.tensor([0, 2]),
+                                batch_size=2, num_inference_steps=3, callback_on_step_end=callback, return_dict=False,
+                                output_type="np")  # fmt: skip
+    assert seen == [0, 1, 2] and isinstance(output, tuple)
+    np.testing.assert_array_equal(output[0], np.full((4, 8, 8, 1), 0.5, np.float32))  # the callback's last word
+    with PIL.Image.open(tmp_path / "c.png") as grid:
+        assert grid.size == (16, 16)  # one row per label of the tensor
+
+
 def test_id2label_keys_from_json_become_ints():
     pipe = tiny_pipeline(id2label={"0": "T-shirt", "2": "Bag"})
     assert pipe.config.id2label == {0: "T-shirt", 2: "Bag"}
