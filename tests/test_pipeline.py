@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import variance_preserving
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -265,15 +266,20 @@ def test_denoising_gif_images_equal_a_plain_call(tmp_path):
     np.testing.assert_array_equal(plain, recorded)
 
 
-def test_denoising_gif_shows_euler_frames_on_the_data_scale(tmp_path):
-    """Euler's x_t = x_0 + sigma * eps starts at sigma ~ 14: unscaled, its first frames are all black and white."""
-    pipe = tiny_pipeline(scheduler=EulerDiscreteScheduler(num_train_timesteps=TRAIN_STEPS))
-    pipe.denoising_gif(tmp_path / "e.gif", class_labels=[0, 1], batch_size=8, num_inference_steps=6,
-                       generator=torch.Generator().manual_seed(0))  # fmt: skip
-    with PIL.Image.open(tmp_path / "e.gif") as gif:
-        first = np.asarray(gif.convert("L"))
-    saturated = np.isin(first, [0, 255]).mean()
-    assert saturated < 0.5  # N(0, 1) pixels clip at 0 or 255 about a third of the time; N(0, 14^2) ones 97%
+def test_gif_frames_of_euler_schedulers_are_on_the_data_scale():
+    """Euler keeps x_t = x_0 + sigma * eps (sigma up to ~14): a frame shows it divided by sqrt(sigma^2 + 1)."""
+    scheduler = EulerDiscreteScheduler(num_train_timesteps=1000)
+    scheduler.set_timesteps(6)
+    generator = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(2, 1, 8, 8, generator=generator) * 2 - 1, torch.randn(2, 1, 8, 8, generator=generator)
+    sigma0, sigma1 = scheduler.sigmas[0], scheduler.sigmas[1]
+    # One step with the true noise as the prediction lands exactly on x_0 + sigma_1 * eps.
+    x1 = scheduler.step(eps, scheduler.timesteps[0], x0 + sigma0 * eps).prev_sample
+    torch.testing.assert_close(x1, x0 + sigma1 * eps)
+    torch.testing.assert_close(variance_preserving(scheduler, x1), (x0 + sigma1 * eps) / (sigma1**2 + 1) ** 0.5)
+    assert sigma1 > 3  # a frame that would otherwise be clipped to black and white
+    ddim = DDIMScheduler(num_train_timesteps=1000)
+    assert variance_preserving(ddim, x1) is x1  # DDPM and DDIM samples are variance-preserving already
 
 
 def test_denoising_gif_takes_a_callback_return_dict_and_tensor_labels(tmp_path):
