@@ -12,6 +12,7 @@ import numbers
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +21,9 @@ import torch
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, make_image_grid
+from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub import create_repo, hf_hub_download, snapshot_download, upload_folder
 
 # The package this file was imported as part of: `hf_ddpm` when installed. `load_config` looks up the classes of
 # code-file components there by name (a copy loaded from a model folder has no such package).
@@ -469,6 +471,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         if push_to_hub:
             repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
             hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "token", "create_pr") if k in kwargs}
+        kwargs.pop("push_to_hub", None)
         super().save_pretrained(
             save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
             **kwargs,
@@ -486,7 +489,24 @@ class DDPMCFGPipeline(DiffusionPipeline):
         with open(index_path, "w", encoding="utf-8") as index_file:
             index_file.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
         if push_to_hub:
-            self.push_to_hub(repo_id, safe_serialization=safe_serialization, variant=variant, **hub_kwargs)
+            _upload_pipeline_folder(save_directory, index, repo_id, **hub_kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        **save_kwargs,
+    ):
+        """Saves the pipeline (as `save_pretrained(**save_kwargs)`) into a temporary folder and uploads exactly that
+        folder, with a model card, in one commit through `HfApi.upload_folder`. Returns the commit info."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, **save_kwargs)
+            with open(os.path.join(folder, self.config_name), encoding="utf-8") as index_file:
+                index = json.load(index_file)
+            return _upload_pipeline_folder(folder, index, repo_id, commit_message, private, token, create_pr)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -537,6 +557,29 @@ def _images_as(images: torch.Tensor, output_type: str) -> list[PIL.Image.Image] 
 
 def _module_stem(cls: type) -> str:
     return cls.__module__.rsplit(".", 1)[-1]
+
+
+def _upload_pipeline_folder(
+    folder: str | os.PathLike,
+    index: dict,
+    repo_id: str,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    create_pr: bool = False,
+):
+    """Uploads the pipeline saved in `folder` (its `model_index.json` is `index`): the index, the pipeline's code file,
+    every component folder and the model card (`README.md`; diffusers' default card when the folder has none), and
+    nothing else that the folder may hold."""
+    repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    if not os.path.isfile(os.path.join(folder, "README.md")):
+        populate_model_card(load_or_create_model_card(repo_id, token=token)).save(os.path.join(folder, "README.md"))
+    components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+    allow = ["model_index.json", "README.md", f"{index['_class_name'][0]}.py", *(f"{name}/*" for name in components)]
+    return upload_folder(
+        folder_path=folder, repo_id=repo_id, allow_patterns=allow, token=token, create_pr=create_pr,
+        commit_message=commit_message or "Upload pipeline",
+    )  # fmt: skip
 
 
 def _copy_source_file(cls: type, folder: str | os.PathLike) -> str:

@@ -176,3 +176,16 @@ def test_save_pretrained_with_push_to_hub_uploads_the_same_folder(hub_server, tm
     uploaded = hub_server.repo_files(repo_id)
     for path in folder_files(tmp_path):
         assert uploaded[path] == (tmp_path / path).read_bytes()
+
+
+def test_save_pretrained_with_push_to_hub_uploads_its_model_card_and_nothing_else_of_the_folder(hub_server, tmp_path):
+    (tmp_path / "README.md").write_text("# My digits model\n")
+    (tmp_path / "notes.txt").write_text("not part of the pipeline")
+    tiny_pipeline().save_pretrained(tmp_path, push_to_hub=True, repo_id=f"{hub_server.user}/carded",
+                                    token=hub_server.token, commit_message="First upload")  # fmt: skip
+    uploaded = hub_server.repo_files(f"{hub_server.user}/carded")
+    expected = [path for path in folder_files(tmp_path) if path != "notes.txt"]
+    assert sorted(set(uploaded) - {".gitattributes"}) == expected
+    assert uploaded["README.md"] == b"# My digits model\n"
+    assert "unet/unet_2d.py" in uploaded and "pipeline_ddpm_cfg.py" in uploaded
+    assert hub_server.commit_messages(f"{hub_server.user}/carded")[-1] == "First upload"
