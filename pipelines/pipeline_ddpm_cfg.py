@@ -222,6 +222,8 @@ class DDPMCFGPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check every argument before any work.
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")
         label_ids = self._label_ids(class_labels)
         num_inference_steps = self._check_inputs(
             label_ids, batch_size, guidance_scale, num_inference_steps, eta, generator, output_type,
@@ -347,7 +349,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 f"`class_labels` was given ({class_labels!r}) but the UNet is unconditional (no class embedding): "
                 "leave `class_labels=None`."
             )
-        if isinstance(class_labels, torch.Tensor):
+        if isinstance(class_labels, (torch.Tensor, np.ndarray)):
             class_labels = class_labels.tolist()
         labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
         if not labels:
@@ -427,8 +429,9 @@ class DDPMCFGPipeline(DiffusionPipeline):
             )
         if eta < 0:
             raise ValueError(f"`eta` must be >= 0, got {eta!r}.")
-        if isinstance(generator, list) and not all(isinstance(g, torch.Generator) for g in generator):
-            raise ValueError("`generator` must be a torch.Generator or a list of them.")
+        generators = generator if isinstance(generator, list) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {generator!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
         unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]

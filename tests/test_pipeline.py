@@ -355,6 +355,8 @@ BAD_CALLS = [
     (dict(class_labels=0, batch_size=0), "batch_size.*>= 1"),
     (dict(class_labels=0, guidance_scale=3.0, guidance_rescale=1.5), r"guidance_rescale.*\[0, 1\]"),
     (dict(class_labels=0, eta=-1.0), "eta"),
+    (dict(class_labels=0, generator=0), "`generator` must be a torch.Generator or a list of them, got 0"),
+    (dict(class_labels=0, callback_on_step_end=5), "`callback_on_step_end` must be callable, got 5"),
     (dict(class_labels=0, guidance_scale=float("nan")), "`guidance_scale` must be a finite number, got nan"),
     (dict(class_labels=0, guidance_scale=float("inf")), "`guidance_scale` must be a finite number, got inf"),
     (dict(class_labels=0, guidance_scale=True), "`guidance_scale` must be a finite number, got True"),
@@ -386,3 +388,11 @@ def test_label_names_match_exactly_first_then_case_insensitively_when_unique():
     assert log.calls[0] == (3, [1, 0, 2])
     with pytest.raises(ValueError, match="'SHIRT' is ambiguous: it matches 'shirt', 'Shirt'"):
         pipe("SHIRT", num_inference_steps=1)
+
+
+def test_labels_as_a_numpy_array_work_like_a_list():
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    pipe(np.array([2, 0]), num_inference_steps=1)
+    pipe([2, 0], num_inference_steps=1)
+    assert log.calls[0] == log.calls[1] == (2, [2, 0])
