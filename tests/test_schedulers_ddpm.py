@@ -17,7 +17,7 @@ from helpers import (
     public_config,
     tiny_diffusers_unet,
 )
-from hf_ddpm.schedulers import DDPMScheduler, DDPMSchedulerOutput
+from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler, DDPMSchedulerOutput
 from hf_ddpm.schedulers.scheduling_ddpm import spaced_timesteps
 
 VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
@@ -350,3 +350,36 @@ def test_step_with_a_model_output_of_the_wrong_shape_raises(variance_type, outpu
     sample = torch.zeros(2, 1, 4, 4)
     with pytest.raises(ValueError, match=r"`model_output` must have shape \(2, [12], 4, 4\)"):
         ours.step(torch.zeros(2, output_channels, 4, 4), 999, sample)
+
+
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("timesteps", [-1, 1000, [3, -2], 2.5])
+def test_timesteps_outside_training_are_refused_not_wrapped(scheduler_class, timesteps):
+    scheduler = scheduler_class(num_train_timesteps=1000)
+    x0 = torch.zeros(len(timesteps) if isinstance(timesteps, list) else 1, 1, 2, 2)
+    for call in (scheduler.add_noise, scheduler.get_velocity):
+        with pytest.raises(ValueError, match=r"`timesteps` must be integers in \[0, 999\]"):
+            call(x0, torch.zeros_like(x0), torch.tensor(timesteps))
+    with pytest.raises(ValueError, match=r"`timesteps` must be integers in \[0, 999\]"):
+        scheduler.snr(timesteps)
+
+
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("config, message", [
+    (dict(num_train_timesteps=0), "`num_train_timesteps` must be an integer >= 1; got 0"),
+    (dict(num_train_timesteps=10.5), "`num_train_timesteps` must be an integer >= 1; got 10.5"),
+    (dict(beta_end=1.5), r"Every beta must lie in \[0, 1\); `beta_start`=0.0001, `beta_end`=1.5"),
+    (dict(beta_start=-0.1), r"Every beta must lie in \[0, 1\)"),
+    (dict(num_train_timesteps=2, trained_betas=[0.5, 1.2]), r"`trained_betas` gives betas in \[0.5, 1.2\]"),
+])  # fmt: skip
+def test_configs_that_give_no_valid_noise_schedule_are_refused(scheduler_class, config, message):
+    with pytest.raises(ValueError, match=message):
+        scheduler_class(**config)
+
+
+def test_integral_float_timesteps_index_like_integers():
+    scheduler = DDPMScheduler()
+    x0, noise = torch.ones(2, 1, 2, 2), torch.randn(2, 1, 2, 2)
+    torch.testing.assert_close(
+        scheduler.add_noise(x0, noise, torch.tensor([10.0, 999.0])), scheduler.add_noise(x0, noise, torch.tensor([10, 999]))
+    )

@@ -92,12 +92,18 @@ class _NoiseScheduleMixin:
     ) -> None:
         if beta_schedule == "cosine":  # diffusers knows only the original name; store that so saved configs load there
             self.register_to_config(beta_schedule="squaredcos_cap_v2")
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+            raise ValueError(f"`num_train_timesteps` must be an integer >= 1; got {num_train_timesteps!r}")
         if trained_betas is not None:
             self.betas = torch.tensor(trained_betas, dtype=torch.float32)
             if len(self.betas) != num_train_timesteps:
                 raise ValueError(f"`trained_betas` must hold num_train_timesteps={num_train_timesteps} values")
         else:
             self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        if not bool(((self.betas >= 0) & (self.betas < 1)).all()):  # else alpha_t = 1 - beta_t leaves (0, 1]
+            source = "`trained_betas`" if trained_betas is not None else f"`beta_start`={beta_start}, `beta_end`={beta_end}"
+            raise ValueError(f"Every beta must lie in [0, 1); {source} gives betas in "
+                             f"[{float(self.betas.min()):g}, {float(self.betas.max()):g}]")  # fmt: skip
         if rescale_betas_zero_snr:  # Algorithm 1 of Lin et al. 2024, https://arxiv.org/abs/2305.08891
             self.betas = rescale_zero_terminal_snr(self.betas)
         self.alphas = 1.0 - self.betas
@@ -167,8 +173,8 @@ class _NoiseScheduleMixin:
         snr = self.alphas_cumprod / (1 - self.alphas_cumprod)
         if timesteps is None:
             return snr
-        timesteps = torch.as_tensor(timesteps)
-        return snr.to(timesteps.device)[timesteps]
+        timesteps = self._train_timesteps(timesteps, snr.device)
+        return snr[timesteps]
 
     def _noise_levels(self, timesteps, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # One gather from a table kept per device and dtype: no per-call host-to-device copy of alphas_cumprod.
@@ -176,9 +182,22 @@ class _NoiseScheduleMixin:
         if key not in self._noise_level_tables:
             table = torch.stack([self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()])
             self._noise_level_tables[key] = table.to(device=like.device, dtype=like.dtype)
-        timesteps = torch.as_tensor(timesteps, device=like.device).reshape(-1)
+        timesteps = self._train_timesteps(timesteps, like.device).reshape(-1)
         levels = self._noise_level_tables[key][:, timesteps].view(2, -1, *([1] * (like.ndim - 1)))
         return levels[0], levels[1]
+
+    def _train_timesteps(self, timesteps, device) -> torch.Tensor:
+        """`timesteps` as an integer tensor on `device`; a ValueError unless each is a training timestep 0..T-1 (an
+        index of -1 would otherwise silently mean T - 1)."""
+        timesteps = torch.as_tensor(timesteps, device=device)
+        T = self.config.num_train_timesteps
+        if timesteps.is_floating_point():
+            if not bool((timesteps == timesteps.round()).all()):
+                raise ValueError(f"`timesteps` must be integers in [0, {T - 1}]; got {timesteps.tolist()}")
+            timesteps = timesteps.long()
+        if bool(((timesteps < 0) | (timesteps >= T)).any()):
+            raise ValueError(f"`timesteps` must be integers in [0, {T - 1}]; got {timesteps.tolist()}")
+        return timesteps
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
