@@ -5,6 +5,7 @@ argument name that its errors may mention."""
 import argparse
 import os
 import re
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -72,12 +73,17 @@ def run_sample(args: argparse.Namespace) -> None:
 
     if args.labels and args.num_images is not None:
         raise ValueError("--num-images is for unconditional models; with --labels, --batch-size sets images per label")
+    check_seed(args.seed)
     check_image_path("--out", args.out, ".png")
     if args.gif is not None:
         check_image_path("--gif", args.gif, ".gif", allowed={".gif"})
     if args.device is not None:
         check_device(args.device)
     pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    if args.labels is None and pipe.config.null_class_id is not None:
+        names = ", ".join((pipe.config.id2label or {}).values()) or f"ids 0..{pipe.config.null_class_id - 1}"
+        print(f"{args.model} is class-conditional and no --labels were given: drawing unconditional samples (the null "
+              f"label, no guidance). Pass --labels for images of a class ({names}).", file=sys.stderr)  # fmt: skip
     save_grid_and_gif(
         pipe, args.out, args.gif, seed=args.seed, class_labels=label_arguments(pipe, args.labels),
         batch_size=next((n for n in (args.batch_size, args.num_images) if n is not None), 1),
@@ -154,6 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from hf_ddpm.evaluation import evaluate
     from hf_ddpm.sampling import load_pipeline
 
+    check_seed(args.seed)
     if args.device is not None:
         check_device(args.device)
     pipe = load_pipeline(args.model, device=args.device)
@@ -167,6 +174,11 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )  # fmt: skip
     print(result.table())
     print(f"wrote {args.out}/metrics.json and the plots")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:  # image i takes seed + i, and a torch generator takes at most 64 bits
+        raise ValueError(f"--seed must be in [0, 2**63), got {seed}.")
 
 
 def check_device(device: str) -> None:

@@ -81,6 +81,7 @@ def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler
     (["--labels", "1", "--eta", "nan"], "error: --eta must be a finite number, got nan"),
     (["--device", "tpu:3"], "--device 'tpu:3' cannot be used here"),
     (["--gif", "denoise.png"], "--gif 'denoise.png' must name an image file such as 'samples.gif'"),
+    (["--seed", str(2**64)], "--seed must be in [0, 2**63), got 18446744073709551616"),
 ])  # fmt: skip
 def test_bad_arguments_exit_with_status_2_and_the_reason(tmp_path, capsys, arguments, message):
     save_tiny_pipeline(tmp_path / "model")
@@ -159,3 +160,10 @@ def test_sample_shows_a_progress_bar_and_the_files_written(tmp_path, capsys):
     main(["sample", str(tmp_path / "model"), "--labels", "Bag", "--steps", "3", "--out", str(tmp_path / "g.png")])
     captured = capsys.readouterr()
     assert "3/3" in captured.err and f"wrote {tmp_path / 'g.png'}" in captured.out
+
+
+def test_a_conditional_model_without_labels_says_it_draws_unconditionally(tmp_path, capsys):
+    save_tiny_pipeline(tmp_path / "model")
+    main(["sample", str(tmp_path / "model"), "--steps", "2", "--out", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err
+    assert "is class-conditional and no --labels were given" in err and "(T-shirt, Sneaker, Bag)" in err
