@@ -41,6 +41,8 @@ def load_pipeline(model: str, scheduler: str | None = None, device: str | None =
     `SCHEDULERS` (built from the saved scheduler's config, so the noise schedule is kept), and moves it to `device`.
     A model that cannot be loaded raises a ValueError saying whether it was read as a folder or as a Hub id.
     """
+    if not os.path.isdir(model) and not _is_hub_repo_id(model):
+        raise ValueError(f"MODEL {model!r} is not an existing folder (nor a Hub repository id such as 'user/name').")
     try:
         pipe = DDPMCFGPipeline.from_pretrained(model)
     except OSError as error:  # missing files and every Hub error (not found, offline, gated) are OSErrors
@@ -52,6 +54,16 @@ def load_pipeline(model: str, scheduler: str | None = None, device: str | None =
     if scheduler is not None:
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler)
     return pipe.to(device or default_device())
+
+
+def _is_hub_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:

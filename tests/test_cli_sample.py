@@ -148,6 +148,7 @@ def test_a_model_that_cannot_be_loaded_exits_with_status_2_saying_how_it_was_rea
     for model, message in [
         (str(tmp_path / "empty"), "is a folder without a saved pipeline in it"),
         (f"{hub_server.user}/no-such-model", "is not a local folder, and as a Hub repository id it could not be loaded"),
+        (str(tmp_path / "missing"), "is not an existing folder (nor a Hub repository id such as 'user/name')"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["sample", model, "--out", str(tmp_path / "grid.png")])
