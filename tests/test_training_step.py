@@ -218,3 +218,28 @@ def test_a_tiny_model_learns_two_digits(tmp_path):
         return ((x_t - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt() - x0).pow(2).mean().item()
 
     assert x0_error(trained) < 0.5 * x0_error(untrained)
+
+
+def test_the_ema_is_the_warmed_up_moving_average_of_the_weights(monkeypatch, tmp_path):
+    """shadow <- shadow - (1 - decay_k) (shadow - weights) after optimizer step k, with the warm-up decay of
+    `--ema_inv_gamma` / `--ema_power`: decay_k = min(max_decay, 1 - (1 + (k - 1) / inv_gamma) ** -power), 0 at k = 1."""
+    trajectory = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            result = super().step(closure)
+            trajectory.append([p.detach().clone() for group in self.param_groups for p in group["params"]])
+            return result
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    output = train(tiny_flags(tmp_path / "run", "--max_train_steps", "5", "--use_ema", "--ema_inv_gamma", "2",
+                              "--ema_power", "0.5", "--ema_max_decay", "0.6"))  # fmt: skip
+    shadow = [p.clone() for p in trajectory[0]]
+    for k, weights in enumerate(trajectory, start=1):
+        decay = 0.0 if k == 1 else min(0.6, 1 - (1 + (k - 1) / 2) ** -0.5)
+        shadow = [s - (1 - decay) * (s - w) for s, w in zip(shadow, weights, strict=True)]
+    saved = list(DDPMCFGPipeline.from_pretrained(output).unet.parameters())
+    assert len(saved) == len(shadow)
+    for expected, parameter in zip(shadow, saved, strict=True):
+        torch.testing.assert_close(parameter, expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(saved[0], trajectory[-1][0])  # an average that lags, not the last weights
