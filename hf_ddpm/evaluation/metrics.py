@@ -56,7 +56,9 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
             "fewer samples than dimensions the covariance is singular and the distance biased upwards.",
             stacklevel=2,
         )
-    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    # Whole sets on this process: in a process group (training measures on the main process only) compute() would
+    # otherwise wait for the states of processes that never measure.
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), sync_on_compute=False)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return float(metric.compute())
@@ -70,7 +72,9 @@ def kernel_distance(
 
     check_feature_sets(real, fake)
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    metric = KernelInceptionDistance(  # no sync on compute, as in `frechet_distance`
+        feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size, sync_on_compute=False
+    )
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng(devices=[]):  # torchmetrics draws the subsets from the global generator
