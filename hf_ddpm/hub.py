@@ -1,5 +1,6 @@
 """Sharing a trained pipeline on the Hugging Face Hub: the token check, background pushes, the model card."""
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ MODEL_CARD_TAGS = ("diffusers", "pixel-space-diffusion", "ddpm", "hf-ddpm")
 CFG_TAG = "classifier-free-guidance"
 SECRET_KEY_PARTS = ("token", "secret", "password", "api_key", "credential")
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
+# The values of an evaluation that the model card shows, in this order.
+EVALUATION_METRICS = ("fid", "fd_dinov2", "fd_digits", "kid", "precision", "recall", "agreement")
 MISSING_TOKEN_HELP = "pass --hub_token, set the HF_TOKEN environment variable, or log in with `hf auth login`"
 
 
@@ -165,8 +168,10 @@ def write_model_card(
     training_args: Optional[dict] = None,
     sample_grid_path: Optional[str] = None,
     id2label: Optional[dict] = None,
+    evaluation_dir: Optional[str] = None,
 ) -> ModelCard:
-    """Write `output_dir/README.md`: Hub metadata (tags, dataset), a sample grid, usage and the training settings.
+    """Write `output_dir/README.md`: Hub metadata (tags, dataset), a sample grid, usage, an evaluation and the training
+    settings.
 
     Args:
         output_dir (`str`): the pipeline folder.
@@ -176,6 +181,9 @@ def write_model_card(
             (tokens, passwords, ...) are left out.
         sample_grid_path (`str`, *optional*): an image of samples; copied into `output_dir` if it lies elsewhere.
         id2label (`dict[int, str]`, *optional*): class names of a class-conditional model.
+        evaluation_dir (`str`, *optional*): a folder inside `output_dir` written by `hf_ddpm.evaluation.write_report`
+            for rows that differ in guidance scale only (as the training script sweeps): its `metrics.json` becomes a
+            table (each metric at each scale, beside its real-vs-real floor) and its guidance trade-off plot is shown.
     """
     conditional = bool(id2label)
     card_data = ModelCardData(
@@ -192,6 +200,7 @@ def write_model_card(
         _samples_section(output_dir, sample_grid_path),
         _usage_section(model_id, id2label),
         _classes_section(id2label),
+        _evaluation_section(output_dir, evaluation_dir),
         _settings_section(training_args),
     ]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(section for section in sections if section) + "\n"
@@ -259,6 +268,43 @@ def _classes_section(id2label: Optional[dict]) -> str:
         return ""
     rows = "\n".join(f"| {class_id} | {_cell(id2label[class_id])} |" for class_id in sorted(id2label))
     return f"## Classes\n\n| Id | Label |\n|---:|---|\n{rows}"
+
+
+def _evaluation_section(output_dir: str, evaluation_dir: Optional[str]) -> str:
+    if evaluation_dir is None or not os.path.isfile(os.path.join(evaluation_dir, "metrics.json")):
+        return ""
+    from .evaluation.evaluate import LOWER_IS_BETTER  # torch and the metrics: only for a card that has them
+
+    with open(os.path.join(evaluation_dir, "metrics.json"), encoding="utf-8") as file:
+        report = json.load(file)
+    rows, floors, info = report["rows"], report["floors"], report["info"]
+    metrics = [key for key in EVALUATION_METRICS if key in rows[0]]
+    scales = " | ".join(f"guidance {row['guidance_scale']:g}" for row in rows)
+    lines = [f"| Metric | {scales} | Real-vs-real floor |", "|---|" + "---:|" * (len(rows) + 1)]
+    for metric in metrics:
+        direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+        values = " | ".join(_number(row[metric]) for row in rows)
+        lines.append(f"| {metric} ({direction} is better) | {values} | {_number(floors.get(f'{metric}_floor'))} |")
+    first = rows[0]
+    step = f" after {info['step']} optimizer steps" if info.get("step") is not None else ""
+    text = [
+        "## Evaluation",
+        f"{first['num_samples']} samples per guidance scale{step} ({first['steps']} {first['scheduler'].upper()} "
+        f"steps, image i from seed {info.get('seed', 0)} + i), against the real images of `{info.get('dataset')}`. "
+        "The floor is what as many held-out real images score: the best a model can reach with this many samples.",
+        "\n".join(lines),
+    ]
+    if info.get("judge"):
+        text.append(f"Agreement: the share of samples that the {info['judge']} reads as the class asked for.")
+    plot = os.path.join(evaluation_dir, "cfg_tradeoff.png")
+    if os.path.isfile(plot):
+        relative = Path(os.path.relpath(plot, output_dir)).as_posix()
+        text.append(f"![Guidance trade-off]({relative})")
+    return "\n\n".join(text)
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _settings_section(training_args: Optional[dict]) -> str:

@@ -9,7 +9,7 @@ the processes train on CPUs over gloo). The flags follow diffusers'
 examples/unconditional_image_generation/train_unconditional.py where it has one. The run ends with `--output_dir`
 holding a pipeline that `DDPMCFGPipeline.from_pretrained` and `DiffusionPipeline.from_pretrained(...,
 trust_remote_code=True)` load, with a model card; on the way it writes checkpoints (`checkpoint-N`), sample previews
-(`samples/`) and tensorboard logs.
+(`samples/`) and tensorboard logs, and with --eval_steps evaluations (`evaluation/`, `checkpoint-best`).
 
 The script reads top to bottom: parse the flags and check them, load the data, build the model, train, save.
 """
@@ -24,6 +24,7 @@ import os
 import json
 import re
 import shutil
+from collections.abc import Callable
 
 import torch
 from accelerate import Accelerator
@@ -34,13 +35,15 @@ from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from hf_ddpm.data import load_image_data, random_flip
+from hf_ddpm.data import ImageData, load_image_data, random_flip
+from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics
 from hf_ddpm.hub import DEFAULT_IGNORE_PATTERNS, HubPusher, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.previews import log_preview, write_preview
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
+from hf_ddpm.training_eval import METRIC_KEYS, BestValue, TrainingEvaluation, log_line, metric_keys, scalars
 from hf_ddpm.training_utils import (
     DATA_ORDER,
     LOSS_TYPES,
@@ -61,7 +64,11 @@ from hf_ddpm.training_utils import (
 logger = get_logger(__name__, log_level="INFO")
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+BEST_CHECKPOINT = "checkpoint-best"  # --keep_best_checkpoint; never pruned, never the "latest"
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
+REPLACED_SUFFIX = ".replaced"  # the checkpoint a complete new one replaces, for the moment of the swap
+EVALUATION_DIR = "evaluation"  # the final evaluation: metrics.json and plots, shown in the model card
+DEFAULT_EVAL_SAMPLES = 500
 # diffusers' schedules, but for piecewise_constant, which needs step rules of its own.
 LR_SCHEDULES = [kind.value for kind in SchedulerType if kind != SchedulerType.PIECEWISE_CONSTANT]
 
@@ -155,12 +162,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument("--save_images_steps", type=int, default=500,
                         help="Every N optimizer steps write a sample grid and a denoising GIF to samples/ and logs.")
     output.add_argument("--eval_batch_size", type=int, default=16,
-                        help="Images per preview (rounded up to a whole number per class).")
-    output.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps of the previews.")
-    output.add_argument("--guidance_scale", type=float, default=3.0, help="Classifier-free guidance of the previews.")
+                        help="Images per preview (rounded up to a whole number per class); also images per pipeline "
+                             "call, on each process, of the --eval_steps evaluations.")
+    output.add_argument("--num_inference_steps", type=int, default=50,
+                        help="DDIM steps of the previews and evaluations.")
+    output.add_argument("--guidance_scale", type=float, default=3.0,
+                        help="Classifier-free guidance of the previews and of the periodic evaluations.")
     output.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"],
                         help="Where scalars and previews are logged.")
     output.add_argument("--logging_dir", default="logs", help="Log folder, inside --output_dir.")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval_steps", type=int, default=None,
+                            help="Measure the weights (EMA ones with --use_ema) against the real images every N "
+                                 "optimizer steps and at the end: tensorboard scalars eval/<metric>, and a final "
+                                 "table and guidance trade-off plot in evaluation/ and the model card. Default: no "
+                                 "evaluation; N larger than the run evaluates at the end only.")
+    evaluation.add_argument("--eval_num_samples", type=int, default=None,
+                            help=f"Images per evaluation, shared out over the processes (default "
+                                 f"{DEFAULT_EVAL_SAMPLES}).")
+    evaluation.add_argument("--eval_metrics", nargs="+", choices=METRICS, default=None,
+                            help="What to measure (hf_ddpm.evaluation). Default: fd_digits, kid, precision_recall "
+                                 "(and agreement, class-conditional) on digits; fid, kid, precision_recall elsewhere.")
+    evaluation.add_argument("--eval_guidance_scales", nargs="+", type=float, default=None,
+                            help="Guidance scales that the final evaluation sweeps, besides --guidance_scale (the "
+                                 "scale of the periodic ones); the trade-off plot needs two or more.")
+    evaluation.add_argument("--eval_classifier", default=None,
+                            help="A transformers image classifier (Hub id or folder) that judges `agreement` on a "
+                                 "dataset other than digits.")
+    evaluation.add_argument("--keep_best_checkpoint", default=None, choices=METRIC_KEYS, metavar="METRIC",
+                            help=f"After an evaluation that beats every earlier one by METRIC (one of "
+                                 f"{', '.join(METRIC_KEYS)}; among the evaluated ones), save the training state and "
+                                 f"the pipeline as {BEST_CHECKPOINT}, with best.json (metric, value, step). It is "
+                                 "never pruned and never the 'latest' to resume.")
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true",
@@ -172,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     positive = ["resolution", "train_batch_size", "num_epochs", "gradient_accumulation_steps", "checkpointing_steps",
                 "save_images_steps", "eval_batch_size", "num_inference_steps", "num_train_timesteps"]
-    for name in positive + ["max_train_steps", "max_train_samples", "checkpoints_total_limit"]:
+    for name in positive + ["max_train_steps", "max_train_samples", "checkpoints_total_limit", "eval_steps"]:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be at least 1, got {value}.")
@@ -202,7 +236,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.num_inference_steps > args.num_train_timesteps:
         parser.error(f"--num_inference_steps ({args.num_inference_steps}) cannot exceed --num_train_timesteps.")
+    check_evaluation_flags(parser, args)
     return args
+
+
+def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The evaluation flags that can be checked before the data is loaded; `main` checks the rest against it."""
+    evaluation_flags = ["eval_num_samples", "eval_metrics", "eval_guidance_scales", "eval_classifier",
+                        "keep_best_checkpoint"]  # fmt: skip
+    if args.eval_steps is None:
+        given = [f"--{name}" for name in evaluation_flags if getattr(args, name) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} given without --eval_steps: evaluation is off unless --eval_steps N.")
+        return
+    if args.eval_num_samples is None:
+        args.eval_num_samples = DEFAULT_EVAL_SAMPLES
+    if args.eval_num_samples < 2:
+        parser.error(f"--eval_num_samples must be at least 2 (a covariance needs two), got {args.eval_num_samples}.")
+    for scale in args.eval_guidance_scales or []:
+        if not 0 <= scale < math.inf:
+            parser.error(f"--eval_guidance_scales must be finite numbers >= 0, got {scale}.")
+    evaluated = metric_keys(args.eval_metrics or [])
+    if args.keep_best_checkpoint and args.eval_metrics and args.keep_best_checkpoint not in evaluated:
+        parser.error(
+            f"--keep_best_checkpoint {args.keep_best_checkpoint} is not among the evaluated values "
+            f"{evaluated} (--eval_metrics)."
+        )
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -261,6 +320,7 @@ def main(argv: list[str] | None = None) -> str:
             f"--class_conditional needs class labels, but {data.source} has none: give --label_column, or train "
             "with --unconditional."
         )
+    eval_metrics, eval_scale, final_scales = evaluation_settings(args, conditional)
     tensors = (data.images, data.labels) if conditional else (data.images,)
     global_batch_size = args.train_batch_size * accelerator.num_processes
     if len(data) < global_batch_size:
@@ -352,6 +412,29 @@ def main(argv: list[str] | None = None) -> str:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    # Evaluation is set up now (real features, floors, judge), so that a metric it cannot compute fails here.
+    def make_evaluator() -> Evaluator:
+        try:
+            return Evaluator(
+                pipeline(), args.dataset_name or args.train_data_dir, metrics=eval_metrics,
+                num_samples=args.eval_num_samples, classifier=args.eval_classifier, data=real_images(args, data),
+                dataset_config_name=args.dataset_config_name, image_column=args.image_column,
+                label_column=args.label_column, center_crop=args.center_crop,
+            )  # fmt: skip
+        except ValueError as error:
+            raise ValueError(f"Evaluation (--eval_steps) cannot be set up: {error}") from error
+
+    evaluation, best = None, None
+    if args.eval_steps is not None:
+        evaluation = TrainingEvaluation(
+            accelerator, make_evaluator, seed=args.seed, batch_size=args.eval_batch_size,
+            num_inference_steps=args.num_inference_steps,
+        )  # fmt: skip
+    if args.keep_best_checkpoint is not None:
+        best = BestValue(args.keep_best_checkpoint)
+        if resume_path is not None:  # a resumed run competes with the best of the run it continues
+            best = BestValue.read(os.path.join(args.output_dir, BEST_CHECKPOINT), args.keep_best_checkpoint)
+
     # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces deleted.
     if accelerator.is_main_process:
         if previous_run and args.overwrite_output_dir:
@@ -365,7 +448,9 @@ def main(argv: list[str] | None = None) -> str:
         ignore = list(DEFAULT_IGNORE_PATTERNS) + [f"{args.logging_dir}/*", "samples/*"]
         pusher = HubPusher(repo_id, hub_token, private=args.hub_private_repo, ignore_patterns=ignore)
 
-    def save_pipeline(pipe: DDPMCFGPipeline, sample_grid_path: str | None = None) -> None:
+    def save_pipeline(
+        pipe: DDPMCFGPipeline, sample_grid_path: str | None = None, evaluation_dir: str | None = None
+    ) -> None:
         """Writes the pipeline folder into --output_dir, with its model card."""
         pipe.save_pretrained(args.output_dir)
         write_model_card(
@@ -375,7 +460,23 @@ def main(argv: list[str] | None = None) -> str:
             training_args={key: value for key, value in vars(args).items() if key != "hub_token"},
             sample_grid_path=sample_grid_path,
             id2label=data.id2label if conditional else None,
+            evaluation_dir=evaluation_dir,
         )
+
+    def record_evaluation(row: dict, step: int) -> None:
+        """Logs an evaluation at --guidance_scale; keeps its state as checkpoint-best when it is the best so far."""
+        accelerator.log(scalars(row, eval_metrics), step=step)
+        logger.info(f"Evaluation at step {step} ({row['num_samples']} samples): {log_line(row, eval_metrics)}")
+        if best is None or not best.improved_by(row[best.metric]):
+            return
+        best.value, best.step = row[best.metric], step
+
+        def add_pipeline_and_value(checkpoint: str) -> None:
+            with ema_weights(model, ema):
+                pipeline().save_pretrained(os.path.join(checkpoint, "pipeline"))
+            best.write(checkpoint)
+
+        save_state_atomically(accelerator, os.path.join(args.output_dir, BEST_CHECKPOINT), add_pipeline_and_value)
 
     # 4. Train.
     if resume_path is not None:
@@ -441,6 +542,11 @@ def main(argv: list[str] | None = None) -> str:
                                             num_inference_steps=args.num_inference_steps, seed=args.seed)  # fmt: skip
                 if args.report_to == "tensorboard":
                     log_preview(accelerator.get_tracker("tensorboard", unwrap=True), preview, global_step)
+            # Every process samples its share; the last step's evaluation is the final one, below.
+            if evaluation is not None and global_step % args.eval_steps == 0 and global_step < max_train_steps:
+                with ema_weights(model, ema), evaluation_mode(model):
+                    row = evaluation.measure(pipeline(), eval_scale)
+                record_evaluation(row, global_step)
             if global_step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                 if accelerator.is_main_process:
@@ -452,8 +558,16 @@ def main(argv: list[str] | None = None) -> str:
                 break
     progress_bar.close()
 
-    # 5. Save the pipeline (EMA weights), a final sample grid and the model card; push.
+    # 5. Evaluate at every --eval_guidance_scales (all processes); save the pipeline (EMA weights), a final sample
+    # grid and the model card; push.
     accelerator.wait_for_everyone()
+    evaluation_dir = None
+    if evaluation is not None:
+        evaluation_dir = os.path.join(args.output_dir, EVALUATION_DIR)
+        with ema_weights(model, ema), evaluation_mode(model):
+            info = {"step": global_step, "seed": args.seed}
+            rows = evaluation.sweep(pipeline(), final_scales, evaluation_dir, info=info)
+        record_evaluation(next(row for row in rows if row["guidance_scale"] == eval_scale), global_step)
     if accelerator.is_main_process:
         with ema_weights(model, ema), evaluation_mode(model):
             pipe = pipeline()
@@ -461,7 +575,7 @@ def main(argv: list[str] | None = None) -> str:
             final = write_preview(pipe, args.output_dir, "samples", num_images=args.eval_batch_size,
                                   guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
                                   seed=args.seed)  # fmt: skip
-            save_pipeline(pipe, sample_grid_path=final.grid_path)
+            save_pipeline(pipe, sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
         if pusher is not None:
             pusher.push_blocking(args.output_dir, "End of training")
         logger.info(f"Saved the pipeline to {args.output_dir}")
@@ -600,11 +714,11 @@ def find_checkpoint_to_resume(args: argparse.Namespace) -> str | None:
 
 def previous_run_outputs(output_dir: str, logging_dir: str) -> list[str]:
     """The paths in `output_dir` that a training run writes and that exist: the pipeline (`model_index.json`, its code
-    file and component folders, the model card), the final preview, samples, logs and checkpoints. Anything else
-    in the folder is not ours, and --overwrite_output_dir leaves it alone."""
+    file and component folders, the model card), the final preview, samples, logs, the evaluation and checkpoints
+    (the best one included). Anything else in the folder is not ours, and --overwrite_output_dir leaves it alone."""
     if not os.path.isdir(output_dir):
         return []
-    names = ["samples", "samples.png", "samples.gif", logging_dir]
+    names = ["samples", "samples.png", "samples.gif", logging_dir, EVALUATION_DIR]
     index_path = os.path.join(output_dir, "model_index.json")
     if os.path.isfile(index_path):
         with open(index_path, encoding="utf-8") as index_file:
@@ -613,9 +727,15 @@ def previous_run_outputs(output_dir: str, logging_dir: str) -> list[str]:
         code = index.get("_class_name")
         code_files = [f"{code[0]}.py"] if isinstance(code, list) and code and isinstance(code[0], str) else []
         names += ["model_index.json", "README.md", *components, *code_files]
-    checkpoints = [name for name in os.listdir(output_dir) if CHECKPOINT_NAME.fullmatch(name.removesuffix(PARTIAL_SUFFIX))]
+    checkpoints = [name for name in os.listdir(output_dir) if is_checkpoint_folder(name)]
     names += sorted(checkpoints)
     return [os.path.join(output_dir, name) for name in names if os.path.exists(os.path.join(output_dir, name))]
+
+
+def is_checkpoint_folder(name: str) -> bool:
+    """`checkpoint-N` or `checkpoint-best`, complete, being written, or being replaced."""
+    base = name.removesuffix(PARTIAL_SUFFIX).removesuffix(REPLACED_SUFFIX)
+    return base == BEST_CHECKPOINT or CHECKPOINT_NAME.fullmatch(base) is not None
 
 
 def describe_previous_run(paths: list[str]) -> str:
@@ -632,21 +752,11 @@ def delete_previous_run(paths: list[str]) -> None:
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None) -> None:
-    """`accelerator.save_state` into `output_dir/checkpoint-{step}`, all or nothing: the state is written under a
-    temporary name and renamed when complete, so a crash never leaves a checkpoint that looks whole but is not.
-    Once it is complete, the oldest checkpoints go until at most `total_limit` remain: a crash while saving always
-    leaves the previous checkpoint to resume from."""
-    final = os.path.join(output_dir, f"checkpoint-{step}")
-    partial = final + PARTIAL_SUFFIX
+    """`accelerator.save_state` into `output_dir/checkpoint-{step}`, all or nothing (`save_state_atomically`). Once
+    it is complete, the oldest checkpoints go until at most `total_limit` remain: a crash while saving always leaves
+    the previous checkpoint to resume from."""
+    save_state_atomically(accelerator, os.path.join(output_dir, f"checkpoint-{step}"))
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(partial)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)  # a stale one from a run that was resumed from an earlier step
-        os.rename(partial, final)
-        logger.info(f"Saved {final}")
         if total_limit is not None:
             older = [path for saved_step, path in list_checkpoints(output_dir) if saved_step != step]
             for path in older[: max(0, len(older) - total_limit + 1)]:
@@ -654,9 +764,68 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.wait_for_everyone()
 
 
+def save_state_atomically(
+    accelerator: Accelerator, final: str, add_files: Callable[[str], None] | None = None
+) -> None:
+    """`accelerator.save_state` into the folder `final`, all or nothing: the state is written under a temporary name
+    (with whatever `add_files(folder)` adds on the main process) and renamed when complete, so a crash never leaves
+    a checkpoint that looks whole but is not. A folder already at `final` (a stale one from a run resumed from an
+    earlier step, or the previous best) is set aside until the new one is in place."""
+    partial, replaced = final + PARTIAL_SUFFIX, final + REPLACED_SUFFIX
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(partial)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if add_files is not None:
+            add_files(partial)
+        shutil.rmtree(replaced, ignore_errors=True)
+        if os.path.exists(final):
+            os.rename(final, replaced)
+        os.rename(partial, final)
+        shutil.rmtree(replaced, ignore_errors=True)
+        logger.info(f"Saved {final}")
+    accelerator.wait_for_everyone()
+
+
 def launched_distributed_without_gpus() -> bool:
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return launched and not torch.cuda.is_available()
+
+
+def evaluation_settings(args: argparse.Namespace, conditional: bool) -> tuple[list[str], float, list[float]]:
+    """The metrics, the guidance scale of the periodic evaluations and the scales of the final sweep (which holds
+    the periodic scale, so that the end of training continues the series). Raises a ValueError for the evaluation
+    flags that only the data decides."""
+    if args.eval_steps is None:
+        return [], 1.0, []
+    metrics = args.eval_metrics or default_metrics(args.dataset_name, conditional)
+    if args.keep_best_checkpoint is not None and args.keep_best_checkpoint not in metric_keys(metrics):
+        raise ValueError(
+            f"--keep_best_checkpoint {args.keep_best_checkpoint} is not among the evaluated values "
+            f"{metric_keys(metrics)}; add its metric to --eval_metrics."
+        )
+    if not conditional:  # guidance needs labels; an unconditional model is sampled as it is
+        if any(scale != 1.0 for scale in args.eval_guidance_scales or []):
+            raise ValueError("--eval_guidance_scales other than 1 need a class-conditional model; this one is not.")
+        return metrics, 1.0, [1.0]
+    return metrics, args.guidance_scale, sorted({args.guidance_scale, *(args.eval_guidance_scales or [])})
+
+
+def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
+    """The real side of evaluation: the dataset's whole split at the training resolution, as `evaluate` (and
+    `hf-ddpm evaluate`) read it, so that the numbers and the cached real features are theirs. That is the training
+    data, unless --max_train_samples drew a subset: then the split is read again, whole, because the model is meant to
+    learn the distribution, not the subset, and the real-vs-real floor needs more images than a small subset has.
+    Never flipped: --random_flip augments training; it does not change the data the model is measured against."""
+    if args.max_train_samples is None:
+        return data
+    return load_image_data(
+        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
+        resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
+    )  # fmt: skip
 
 
 def loggable(config: dict) -> dict:
