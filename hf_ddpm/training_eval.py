@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
 from .evaluation import EvaluationResult, Evaluator, sample_images, write_report
-from .evaluation.evaluate import LOWER_IS_BETTER, METRICS, _grid_images
+from .evaluation.evaluate import LOWER_IS_BETTER, METRICS, grid_images
 from .sampling import SCHEDULERS
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class TrainingEvaluation:
             row, images = self._sample_and_measure(pipe, scale)
             rows.append(row)
             if images is not None:
-                grids[index] = _grid_images(images, self.class_ids)
+                grids[index] = grid_images(images, self.class_ids)
         if self.accelerator.is_main_process:
             result = EvaluationResult(
                 rows=rows, floors=self.evaluator.floors, info={**info, **self.evaluator.info}, grids=grids

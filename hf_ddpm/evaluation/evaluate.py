@@ -340,7 +340,7 @@ def evaluate(
             }
             row.update(evaluator.measure(images))
             rows.append(row)
-            grids[index] = _grid_images(images, evaluator.class_ids)
+            grids[index] = grid_images(images, evaluator.class_ids)
     finally:
         pipe.scheduler = base_scheduler
         bar.close()
@@ -360,7 +360,8 @@ def sample_images(
 ) -> torch.Tensor:
     """Images number `indices` of an evaluation: image i of class `class_ids[i]` from the noise of seed `seed + i`,
     `batch_size` per pipeline call; `(len(indices), C, H, W)` in [0, 1] on the CPU. Any split of the indices (over
-    processes, over batches) gives the same images."""
+    processes, over batches) gives the same images up to float rounding (a convolution's last bits depend on the
+    batch size); bit for bit when every image is drawn in a batch of the same images."""
     indices = list(indices)
     batches = []
     for start in range(0, len(indices), batch_size):
@@ -424,7 +425,7 @@ def _scheduler_name(scheduler) -> str:
     return type(scheduler).__name__
 
 
-def _grid_images(images: torch.Tensor, class_ids: np.ndarray | None) -> torch.Tensor:
+def grid_images(images: torch.Tensor, class_ids: np.ndarray | None) -> torch.Tensor:
     """The first `GRID_IMAGES_PER_CLASS` images of each class, class by class (or the first few, unconditional)."""
     if class_ids is None:
         return images[: GRID_IMAGES_PER_CLASS * 4].clone()
