@@ -29,6 +29,8 @@ GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N",
 # 16-bit grayscale (PNG and TIFF of depth 16 open as one of these); PIL's convert("L") would clip them at 255.
 SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 RESAMPLE = PIL.Image.Resampling.BICUBIC
+# How many of the images left out by skip_corrupt_images the log names.
+UNREADABLE_NAMES_SHOWN = 5
 
 
 @dataclass
@@ -68,6 +70,7 @@ def load_image_data(
     split: str = "train",
     max_samples: Optional[int] = None,
     seed: int = 0,
+    skip_corrupt_images: bool = False,
 ) -> ImageData:
     """Load a dataset of images (and class labels, when it has them) into memory, ready to train on.
 
@@ -93,6 +96,9 @@ def load_image_data(
         max_samples (`int`, *optional*): keep a random subset of `max_samples` examples (drawn with `seed`; a
             dataset's first examples are often all of one class).
         seed (`int`): the seed of that subset.
+        skip_corrupt_images (`bool`): leave out the images that cannot be read (truncated, corrupt, empty or missing
+            files, broken bytes), with their labels, and log how many there were and the first few of them. By
+            default the first such image stops loading with a ValueError naming it.
 
     Returns:
         [`ImageData`]
@@ -100,7 +106,8 @@ def load_image_data(
     Raises:
         `ValueError`: before any decoding, for an argument out of range, a dataset that cannot be found (saying what
         was tried), a missing image or label column (listing the columns), a label column that does not hold
-        integer class ids, or an empty dataset.
+        integer class ids, or an empty dataset; while decoding, for an image that cannot be read, naming its file
+        (or, for images stored as bytes, its example and column), unless `skip_corrupt_images`.
     """
     _check_arguments(dataset_name, train_data_dir, resolution, num_channels, max_samples)
     if train_data_dir is None and dataset_name == DIGITS and not os.path.exists(DIGITS):
@@ -109,18 +116,34 @@ def load_image_data(
         return _load_digits(resolution, center_crop, num_channels, max_samples, seed)
 
     dataset, source = _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split)
+    rows = np.arange(len(dataset))  # the dataset's own example numbers, to name an image that cannot be read
     if max_samples is not None and max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+        # The subset that dataset.shuffle(seed=seed).select(range(max_samples)) draws, keeping its row numbers.
+        rows = np.random.default_rng(seed).permutation(len(dataset))[:max_samples]
+        dataset = dataset.select(rows)
     if len(dataset) == 0:
         raise ValueError(f"No examples to train on in the {source} (split {split!r}).")
     image_column = _find_image_column(dataset.features, image_column)
     label_column = _find_label_column(dataset.features, label_column)
     labels, id2label = _read_labels(dataset, label_column) if label_column is not None else (None, None)
 
-    decoder = datasets.Image()
     encoded = dataset.with_format("arrow")[image_column].to_pylist()  # {"bytes", "path"} per image, not decoded yet
-    pil_images = (decoder.decode_example(value) for value in encoded)
+    unreadable = []  # (position, name) of each image left out
+    pil_images = _decode(encoded, rows, image_column, source, skip_corrupt_images, unreadable)
     images = _images_to_tensor(pil_images, len(encoded), resolution, center_crop, num_channels)
+    if unreadable:
+        names = ", ".join(name for _, name in unreadable[:UNREADABLE_NAMES_SHOWN])
+        more = ", ..." if len(unreadable) > UNREADABLE_NAMES_SHOWN else ""
+        logger.warning(
+            f"Left out {len(unreadable)} of the {len(encoded)} images in the {source} that cannot be read "
+            f"(--skip_corrupt_images): {names}{more}"
+        )
+        if len(images) == 0:
+            raise ValueError(f"None of the {len(encoded)} images in the {source} can be read: {names}{more}")
+        if labels is not None:
+            keep = np.ones(len(encoded), dtype=bool)
+            keep[[position for position, _ in unreadable]] = False
+            labels = labels[torch.from_numpy(keep)]
     return ImageData(images=images, labels=labels, id2label=id2label, source=source)
 
 
@@ -292,6 +315,40 @@ def _read_labels(dataset: datasets.Dataset, label_column: str) -> tuple:
     return labels, id2label
 
 
+def _decode(
+    encoded: list, rows: np.ndarray, column: str, source: str, skip: bool, unreadable: list
+) -> Iterable[Optional[PIL.Image.Image]]:
+    """Decodes each `{"bytes", "path"}` value into a loaded PIL image. One that cannot be read raises a ValueError
+    naming it, or with `skip` is yielded as None and recorded in `unreadable` as (position, name)."""
+    decoder = datasets.Image()
+    for position, (row, value) in enumerate(zip(rows, encoded)):
+        try:
+            image = decoder.decode_example(value)
+            image.load()  # PIL reads lazily: a truncated file fails here, not later inside a resize
+        except Exception as error:  # PIL and the file system raise many kinds (OSError, SyntaxError, ValueError...)
+            name = _image_name(value, int(row), column)
+            if not skip:
+                raise ValueError(
+                    f"Cannot read the image {name} in the {source}: {type(error).__name__}: {error}. Repair or remove "
+                    "it, or leave out every image that cannot be read with --skip_corrupt_images "
+                    "(load_image_data(skip_corrupt_images=True))."
+                ) from error
+            unreadable.append((position, name))
+            yield None
+        else:
+            yield image
+
+
+def _image_name(value: dict, row: int, column: str) -> str:
+    """A file read from disk is named by its path; an image stored as bytes in the dataset by its example and column
+    (and the file name it was made from, when the dataset kept one)."""
+    path = value.get("path")
+    if value.get("bytes") is None and path:
+        return path
+    origin = f", from {path}" if path else ""
+    return f"example {row} (column {column!r}{origin})"
+
+
 def _resize_and_crop(image: PIL.Image.Image, resolution: int, center_crop: bool) -> PIL.Image.Image:
     width, height = image.size
     if (width, height) == (resolution, resolution):
@@ -305,12 +362,20 @@ def _resize_and_crop(image: PIL.Image.Image, resolution: int, center_crop: bool)
 
 
 def _images_to_tensor(
-    images: Iterable[PIL.Image.Image], count: int, resolution: int, center_crop: bool, num_channels: Optional[int]
+    images: Iterable[Optional[PIL.Image.Image]],
+    count: int,
+    resolution: int,
+    center_crop: bool,
+    num_channels: Optional[int],
 ) -> torch.Tensor:
-    """Resize, crop and convert PIL images to one `(count, C, resolution, resolution)` float32 tensor in [-1, 1]."""
+    """Resize, crop and convert up to `count` PIL images to one `(N, C, resolution, resolution)` float32 tensor in
+    [-1, 1]; a None in `images` (an image left out) takes no row."""
     pixels = np.empty((count, resolution, resolution, 3), dtype=np.uint8)
     grayscale = np.zeros(count, dtype=bool)
-    for index, image in enumerate(images):
+    kept = 0
+    for image in images:
+        if image is None:  # left out
+            continue
         if num_channels is not None:
             mode = "L" if num_channels == 1 else "RGB"
         else:
@@ -319,11 +384,13 @@ def _images_to_tensor(
             image = PIL.Image.fromarray(np.rint(np.asarray(image) / 257).clip(0, 255).astype(np.uint8), mode="L")
         image = image if image.mode == mode else image.convert(mode)
         array = np.asarray(_resize_and_crop(image, resolution, center_crop))
-        grayscale[index] = array.ndim == 2
-        if grayscale[index]:
-            pixels[index, :, :, 0] = array
+        grayscale[kept] = array.ndim == 2
+        if grayscale[kept]:
+            pixels[kept, :, :, 0] = array
         else:
-            pixels[index] = array
+            pixels[kept] = array
+        kept += 1
+    pixels, grayscale = pixels[:kept], grayscale[:kept]
     if num_channels == 1 or (num_channels is None and grayscale.all()):
         pixels = pixels[..., :1]
     else:  # colour data: grayscale images become three equal channels

@@ -1,3 +1,5 @@
+import io
+
 import datasets
 import numpy as np
 import PIL.Image
@@ -298,3 +300,123 @@ def test_bad_arguments_are_rejected_before_loading(kwargs, message):
 def test_no_dataset_at_all_is_rejected():
     with pytest.raises(ValueError, match="Give exactly one of --dataset_name"):
         load_image_data()
+
+
+# ----- images that cannot be read -----
+def _truncated_png(path) -> None:
+    PIL.Image.fromarray(_pixels(1, (16, 16, 3), seed=10)[0]).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+CORRUPT_FILES = {
+    "truncated.png": _truncated_png,
+    "random_bytes.jpg": lambda path: path.write_bytes(np.random.default_rng(11).bytes(600)),
+    "empty.png": lambda path: path.write_bytes(b""),
+}
+
+
+@pytest.mark.parametrize("bad_name", sorted(CORRUPT_FILES))
+def test_train_data_dir_with_a_corrupt_file_names_it_and_skipping_keeps_labels_aligned(bad_name, tmp_path, caplog):
+    cats, dogs = _pixels(2, (8, 8, 3), seed=12), _pixels(3, (8, 8, 3), seed=13)
+    _write_image_folder(tmp_path / "pets", {"cat": cats, "dog": dogs})
+    bad = tmp_path / "pets" / "cat" / bad_name
+    CORRUPT_FILES[bad_name](bad)
+    kwargs = dict(train_data_dir=str(tmp_path / "pets"), resolution=8, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=rf"Cannot read the image {bad} in the image folder .*--skip_corrupt_images"):
+        load_image_data(**kwargs)
+
+    data = load_image_data(**kwargs, skip_corrupt_images=True)
+    assert len(data) == 5 and data.id2label == {0: "cat", 1: "dog"}
+    for label, arrays in ((0, cats), (1, dogs)):  # every image kept beside its own label
+        assert sorted(data.images[data.labels == label].flatten(1).tolist()) == sorted(
+            _expected(arrays).flatten(1).tolist()
+        )
+    assert f"Left out 1 of the 6 images in the image folder {tmp_path / 'pets'} that cannot be read" in caplog.text
+    assert str(bad) in caplog.text
+
+
+def test_local_image_folder_dataset_skips_every_kind_of_corrupt_file_and_names_the_first_few(tmp_path, caplog):
+    (tmp_path / "flat").mkdir()
+    pixels = _pixels(3, (8, 8), seed=14)
+    for index, array in enumerate(pixels):
+        PIL.Image.fromarray(array, mode="L").save(tmp_path / "flat" / f"{index}.png")
+    for name, write in CORRUPT_FILES.items():
+        write(tmp_path / "flat" / name)
+    with pytest.raises(ValueError, match=r"Cannot read the image .*flat/(empty.png|random_bytes.jpg|truncated.png) "
+                                         r"in the local dataset .*: (OSError|UnidentifiedImageError)"):  # fmt: skip
+        _load(tmp_path / "flat", tmp_path, resolution=8)
+
+    data = _load(tmp_path / "flat", tmp_path, resolution=8, skip_corrupt_images=True)
+    assert data.labels is None and data.images.shape == (3, 1, 8, 8)
+    assert sorted(data.images.flatten(1).tolist()) == sorted(_expected(pixels).flatten(1).tolist())
+    assert "Left out 3 of the 6 images" in caplog.text
+    assert all(str(tmp_path / "flat" / name) in caplog.text for name in CORRUPT_FILES)
+
+
+def _with_broken_bytes(pixels: np.ndarray, bad_rows: dict) -> datasets.Dataset:
+    """A dataset of the images in `pixels` with integer labels, label i for image i, whose rows in `bad_rows` hold
+    the given bytes instead of an image."""
+    images = []
+    for row, array in enumerate(pixels):
+        buffer = io.BytesIO()
+        PIL.Image.fromarray(array, mode="L").save(buffer, format="PNG")
+        images.append({"bytes": bad_rows.get(row, buffer.getvalue()), "path": None})
+    features = Features({"image": Image(), "label": Value("int64")})
+    return datasets.Dataset.from_dict({"image": images, "label": list(range(len(pixels)))}, features=features)
+
+
+def test_parquet_with_broken_bytes_names_the_example_and_column_and_skipping_keeps_labels_aligned(tmp_path, caplog):
+    pixels = _pixels(6, (8, 8), seed=15)
+    good = io.BytesIO()
+    PIL.Image.fromarray(pixels[4], mode="L").save(good, format="PNG")
+    bad_rows = {1: good.getvalue()[:40], 4: b"not an image at all"}
+    _with_broken_bytes(pixels, bad_rows).to_parquet(str(tmp_path / "broken.parquet"))
+    with pytest.raises(ValueError, match=r"Cannot read the image example 1 \(column 'image'\) in the parquet file "):
+        _load(tmp_path / "broken.parquet", tmp_path, resolution=8)
+
+    data = _load(tmp_path / "broken.parquet", tmp_path, resolution=8, skip_corrupt_images=True)
+    kept = [0, 2, 3, 5]
+    assert data.labels.tolist() == kept and torch.equal(data.images, _expected(pixels[kept]))
+    assert "Left out 2 of the 6 images" in caplog.text
+    assert "example 1 (column 'image'), example 4 (column 'image')" in caplog.text
+
+
+def test_save_to_disk_with_broken_bytes_names_the_dataset_row_also_in_a_max_samples_subset(tmp_path):
+    pixels = _pixels(20, (8, 8), seed=16)
+    _with_broken_bytes(pixels, {13: b"\x89PNG\r\n\x1a\n broken"}).save_to_disk(str(tmp_path / "saved"))
+    # The subset of 15 images holds row 13 (checked below), at another position: the message names the row.
+    subset = datasets.load_from_disk(str(tmp_path / "saved")).shuffle(seed=0).select(range(15))
+    assert 13 in subset["label"] and subset["label"].index(13) != 13
+    with pytest.raises(ValueError, match=r"image example 13 \(column 'image'\) in the dataset saved with save_to_disk"):
+        _load(tmp_path / "saved", tmp_path, resolution=8, max_samples=15, seed=0)
+
+    # Skipping leaves the same subset that datasets' shuffle draws, less the broken image.
+    data = _load(tmp_path / "saved", tmp_path, resolution=8, max_samples=15, seed=0, skip_corrupt_images=True)
+    expected = [label for label in subset["label"] if label != 13]
+    assert data.labels.tolist() == expected and torch.equal(data.images, _expected(pixels[expected]))
+
+
+def test_parquet_pointing_at_a_missing_file_names_that_file(tmp_path):
+    paths = []
+    for index, array in enumerate(_pixels(3, (8, 8), seed=17)):
+        paths.append(str(tmp_path / f"{index}.png"))
+        PIL.Image.fromarray(array, mode="L").save(paths[-1])
+    features = Features({"image": Image(), "label": ClassLabel(names=["a", "b", "c"])})
+    # Parquet keeps local images as paths (save_to_disk would copy their bytes in).
+    datasets.Dataset.from_dict({"image": paths, "label": [0, 1, 2]}, features=features).to_parquet(
+        str(tmp_path / "by_path.parquet")
+    )
+    (tmp_path / "1.png").unlink()
+    with pytest.raises(ValueError, match=rf"Cannot read the image {tmp_path / '1.png'} in .*FileNotFoundError"):
+        _load(tmp_path / "by_path.parquet", tmp_path, resolution=8)
+    data = _load(tmp_path / "by_path.parquet", tmp_path, resolution=8, skip_corrupt_images=True)
+    assert data.labels.tolist() == [0, 2]
+
+
+def test_skipping_when_no_image_can_be_read_is_an_error(tmp_path):
+    (tmp_path / "broken").mkdir()
+    for name, write in CORRUPT_FILES.items():
+        write(tmp_path / "broken" / name)
+    with pytest.raises(ValueError, match="None of the 3 images in the local dataset .* can be read"):
+        _load(tmp_path / "broken", tmp_path, resolution=8, skip_corrupt_images=True)
