@@ -32,6 +32,7 @@ def write_preview(
     guidance_scale: float,
     num_inference_steps: int | None,
     seed: int,
+    callback_on_step_end=None,
 ) -> Preview:
     """Draws about `num_images` images with `pipe` (a `DDPMCFGPipeline`) and writes `samples_dir/{name}.png` and
     `samples_dir/{name}.gif`.
@@ -39,10 +40,11 @@ def write_preview(
     A class-conditional pipeline draws `ceil(num_images / classes)` images of every class, one row per class, with
     classifier-free guidance `guidance_scale`; an unconditional one draws `num_images`. Image i always starts from
     the noise of seed `seed + i`, so previews taken at different steps show the same draws getting better.
+    `callback_on_step_end` is the pipeline's (the training script stops a preview with it when the run must stop).
     """
     conditional = pipe.config.null_class_id is not None
     class_ids = list(range(pipe.config.null_class_id or 0))
-    call = {"num_inference_steps": num_inference_steps, "seed": seed}
+    call = {"num_inference_steps": num_inference_steps, "seed": seed, "callback_on_step_end": callback_on_step_end}
     if conditional:
         call.update(class_labels=class_ids, batch_size=math.ceil(num_images / len(class_ids)))
         call.update(guidance_scale=guidance_scale)

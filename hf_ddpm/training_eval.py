@@ -29,6 +29,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from .evaluation import EvaluationResult, Evaluator, sample_images, write_report
 from .evaluation.evaluate import LOWER_IS_BETTER, METRICS, grid_images
 from .sampling import SCHEDULERS
+from .stopping import StopRequested
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,11 @@ class TrainingEvaluation:
 
         self.num_samples, self.class_ids = run_on_main(accelerator, set_up)
 
-    def measure(self, pipe, guidance_scale: float) -> dict:
+    def measure(self, pipe, guidance_scale: float, stop: Callable[[], bool] | None = None) -> dict:
         """Samples the evaluation images at `guidance_scale` and measures them; the row (settings and metric values,
-        as `evaluate` writes them) on every process."""
-        row, _ = self._sample_and_measure(pipe, guidance_scale)
+        as `evaluate` writes them) on every process. `stop()`, asked between batches, abandons the evaluation: when
+        it says so on any process, every process raises `StopRequested` after its sampling."""
+        row, _ = self._sample_and_measure(pipe, guidance_scale, stop)
         return row
 
     def sweep(self, pipe, guidance_scales: Sequence[float], out_dir: str, info: dict) -> list[dict]:
@@ -119,9 +121,9 @@ class TrainingEvaluation:
         self.accelerator.wait_for_everyone()
         return rows
 
-    def _sample_and_measure(self, pipe, guidance_scale: float) -> tuple[dict, torch.Tensor | None]:
+    def _sample_and_measure(self, pipe, guidance_scale: float, stop=None) -> tuple[dict, torch.Tensor | None]:
         started = time.perf_counter()
-        images = self._sample(pipe, guidance_scale)
+        images = self._sample(pipe, guidance_scale, stop)
         scheduler = type(pipe.scheduler)
         row = {  # as `evaluate` writes its rows
             "scheduler": next((name for name, kind in SCHEDULERS.items() if kind is scheduler), scheduler.__name__),
@@ -134,7 +136,7 @@ class TrainingEvaluation:
         # The main process's row, which has sampled for sure, on every process.
         return run_on_main(self.accelerator, lambda: {**row, **self.evaluator.measure(images)}), images
 
-    def _sample(self, pipe, guidance_scale: float) -> torch.Tensor | None:
+    def _sample(self, pipe, guidance_scale: float, stop=None) -> torch.Tensor | None:
         """This process's share of the images, gathered; all of them, in order, on the main process.
 
         The shares are whole batches (batch b of `batch_size` images to process b mod W): an image is then drawn in
@@ -144,9 +146,17 @@ class TrainingEvaluation:
         batches = [range(start, min(start + self.batch_size, self.num_samples))
                    for start in range(0, self.num_samples, self.batch_size)]  # fmt: skip
         # Only the last batch can be short, and it is the last of its process's share: its calls are these batches.
-        mine = [index for batch in batches[rank::world] for index in batch]
-        share = sample_images(pipe, mine, self.class_ids, self.batch_size, self.seed,
-                              guidance_scale=guidance_scale, num_inference_steps=self.num_inference_steps)  # fmt: skip
+        shares_of_batches = []
+        for batch in batches[rank::world]:
+            if stop is not None and stop():
+                self.accelerator.set_trigger()
+                break
+            shares_of_batches.append(sample_images(pipe, batch, self.class_ids, self.batch_size, self.seed,
+                                                   guidance_scale=guidance_scale,
+                                                   num_inference_steps=self.num_inference_steps))  # fmt: skip
+        if stop is not None and self.accelerator.check_trigger():  # every process asks once, here: all agree
+            raise StopRequested("the run is stopping")
+        share = torch.cat(shares_of_batches) if shares_of_batches else torch.empty(0)
         shares = gather_object([share])
         if not self.accelerator.is_main_process:
             return None

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
 import logging
 import math
 import os
-import json
 import re
 import shutil
+import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -43,6 +49,7 @@ from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.previews import log_preview, write_preview
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
+from hf_ddpm.stopping import PreemptionSignals, Preempted, StopRequested, TrainingStopped, USAGE_EXIT_STATUS
 from hf_ddpm.training_eval import METRIC_KEYS, BestValue, TrainingEvaluation, log_line, metric_keys, scalars
 from hf_ddpm.training_utils import (
     DATA_ORDER,
@@ -68,6 +75,14 @@ BEST_CHECKPOINT = "checkpoint-best"  # --keep_best_checkpoint; never pruned, nev
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
 REPLACED_SUFFIX = ".replaced"  # the checkpoint a complete new one replaces, for the moment of the swap
 EVALUATION_DIR = "evaluation"  # the final evaluation: metrics.json and plots, shown in the model card
+MANIFEST = "manifest.json"  # in a checkpoint: the size and SHA-256 of each of its files, to tell a damaged one
+UPLOAD_GRACE_S = 60.0  # how long a stopping run waits for its pending uploads
+# What a failed write says, for the errors a full or limited disk gives.
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+               errno.EFBIG: "a file hit the file-size limit"}  # fmt: skip
+# torch.save reports a failed write as a RuntimeError of its C++ stream, safetensors as a SafetensorError: with one
+# of these in the message.
+WRITE_FAILURE_SIGNS = ("iostream error", "file write failed", "PytorchStreamWriter failed", "I/O error")
 DEFAULT_EVAL_SAMPLES = 500
 # diffusers' schedules, but for piecewise_constant, which needs step rules of its own.
 LR_SCHEDULES = [kind.value for kind in SchedulerType if kind != SchedulerType.PIECEWISE_CONSTANT]
@@ -265,22 +280,53 @@ def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Names
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Runs the training that `argv` (the command-line flags) describes; returns the output folder."""
+    """Runs the training that `argv` (the command-line flags) describes; returns the output folder.
+
+    Raises:
+        `ValueError`: a flag, the data or the output folder that cannot be used, before any training step.
+        `TrainingStopped`: the run ended early (a signal, a non-finite loss, a failed write or upload), having said
+            what happened and how to go on; `Preempted` when a signal stopped it after saving a checkpoint.
+    """
     args = parse_args(argv)
+    plan = RunPlan.check(args)
+    accelerator = make_accelerator(args, plan)
+    data = load_training_data(args)
+    run = TrainingRun(args, accelerator, data, plan)
+    with PreemptionSignals() as signals:
+        run.train(signals)
+        run.finish()
+    return args.output_dir
 
-    # 1. Everything that can be checked without loading anything fails here, before any data or model.
-    model_keys = read_model_config(args.model_config)
-    check_resolution(model_keys, args.resolution)
-    resume_path = find_checkpoint_to_resume(args)
-    hub_token = resolve_hub_token(args.hub_token) if args.push_to_hub else None
-    previous_run = previous_run_outputs(args.output_dir, args.logging_dir)
-    if previous_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {args.output_dir!r} holds another run ({describe_previous_run(previous_run)}). Continue it "
-            "with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another "
-            "--output_dir."
-        )
 
+@dataclasses.dataclass
+class RunPlan:
+    """What can be decided before anything is loaded: the UNet keys, the checkpoint to resume, the Hub token, and
+    what an earlier run left in --output_dir."""
+
+    model_keys: dict
+    resume_path: str | None
+    hub_token: str | None
+    previous_run: list[str]
+
+    @classmethod
+    def check(cls, args: argparse.Namespace) -> RunPlan:
+        """Fails here, before any data or model, on everything that can be checked without loading anything."""
+        model_keys = read_model_config(args.model_config)
+        check_resolution(model_keys, args.resolution)
+        resume_path = find_checkpoint_to_resume(args)
+        hub_token = resolve_hub_token(args.hub_token) if args.push_to_hub else None
+        previous_run = previous_run_outputs(args.output_dir, args.logging_dir)
+        if previous_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+            raise ValueError(
+                f"--output_dir {args.output_dir!r} holds another run ({describe_previous_run(previous_run)}). "
+                "Continue it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose "
+                "another --output_dir."
+            )
+        return cls(model_keys, resume_path, hub_token, previous_run)
+
+
+def make_accelerator(args: argparse.Namespace, plan: RunPlan) -> Accelerator:
+    """The Accelerator of the run, with torch's threads set for a CPU and the logs set up."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -297,8 +343,8 @@ def main(argv: list[str] | None = None) -> str:
             "Mixed precision fp16 (--mixed_precision or the accelerate config) needs a GPU: on CPU it would train in "
             "fp32 unannounced. Use bf16 or no."
         )
-    if resume_path is not None:
-        check_checkpoint_matches(resume_path, args)
+    if plan.resume_path is not None:
+        check_checkpoint_matches(plan.resume_path, args)
     if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Each process gets its share of the idle cores: a torch thread sharing a core with another busy process
         # (a data-loading worker, a second training process, other work on the machine) stalls every parallel
@@ -306,96 +352,146 @@ def main(argv: list[str] | None = None) -> str:
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(cpu_threads_per_process(local_processes, args.dataloader_num_workers))
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    return accelerator
 
-    # 2. Data: decoded once into memory; batches are slices of one tensor, in an order fixed by (seed, epoch).
+
+def load_training_data(args: argparse.Namespace) -> ImageData:
+    """The training images, decoded once into memory (batches are then slices of one tensor)."""
     data = load_image_data(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
         resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
         max_samples=args.max_train_samples, seed=args.seed,
     )  # fmt: skip
-    conditional = data.labels is not None if args.class_conditional is None else args.class_conditional
-    if conditional and data.labels is None:
+    if args.class_conditional and data.labels is None:
         raise ValueError(
             f"--class_conditional needs class labels, but {data.source} has none: give --label_column, or train "
             "with --unconditional."
         )
-    eval_metrics, eval_scale, final_scales = evaluation_settings(args, conditional)
-    tensors = (data.images, data.labels) if conditional else (data.images,)
-    global_batch_size = args.train_batch_size * accelerator.num_processes
-    if len(data) < global_batch_size:
-        raise ValueError(
-            f"--train_batch_size {args.train_batch_size} x {accelerator.num_processes} processes is more than the "
-            f"{len(data)} training images; use a smaller batch."
-        )
-    train_dataloader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(*tensors),
-        batch_size=args.train_batch_size,
-        sampler=EpochShuffleSampler(len(data), args.seed),
-        drop_last=True,  # every step sees a full batch; each epoch leaves out a different random remainder
-        num_workers=args.dataloader_num_workers,
-        # Every new iterator draws a seed for its workers; from its own generator, not the global one that dropout
-        # uses, so that a resumed run (which starts an iterator mid-epoch) keeps dropout in step.
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    return data
 
-    # 3. Model, noise schedule, optimizer, learning-rate schedule, EMA.
-    set_seed(args.seed)
-    num_classes = data.num_classes if conditional else None
-    unet_config = unet_config_from(
-        model_keys, resolution=args.resolution, channels=data.images.shape[1], num_classes=num_classes
-    )
-    model = DDPMUNet2DModel(**unet_config)
-    null_class_id = model.null_class_id
-    noise_scheduler = DDPMScheduler(
-        num_train_timesteps=args.num_train_timesteps,
-        beta_schedule=args.beta_schedule,
-        prediction_type=args.prediction_type,
-    )
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(
-            model.parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=True,
-            inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power,
-            foreach=True,
-        )
-    # The fused kernel updates every tensor in one pass: on CPU, where PyTorch otherwise loops over the tensors
-    # one by one, the step is 4-5x faster.
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-        fused=accelerator.device.type in ("cpu", "cuda"),
-    )
-    # Batches per process (Accelerate shards whole batches across processes); the last accumulation of an epoch
-    # may be short, and still makes an optimizer step.
-    batches_per_epoch = len(train_dataloader) // accelerator.num_processes
-    updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
-    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
-    # The prepared scheduler steps once per process at every optimizer step (and not at accumulation steps), so
-    # the schedule is laid out in optimizer steps x processes.
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
-    progress = TrainingProgress(args.seed, args.use_ema)
-    accelerator.register_for_checkpointing(progress)
-    if ema is not None:
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
-    def pipeline() -> DDPMCFGPipeline:
+class TrainingRun:
+    """One training run, set up and checked: the model, its noise schedule, optimizer, learning-rate schedule and
+    EMA; the data loader in an order fixed by (seed, epoch); the evaluation; the output folder and the Hub. `train`
+    runs the optimizer steps (and what each of them may trigger: logs, previews, evaluations, checkpoints), `finish`
+    saves the pipeline."""
+
+    def __init__(self, args: argparse.Namespace, accelerator: Accelerator, data: ImageData, plan: RunPlan):
+        self.args, self.accelerator, self.data, self.plan = args, accelerator, data, plan
+        self.conditional = data.labels is not None if args.class_conditional is None else args.class_conditional
+        self.eval_metrics, self.eval_scale, self.final_scales = evaluation_settings(args, self.conditional)
+        self._build_training(args, accelerator, data, plan)
+        self._build_evaluation(args, plan)
+        self._prepare_outputs(args, accelerator, plan)
+
+    # ----- set-up -----
+
+    def _build_training(self, args, accelerator: Accelerator, data: ImageData, plan: RunPlan) -> None:
+        tensors = (data.images, data.labels) if self.conditional else (data.images,)
+        if len(data) < args.train_batch_size * accelerator.num_processes:
+            raise ValueError(
+                f"--train_batch_size {args.train_batch_size} x {accelerator.num_processes} processes is more than the "
+                f"{len(data)} training images; use a smaller batch."
+            )
+        dataloader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(*tensors),
+            batch_size=args.train_batch_size,
+            sampler=EpochShuffleSampler(len(data), args.seed),
+            drop_last=True,  # every step sees a full batch; each epoch leaves out a different random remainder
+            num_workers=args.dataloader_num_workers,
+            # Every new iterator draws a seed for its workers; from its own generator, not the global one that dropout
+            # uses, so that a resumed run (which starts an iterator mid-epoch) keeps dropout in step.
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        set_seed(args.seed)
+        unet_config = unet_config_from(
+            plan.model_keys, resolution=args.resolution, channels=data.images.shape[1],
+            num_classes=data.num_classes if self.conditional else None,
+        )  # fmt: skip
+        model = DDPMUNet2DModel(**unet_config)
+        self.null_class_id = model.null_class_id
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
+            prediction_type=args.prediction_type,
+        )  # fmt: skip
+        self.ema = None
+        if args.use_ema:
+            self.ema = EMAModel(
+                model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
+                power=args.ema_power, foreach=True,
+            )  # fmt: skip
+        # The fused kernel updates every tensor in one pass: on CPU, where PyTorch otherwise loops over the tensors
+        # one by one, the step is 4-5x faster.
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+            weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+            fused=accelerator.device.type in ("cpu", "cuda"),
+        )  # fmt: skip
+        # Batches per process (Accelerate shards whole batches across processes); the last accumulation of an epoch
+        # may be short, and still makes an optimizer step.
+        self.batches_per_epoch = len(dataloader) // accelerator.num_processes
+        self.updates_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
+        self.max_train_steps = args.max_train_steps or args.num_epochs * self.updates_per_epoch
+        self.num_epochs = math.ceil(self.max_train_steps / self.updates_per_epoch)
+        # The prepared scheduler steps once per process at every optimizer step (and not at accumulation steps), so
+        # the schedule is laid out in optimizer steps x processes.
+        lr_scheduler = get_scheduler(
+            args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=self.max_train_steps * accelerator.num_processes,
+        )  # fmt: skip
+        self.model, self.optimizer, self.dataloader, self.lr_scheduler = accelerator.prepare(
+            model, optimizer, dataloader, lr_scheduler
+        )
+        self.progress = TrainingProgress(args.seed, args.use_ema)
+        accelerator.register_for_checkpointing(self.progress)
+        if self.ema is not None:
+            self.ema.to(accelerator.device)
+            accelerator.register_for_checkpointing(self.ema)
+
+    def _build_evaluation(self, args, plan: RunPlan) -> None:
+        """Set up now (real features, floors, judge), so that a metric that cannot be computed fails here."""
+        self.evaluation, self.best = None, None
+        if args.eval_steps is not None:
+            self.evaluation = TrainingEvaluation(
+                self.accelerator, self._make_evaluator, seed=args.seed, batch_size=args.eval_batch_size,
+                num_inference_steps=args.num_inference_steps,
+            )  # fmt: skip
+        if args.keep_best_checkpoint is not None:
+            self.best = BestValue(args.keep_best_checkpoint)
+            if plan.resume_path is not None:  # a resumed run competes with the best of the run it continues
+                self.best = BestValue.read(os.path.join(args.output_dir, BEST_CHECKPOINT), args.keep_best_checkpoint)
+
+    def _make_evaluator(self) -> Evaluator:
+        args = self.args
+        try:
+            return Evaluator(
+                self.pipeline(), args.dataset_name or args.train_data_dir, metrics=self.eval_metrics,
+                num_samples=args.eval_num_samples, classifier=args.eval_classifier,
+                data=real_images(args, self.data), dataset_config_name=args.dataset_config_name,
+                image_column=args.image_column, label_column=args.label_column, center_crop=args.center_crop,
+            )  # fmt: skip
+        except ValueError as error:
+            raise ValueError(f"Evaluation (--eval_steps) cannot be set up: {error}") from error
+
+    def _prepare_outputs(self, args, accelerator: Accelerator, plan: RunPlan) -> None:
+        # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces
+        # deleted.
+        if accelerator.is_main_process:
+            if plan.previous_run and args.overwrite_output_dir:
+                delete_previous_run(plan.previous_run)
+            os.makedirs(args.output_dir, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.init_trackers("train_ddpm", config=loggable(vars(args)))
+        self.pusher = None
+        if args.push_to_hub and accelerator.is_main_process:
+            repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+            ignore = list(DEFAULT_IGNORE_PATTERNS) + [f"{args.logging_dir}/*", "samples/*"]
+            self.pusher = HubPusher(repo_id, plan.hub_token, private=args.hub_private_repo, ignore_patterns=ignore)
+
+    # ----- the model as a pipeline -----
+
+    def pipeline(self) -> DDPMCFGPipeline:
         """The model as a sampling pipeline: DDIM on the training noise schedule.
 
         Without clipping of the predicted x0: DDIM clips x0 but steps on with the unclipped noise estimate, and under
@@ -404,183 +500,212 @@ def main(argv: list[str] | None = None) -> str:
         or ~0% (v prediction). The output is clamped to [0, 1] at the end either way.
         """
         pipe = DDPMCFGPipeline(
-            unet=accelerator.unwrap_model(model),
-            scheduler=DDIMScheduler.from_config(noise_scheduler.config, clip_sample=False),
-            id2label=data.id2label if conditional else None,
-            null_class_id=null_class_id,
+            unet=self.accelerator.unwrap_model(self.model),
+            scheduler=DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False),
+            id2label=self.data.id2label if self.conditional else None,
+            null_class_id=self.null_class_id,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    # Evaluation is set up now (real features, floors, judge), so that a metric it cannot compute fails here.
-    def make_evaluator() -> Evaluator:
-        try:
-            return Evaluator(
-                pipeline(), args.dataset_name or args.train_data_dir, metrics=eval_metrics,
-                num_samples=args.eval_num_samples, classifier=args.eval_classifier, data=real_images(args, data),
-                dataset_config_name=args.dataset_config_name, image_column=args.image_column,
-                label_column=args.label_column, center_crop=args.center_crop,
-            )  # fmt: skip
-        except ValueError as error:
-            raise ValueError(f"Evaluation (--eval_steps) cannot be set up: {error}") from error
+    def save_pipeline(self, sample_grid_path: str | None = None, evaluation_dir: str | None = None) -> None:
+        """Writes the pipeline folder (EMA weights) into --output_dir, with its model card."""
+        args = self.args
+        with ema_weights(self.model, self.ema), writing("the pipeline", args.output_dir):
+            save_pipeline_atomically(self.pipeline(), args.output_dir)
+            write_model_card(
+                args.output_dir,
+                repo_id=self.pusher.repo_id if self.pusher is not None else None,
+                dataset_name=args.dataset_name or args.train_data_dir,
+                training_args={key: value for key, value in vars(args).items() if key != "hub_token"},
+                sample_grid_path=sample_grid_path,
+                id2label=self.data.id2label if self.conditional else None,
+                evaluation_dir=evaluation_dir,
+            )
 
-    evaluation, best = None, None
-    if args.eval_steps is not None:
-        evaluation = TrainingEvaluation(
-            accelerator, make_evaluator, seed=args.seed, batch_size=args.eval_batch_size,
-            num_inference_steps=args.num_inference_steps,
-        )  # fmt: skip
-    if args.keep_best_checkpoint is not None:
-        best = BestValue(args.keep_best_checkpoint)
-        if resume_path is not None:  # a resumed run competes with the best of the run it continues
-            best = BestValue.read(os.path.join(args.output_dir, BEST_CHECKPOINT), args.keep_best_checkpoint)
+    # ----- training -----
 
-    # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces deleted.
-    if accelerator.is_main_process:
-        if previous_run and args.overwrite_output_dir:
-            delete_previous_run(previous_run)
-        os.makedirs(args.output_dir, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.init_trackers("train_ddpm", config=loggable(vars(args)))
-    pusher = None
-    if args.push_to_hub and accelerator.is_main_process:
-        repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-        ignore = list(DEFAULT_IGNORE_PATTERNS) + [f"{args.logging_dir}/*", "samples/*"]
-        pusher = HubPusher(repo_id, hub_token, private=args.hub_private_repo, ignore_patterns=ignore)
-
-    def save_pipeline(
-        pipe: DDPMCFGPipeline, sample_grid_path: str | None = None, evaluation_dir: str | None = None
-    ) -> None:
-        """Writes the pipeline folder into --output_dir, with its model card."""
-        pipe.save_pretrained(args.output_dir)
-        write_model_card(
-            args.output_dir,
-            repo_id=pusher.repo_id if pusher is not None else None,
-            dataset_name=args.dataset_name or args.train_data_dir,
-            training_args={key: value for key, value in vars(args).items() if key != "hub_token"},
-            sample_grid_path=sample_grid_path,
-            id2label=data.id2label if conditional else None,
-            evaluation_dir=evaluation_dir,
+    def train(self, signals: PreemptionSignals) -> None:
+        """The optimizer steps from where the run stands (step 0, or the resumed checkpoint's) to the last one."""
+        args, accelerator = self.args, self.accelerator
+        if self.plan.resume_path is not None:
+            accelerator.load_state(self.plan.resume_path)
+            logger.info(f"Resumed from {self.plan.resume_path} at step {self.progress.global_step}")
+        self.signals = signals
+        step = self.progress.global_step
+        first_epoch = step // self.updates_per_epoch
+        batches_done_in_epoch = (step % self.updates_per_epoch) * args.gradient_accumulation_steps
+        logger.info(
+            f"{len(self.data)} images from {self.data.source}; "
+            f"{'class-conditional' if self.conditional else 'unconditional'} UNet of "
+            f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters; {accelerator.num_processes} "
+            f"process(es) x batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation; "
+            f"{self.max_train_steps} optimizer steps ({self.num_epochs} epochs); {torch.get_num_threads()} torch threads"
         )
+        if step >= self.max_train_steps:
+            logger.info(f"{self.plan.resume_path} is at step {step}: this run's {self.max_train_steps} steps are done.")
+            return
+        progress_bar = tqdm(total=self.max_train_steps, initial=step, unit="step",
+                            disable=not accelerator.is_local_main_process)  # fmt: skip
+        self.model.train()
+        for epoch in range(first_epoch, self.num_epochs):
+            skip = batches_done_in_epoch if epoch == first_epoch else 0
+            for logs in self._epoch(epoch, skip):
+                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                progress_bar.update(1)
+                self._after_step(self.progress.global_step)
+                if self.progress.global_step >= self.max_train_steps:
+                    break
+        progress_bar.close()
 
-    def record_evaluation(row: dict, step: int) -> None:
+    def _epoch(self, epoch: int, skip: int):
+        """The optimizer steps of one epoch, from its batch `skip` on; yields each step's logs once it is done."""
+        args, accelerator = self.args, self.accelerator
+        self.dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
+        losses = []
+        for batch_index, batch in enumerate(batches, start=skip):
+            generator = seeded_generator(
+                args.seed, MICRO_BATCH, accelerator.process_index, epoch * self.batches_per_epoch + batch_index
+            )
+            with accelerator.accumulate(self.model):
+                loss = training_loss(self.model, self.noise_scheduler, batch, generator, args, self.null_class_id)
+                accelerator.backward(loss)
+                losses.append(loss.detach())
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    # Before the optimizer step: weights that took a non-finite step are never saved.
+                    check_finite(losses, grad_norm, self.progress.global_step + 1, args)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            self.progress.global_step += 1
+            if self.ema is not None:
+                self.ema.step(self.model.parameters())
+            mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+            losses = []
+            logs = {"loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
+            if self.ema is not None:
+                logs["ema_decay"] = self.ema.cur_decay_value
+            accelerator.log(logs, step=self.progress.global_step)
+            yield logs
+
+    def _after_step(self, step: int) -> None:
+        """What optimizer step `step` triggers, in this order: a preview, an evaluation, a checkpoint; then the stop
+        check, which every process makes together."""
+        args = self.args
+        if step % args.save_images_steps == 0 and self.accelerator.is_main_process:
+            self._preview(step)
+        # Every process samples its share; the last step's evaluation is the final one, in `finish`.
+        if self.evaluation is not None and step % args.eval_steps == 0 and step < self.max_train_steps:
+            self._evaluate(step)
+        if step % args.checkpointing_steps == 0:
+            self._checkpoint(step)
+        if self._stop_requested():
+            self._stop(step)
+
+    def _preview(self, step: int) -> None:
+        def stop_if_signalled(pipe, index, timestep, callback_kwargs):
+            self.signals.raise_if_received()
+            return callback_kwargs
+
+        samples_dir = os.path.join(self.args.output_dir, "samples")
+        try:
+            with ema_weights(self.model, self.ema), evaluation_mode(self.model), writing("a preview", self.args.output_dir):
+                preview = write_preview(
+                    self.pipeline(), samples_dir, f"step-{step:06d}", num_images=self.args.eval_batch_size,
+                    guidance_scale=self.args.guidance_scale, num_inference_steps=self.args.num_inference_steps,
+                    seed=self.args.seed, callback_on_step_end=stop_if_signalled,
+                )  # fmt: skip
+        except StopRequested:  # the checkpoint matters, not the preview: the stop check comes right after
+            return
+        if self.args.report_to == "tensorboard":
+            log_preview(self.accelerator.get_tracker("tensorboard", unwrap=True), preview, step)
+
+    def _evaluate(self, step: int) -> None:
+        try:
+            with ema_weights(self.model, self.ema), evaluation_mode(self.model):
+                row = self.evaluation.measure(self.pipeline(), self.eval_scale, stop=self._signal_received)
+        except StopRequested:
+            return
+        self.record_evaluation(row, step)
+
+    def record_evaluation(self, row: dict, step: int) -> None:
         """Logs an evaluation at --guidance_scale; keeps its state as checkpoint-best when it is the best so far."""
-        accelerator.log(scalars(row, eval_metrics), step=step)
-        logger.info(f"Evaluation at step {step} ({row['num_samples']} samples): {log_line(row, eval_metrics)}")
+        self.accelerator.log(scalars(row, self.eval_metrics), step=step)
+        logger.info(f"Evaluation at step {step} ({row['num_samples']} samples): {log_line(row, self.eval_metrics)}")
+        best = self.best
         if best is None or not best.improved_by(row[best.metric]):
             return
         best.value, best.step = row[best.metric], step
 
         def add_pipeline_and_value(checkpoint: str) -> None:
-            with ema_weights(model, ema):
-                pipeline().save_pretrained(os.path.join(checkpoint, "pipeline"))
+            with ema_weights(self.model, self.ema):
+                self.pipeline().save_pretrained(os.path.join(checkpoint, "pipeline"))
             best.write(checkpoint)
 
-        save_state_atomically(accelerator, os.path.join(args.output_dir, BEST_CHECKPOINT), add_pipeline_and_value)
+        save_state_atomically(self.accelerator, os.path.join(self.args.output_dir, BEST_CHECKPOINT),
+                              add_pipeline_and_value)  # fmt: skip
 
-    # 4. Train.
-    if resume_path is not None:
-        accelerator.load_state(resume_path)
-        logger.info(f"Resumed from {resume_path} at step {progress.global_step}")
-    global_step = progress.global_step
-    first_epoch = global_step // updates_per_epoch
-    batches_done_in_epoch = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+    def _checkpoint(self, step: int) -> None:
+        save_checkpoint(self.accelerator, self.args.output_dir, step, self.args.checkpoints_total_limit)
+        if self.accelerator.is_main_process:
+            self.save_pipeline()
+            if self.pusher is not None:
+                self.pusher.push_async(self.args.output_dir, f"Step {step}")
 
-    logger.info(
-        f"{len(data)} images from {data.source}; {'class-conditional' if conditional else 'unconditional'} "
-        f"UNet of {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {accelerator.num_processes} "
-        f"process(es) x batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation; "
-        f"{max_train_steps} optimizer steps ({num_epochs} epochs); {torch.get_num_threads()} torch threads"
-    )
-    progress_bar = tqdm(
-        total=max_train_steps, initial=global_step, unit="step", disable=not accelerator.is_local_main_process
-    )
-    if global_step >= max_train_steps:
-        logger.info(f"{resume_path} is at step {global_step}: this run's {max_train_steps} steps are done already.")
-        num_epochs = first_epoch  # nothing to train; the pipeline is saved again below
-    model.train()
-    for epoch in range(first_epoch, num_epochs):
-        train_dataloader.set_epoch(epoch)
-        skip = batches_done_in_epoch if epoch == first_epoch else 0
-        batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
-        loss_sum, loss_count = 0.0, 0
-        for batch_index, batch in enumerate(batches, start=skip):
-            generator = seeded_generator(
-                args.seed, MICRO_BATCH, accelerator.process_index, epoch * batches_per_epoch + batch_index
-            )
-            with accelerator.accumulate(model):
-                loss = training_loss(model, noise_scheduler, batch, generator, args, null_class_id)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
-            if not accelerator.sync_gradients:
-                continue
+    def _signal_received(self) -> bool:
+        return self.signals.received is not None
 
-            # One optimizer step done.
-            global_step += 1
-            progress.global_step = global_step
-            if ema is not None:
-                ema.step(model.parameters())
-            mean_loss = accelerator.reduce(loss_sum / loss_count, reduction="mean").item()
-            loss_sum, loss_count = 0.0, 0
-            logs = {"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
-            if ema is not None:
-                logs["ema_decay"] = ema.cur_decay_value
-            accelerator.log(logs, step=global_step)
-            progress_bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
-            progress_bar.update(1)
+    def _stop_requested(self) -> bool:
+        """Whether any process received a preemption signal; every process asks at the same step, and all agree."""
+        if self._signal_received():
+            self.accelerator.set_trigger()
+        return self.accelerator.check_trigger()
 
-            if global_step % args.save_images_steps == 0 and accelerator.is_main_process:
-                with ema_weights(model, ema), evaluation_mode(model):
-                    preview = write_preview(pipeline(), os.path.join(args.output_dir, "samples"),
-                                            f"step-{global_step:06d}", num_images=args.eval_batch_size,
-                                            guidance_scale=args.guidance_scale,
-                                            num_inference_steps=args.num_inference_steps, seed=args.seed)  # fmt: skip
-                if args.report_to == "tensorboard":
-                    log_preview(accelerator.get_tracker("tensorboard", unwrap=True), preview, global_step)
-            # Every process samples its share; the last step's evaluation is the final one, below.
-            if evaluation is not None and global_step % args.eval_steps == 0 and global_step < max_train_steps:
-                with ema_weights(model, ema), evaluation_mode(model):
-                    row = evaluation.measure(pipeline(), eval_scale)
-                record_evaluation(row, global_step)
-            if global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
-                if accelerator.is_main_process:
-                    with ema_weights(model, ema):
-                        save_pipeline(pipeline())
-                    if pusher is not None:
-                        pusher.push_async(args.output_dir, f"Step {global_step}")
-            if global_step >= max_train_steps:
-                break
-    progress_bar.close()
+    def _stop(self, step: int) -> None:
+        """Saves a checkpoint of `step` (unless it was just saved), gives pending uploads a bounded time, and raises
+        `Preempted` saying how to resume."""
+        path = os.path.join(self.args.output_dir, f"checkpoint-{step}")
+        if step % self.args.checkpointing_steps != 0:
+            self._checkpoint(step)
+        if self.pusher is not None:
+            self.pusher.wait(timeout=UPLOAD_GRACE_S)
+        self.accelerator.end_training()
+        raise Preempted(
+            f"Stopped by {self.signals.received or 'a signal to another process'} after step {step} of "
+            f"{self.max_train_steps}: the training state is saved in {path}. Resume with the same flags and "
+            "--resume_from_checkpoint latest."
+        )
 
-    # 5. Evaluate at every --eval_guidance_scales (all processes); save the pipeline (EMA weights), a final sample
-    # grid and the model card; push.
-    accelerator.wait_for_everyone()
-    evaluation_dir = None
-    if evaluation is not None:
-        evaluation_dir = os.path.join(args.output_dir, EVALUATION_DIR)
-        with ema_weights(model, ema), evaluation_mode(model):
-            info = {"step": global_step, "seed": args.seed}
-            rows = evaluation.sweep(pipeline(), final_scales, evaluation_dir, info=info)
-        record_evaluation(next(row for row in rows if row["guidance_scale"] == eval_scale), global_step)
-    if accelerator.is_main_process:
-        with ema_weights(model, ema), evaluation_mode(model):
-            pipe = pipeline()
-            # Beside the pipeline, not in samples/, so that it travels to the Hub with the model card.
-            final = write_preview(pipe, args.output_dir, "samples", num_images=args.eval_batch_size,
-                                  guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
-                                  seed=args.seed)  # fmt: skip
-            save_pipeline(pipe, sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
-        if pusher is not None:
-            pusher.push_blocking(args.output_dir, "End of training")
-        logger.info(f"Saved the pipeline to {args.output_dir}")
-    accelerator.end_training()
-    return args.output_dir
+    # ----- the end -----
+
+    def finish(self) -> None:
+        """The final evaluation (all processes) at every --eval_guidance_scales; the pipeline (EMA weights), a final
+        sample grid and the model card; the last push."""
+        args, accelerator = self.args, self.accelerator
+        accelerator.wait_for_everyone()
+        evaluation_dir = None
+        if self.evaluation is not None:
+            evaluation_dir = os.path.join(args.output_dir, EVALUATION_DIR)
+            with ema_weights(self.model, self.ema), evaluation_mode(self.model):
+                info = {"step": self.progress.global_step, "seed": args.seed}
+                rows = self.evaluation.sweep(self.pipeline(), self.final_scales, evaluation_dir, info=info)
+            at_scale = next(row for row in rows if row["guidance_scale"] == self.eval_scale)
+            self.record_evaluation(at_scale, self.progress.global_step)
+        if accelerator.is_main_process:
+            with ema_weights(self.model, self.ema), evaluation_mode(self.model), writing("the samples", args.output_dir):
+                # Beside the pipeline, not in samples/, so that it travels to the Hub with the model card.
+                final = write_preview(self.pipeline(), args.output_dir, "samples", num_images=args.eval_batch_size,
+                                      guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
+                                      seed=args.seed)  # fmt: skip
+            self.save_pipeline(sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
+            if self.pusher is not None:
+                self.pusher.push_blocking(args.output_dir, "End of training")
+            logger.info(f"Saved the pipeline to {args.output_dir}")
+        accelerator.end_training()
 
 
 def training_loss(
@@ -697,14 +822,26 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 
 
 def find_checkpoint_to_resume(args: argparse.Namespace) -> str | None:
-    """The checkpoint that --resume_from_checkpoint names; `None` for a fresh start."""
+    """The checkpoint that --resume_from_checkpoint names; `None` for a fresh start. `latest` passes over damaged
+    checkpoints (a file missing or truncated) with a warning naming each; a damaged one named explicitly is an
+    error."""
     if args.resume_from_checkpoint is None:
         return None
     if args.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(args.output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        for _, path in reversed(list_checkpoints(args.output_dir)):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                return path
+            warnings.warn(f"Skipping the damaged checkpoint {path}: {damage}.", stacklevel=2)
+        return None
     for candidate in (args.resume_from_checkpoint, os.path.join(args.output_dir, args.resume_from_checkpoint)):
         if os.path.isdir(candidate):
+            damage = checkpoint_damage(candidate)
+            if damage is not None:
+                raise ValueError(
+                    f"--resume_from_checkpoint {candidate!r} is damaged: {damage}. Give another checkpoint, or "
+                    "'latest' to take the newest complete one."
+                )
             return candidate
     raise ValueError(
         f"--resume_from_checkpoint {args.resume_from_checkpoint!r} does not exist (as a path, or as a checkpoint in "
@@ -768,18 +905,27 @@ def save_state_atomically(
     accelerator: Accelerator, final: str, add_files: Callable[[str], None] | None = None
 ) -> None:
     """`accelerator.save_state` into the folder `final`, all or nothing: the state is written under a temporary name
-    (with whatever `add_files(folder)` adds on the main process) and renamed when complete, so a crash never leaves
-    a checkpoint that looks whole but is not. A folder already at `final` (a stale one from a run resumed from an
-    earlier step, or the previous best) is set aside until the new one is in place."""
+    (with whatever `add_files(folder)` adds on the main process, and a manifest of every file) and renamed when
+    complete, so a crash never leaves a checkpoint that looks whole but is not. A folder already at `final` (a stale
+    one from a run resumed from an earlier step, or the previous best) is set aside until the new one is in place.
+    A write that fails (a full disk, a quota, a file-size limit) removes the partial folder and raises
+    `TrainingStopped`; the earlier checkpoints stay."""
     partial, replaced = final + PARTIAL_SUFFIX, final + REPLACED_SUFFIX
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(partial)
-    accelerator.wait_for_everyone()
+    try:
+        with writing(os.path.basename(final), os.path.dirname(final)):
+            accelerator.save_state(partial)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                if add_files is not None:
+                    add_files(partial)
+                write_manifest(partial)
+    except TrainingStopped:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        if add_files is not None:
-            add_files(partial)
         shutil.rmtree(replaced, ignore_errors=True)
         if os.path.exists(final):
             os.rename(final, replaced)
@@ -787,6 +933,108 @@ def save_state_atomically(
         shutil.rmtree(replaced, ignore_errors=True)
         logger.info(f"Saved {final}")
     accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def writing(what: str, output_dir: str):
+    """Turns a failed write of `what` into `TrainingStopped` saying why (a full disk, a quota, a file-size limit) and
+    which checkpoint is there to resume from."""
+    try:
+        yield
+    except Exception as error:
+        reason = write_failure(error)
+        if reason is None:
+            raise  # a bug, not the disk
+        kept = list_checkpoints(output_dir)
+        newest = f"the newest complete checkpoint is {kept[-1][1]}" if kept else "no checkpoint was complete yet"
+        raise TrainingStopped(
+            f"Could not write {what} in {output_dir}: {reason} ({error}). Nothing half-written is left in its place; "
+            f"{newest}. Free space (or raise the limit) and resume with --resume_from_checkpoint latest."
+        ) from error
+
+
+def write_failure(error: Exception) -> str | None:
+    """Why a write failed, when `error` is a failed write (by the OS, torch.save or safetensors); else `None`."""
+    if isinstance(error, OSError):
+        return DISK_ERRORS.get(error.errno, error.strerror or str(error))
+    if any(sign in str(error) for sign in WRITE_FAILURE_SIGNS):
+        codes = {f"os error {number}": reason for number, reason in DISK_ERRORS.items()}
+        generic = "a file could not be written (a full disk, a quota or a file-size limit)"
+        return next((reason for code, reason in codes.items() if code in str(error)), generic)
+    return None
+
+
+def write_manifest(folder: str) -> None:
+    """Records the size and SHA-256 of every file in `folder` (a checkpoint being written) in `MANIFEST`."""
+    files = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as file:
+        json.dump(files, file, indent=1)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_damage(folder: str) -> str | None:
+    """What is wrong with the checkpoint `folder` (a file missing, truncated or changed, against its manifest), or
+    `None` when it is whole. Checkpoints written before manifests existed are taken as they are."""
+    manifest_path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        return None
+    try:
+        with open(manifest_path, encoding="utf-8") as file:
+            manifest = json.load(file)
+    except (OSError, ValueError) as error:
+        return f"its {MANIFEST} cannot be read ({error})"
+    for name, expected in manifest.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f"{name} is missing"
+        if os.path.getsize(path) != expected["size"]:
+            return f"{name} has {os.path.getsize(path)} bytes instead of {expected['size']}"
+        if file_sha256(path) != expected["sha256"]:
+            return f"{name} does not hold what was saved (SHA-256 differs)"
+    return None
+
+
+def save_pipeline_atomically(pipe: DDPMCFGPipeline, output_dir: str) -> None:
+    """`pipe.save_pretrained(output_dir)`, written first into a folder beside it and then moved into place entry by
+    entry (renames, which need no space): a write that fails leaves the previous pipeline as it was."""
+    staging = os.path.join(output_dir, ".pipeline" + PARTIAL_SUFFIX)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        pipe.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name in os.listdir(staging):
+        target, replaced = os.path.join(output_dir, name), os.path.join(output_dir, name + REPLACED_SUFFIX)
+        if os.path.isdir(target):
+            os.rename(target, replaced)
+        os.replace(os.path.join(staging, name), target)
+        shutil.rmtree(replaced, ignore_errors=True)
+    os.rmdir(staging)
+
+
+def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, step: int, args: argparse.Namespace) -> None:
+    """Raises `TrainingStopped` when optimizer step `step` would be taken on a non-finite loss or gradient."""
+    loss = torch.stack(losses)
+    if bool(torch.isfinite(loss).all()) and math.isfinite(float(grad_norm)):
+        return
+    what = f"loss {loss.tolist()}" if not bool(torch.isfinite(loss).all()) else f"gradient norm {float(grad_norm)}"
+    raise TrainingStopped(
+        f"Step {step} has a non-finite {what}: the step was not taken and no checkpoint of these weights written. "
+        f"Usual causes: a learning rate too high (--learning_rate {args.learning_rate:g}: try a tenth), no warm-up "
+        f"(--lr_warmup_steps {args.lr_warmup_steps}), or fp16 overflow (--mixed_precision fp16: try bf16). Resume from "
+        "the last checkpoint with --resume_from_checkpoint latest after changing them."
+    )
 
 
 def launched_distributed_without_gpus() -> bool:
@@ -837,5 +1085,20 @@ def loggable(config: dict) -> dict:
     }
 
 
+def command_line(argv: list[str] | None = None) -> int:
+    """`main` as a command: a usage or data error, or a run that stopped early, ends with its message on stderr and
+    an exit status (2 for bad flags or data, `PREEMPTED_EXIT_STATUS` when preempted, 1 otherwise); tracebacks are
+    for bugs only."""
+    try:
+        main(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_EXIT_STATUS
+    except TrainingStopped as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return stopped.exit_status
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(command_line())
