@@ -157,7 +157,11 @@ def test_checkpoints_total_limit_keeps_the_newest_and_each_holds_ema_and_rng_sta
     assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"} <= files
     progress = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)
     ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
-    assert progress == {"global_step": 6, "seed": 0, "use_ema": True}
+    unet_config = DDPMCFGPipeline.from_pretrained(uninterrupted).unet.config
+    assert {key: progress.pop(key) for key in ("global_step", "seed", "use_ema")} == {"global_step": 6, "seed": 0,
+                                                                                   "use_ema": True}  # fmt: skip
+    assert progress["unet_config"]["block_out_channels"] == list(unet_config.block_out_channels)
+    assert progress["unet_config"]["num_class_embeds"] == unet_config.num_class_embeds == 10
     assert ema["optimization_step"] == 6 and len(ema["shadow_params"]) > 0
 
 
@@ -399,6 +403,10 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--adam_beta1", "1.5"], "--adam_beta1 must be in \\[0, 1\\)"),
         (["--adam_epsilon", "-1"], "--adam_epsilon must be at least 0"),
         (["--lr_scheduler", "piecewise_constant"], "--lr_scheduler: invalid choice"),
+        (["--seed", str(2**40)], r"--seed must be in \[0, 2\*\*32\), got 1099511627776"),
+        (["--unconditional", "--guidance_scale", "2"], "--guidance_scale are for class-conditional training"),
+        (["--unconditional", "--cond_drop_prob=0.2"], "--cond_drop_prob are for class-conditional training"),
+        (["--label_column", "target"], "The built-in 'digits' dataset has no columns to choose: leave out --label_column"),
     ],
 )
 def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, message, capsys):
@@ -467,3 +475,13 @@ def test_cpu_threads_use_only_idle_cores_less_one_per_data_loading_worker():
     assert cpu_threads_per_process(2, 2, idle_cores=4) == 1
     assert cpu_threads_per_process(1, 0, idle_cores=1) == 1  # a 2-core machine with one other busy process
     assert cpu_threads_per_process(1, 0, idle_cores=0) == 1
+
+
+def test_resuming_with_another_model_config_names_the_keys_that_differ(tmp_path):
+    train(tiny_flags(tmp_path / "run", "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    other = tmp_path / "wider.json"
+    other.write_text(json.dumps({**TINY_WITH_DROPOUT, "block_out_channels": [16, 16], "dropout": 0.0}))
+    flags = tiny_flags(tmp_path / "run", "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
+    flags[flags.index("--model_config") + 1] = str(other)
+    with pytest.raises(ValueError, match=r"another configuration \(block_out_channels: saved \[8, 16\], now \[16, 16\]\)"):
+        train(flags)

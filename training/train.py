@@ -41,7 +41,7 @@ from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from hf_ddpm.data import ImageData, load_image_data, random_flip
+from hf_ddpm.data import DIGITS, ImageData, load_image_data, random_flip
 from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics
 from hf_ddpm.hub import DEFAULT_IGNORE_PATTERNS, HubPusher, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
@@ -241,6 +241,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 0, got {getattr(args, name)}.")
     if args.guidance_scale < 0:
         parser.error(f"--guidance_scale must be at least 0, got {args.guidance_scale}.")
+    if not 0 <= args.seed < 2**32:  # numpy's seed, which accelerate's set_seed sets too, takes 32 bits
+        parser.error(f"--seed must be in [0, 2**32), got {args.seed}.")
+    given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
+    if args.class_conditional is False and given & {"--guidance_scale", "--cond_drop_prob"}:
+        parser.error(
+            f"{' and '.join(sorted(given & {'--guidance_scale', '--cond_drop_prob'}))} are for class-conditional "
+            "training; --unconditional has no labels to drop or guide towards: leave them out."
+        )
+    if args.dataset_name == DIGITS and args.train_data_dir is None and given & {"--image_column", "--label_column"}:
+        parser.error(
+            f"The built-in {DIGITS!r} dataset has no columns to choose: leave out "
+            f"{' and '.join(sorted(given & {'--image_column', '--label_column'}))}."
+        )
     if not args.max_grad_norm > 0:
         parser.error(f"--max_grad_norm must be positive (inf: no clipping), got {args.max_grad_norm}.")
     if not 0.0 <= args.ema_max_decay <= 1.0:
@@ -410,6 +423,9 @@ class TrainingRun:
             num_classes=data.num_classes if self.conditional else None,
         )  # fmt: skip
         model = DDPMUNet2DModel(**unet_config)
+        full_config = as_json({key: value for key, value in model.config.items() if not key.startswith("_")})
+        if plan.resume_path is not None:
+            check_same_unet(plan.resume_path, full_config)
         self.null_class_id = model.null_class_id
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
@@ -443,7 +459,7 @@ class TrainingRun:
         self.model, self.optimizer, self.dataloader, self.lr_scheduler = accelerator.prepare(
             model, optimizer, dataloader, lr_scheduler
         )
-        self.progress = TrainingProgress(args.seed, args.use_ema)
+        self.progress = TrainingProgress(args.seed, args.use_ema, full_config)
         accelerator.register_for_checkpointing(self.progress)
         if self.ema is not None:
             self.ema.to(accelerator.device)
@@ -757,25 +773,33 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 class TrainingProgress:
     """What a checkpoint records besides weights, optimizer, schedule, EMA and RNG states: the optimizer steps done
-    (which fix the data position), the seed of the run's random streams, and whether it keeps an EMA (which decides
-    what else the checkpoint holds)."""
+    (which fix the data position), the seed of the run's random streams, whether it keeps an EMA (which decides
+    what else the checkpoint holds), and the UNet's config (which the weights must fit)."""
 
-    def __init__(self, seed: int, use_ema: bool):
+    def __init__(self, seed: int, use_ema: bool, unet_config: dict | None = None):
         self.global_step = 0
         self.seed = seed
         self.use_ema = use_ema
+        self.unet_config = unet_config
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step, "seed": self.seed, "use_ema": self.use_ema}
+        return {"global_step": self.global_step, "seed": self.seed, "use_ema": self.use_ema,
+                "unet_config": self.unet_config}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step, self.seed, self.use_ema = state["global_step"], state["seed"], state["use_ema"]
+        self.unet_config = state.get("unet_config")  # absent from checkpoints of older versions
+
+
+def saved_progress(path: str) -> TrainingProgress:
+    saved = TrainingProgress(seed=None, use_ema=None)
+    load_custom_state(saved, path, index=0)  # the first object registered for checkpointing: the progress
+    return saved
 
 
 def check_checkpoint_matches(path: str, args: argparse.Namespace) -> None:
     """Raises a ValueError, before anything is loaded, when the flags cannot continue the run saved in `path`."""
-    saved = TrainingProgress(seed=None, use_ema=None)
-    load_custom_state(saved, path, index=0)  # the first object registered for checkpointing: the progress
+    saved = saved_progress(path)
     if saved.seed != args.seed:
         raise ValueError(
             f"--seed {args.seed} differs from the seed of {path} ({saved.seed}); resume with --seed {saved.seed} to "
@@ -784,6 +808,27 @@ def check_checkpoint_matches(path: str, args: argparse.Namespace) -> None:
     if saved.use_ema != args.use_ema:
         flag = "--use_ema" if saved.use_ema else "no --use_ema"
         raise ValueError(f"{path} was saved by a run with {flag}: resume it with {flag} as well.")
+
+
+def as_json(config: dict) -> dict:
+    """The config as JSON would give it back (tuples as lists), for comparing."""
+    return json.loads(json.dumps(config))
+
+
+def check_same_unet(path: str, unet_config: dict) -> None:
+    """Raises a ValueError naming the keys of the UNet config (`unet_config`, as JSON gives it back) (from --model_config, --resolution or the data) in which the
+    run to resume differs from the one `path` saved: its weights would not fit."""
+    saved = saved_progress(path).unet_config
+    if saved is None:
+        return
+    wanted = unet_config
+    differing = sorted(key for key in set(saved) | set(wanted) if saved.get(key) != wanted.get(key))
+    if differing:
+        details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {wanted.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"{path} holds a UNet of another configuration ({details}). Resume with the --model_config, --resolution "
+            "and data of that run, or start a new run in another --output_dir."
+        )
 
 
 @contextlib.contextmanager
