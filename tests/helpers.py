@@ -1,5 +1,17 @@
-"""What several test files share: the scheduler test grid and its stand-in model, a tiny training run, and a way to
-hide hf_ddpm from a subprocess."""
+"""What several test files share: the scheduler test grid and its stand-in model, a tiny training run, a way to
+hide hf_ddpm from a subprocess, and distributed launches on a free port."""
+
+import contextlib
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import diffusers
 import torch
@@ -74,3 +86,81 @@ def tiny_flags(output_dir, *extra: str) -> list[str]:
         "--eval_batch_size", "10", "--save_images_steps", "1000", "--checkpointing_steps", "1000",
         "--report_to", "none", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", *extra,
     ]  # fmt: skip
+
+
+# What a launcher or torch.distributed prints when another process took its port first.
+ADDRESS_IN_USE = re.compile(r"address already in use|EADDRINUSE|another process is utilizing it", re.IGNORECASE)
+
+
+def free_port() -> int:
+    """A port that nothing listens on now, drawn below Linux's ephemeral range (32768-60999), where the kernel would
+    hand it to outgoing connections meanwhile. Another process may still take it: `launch_with_free_port` retries."""
+    while True:
+        port = random.randrange(20000, 32768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return port
+
+
+def launch_with_free_port(
+    commands: Callable[[int], list[list[str]]],
+    *,
+    env: dict | None = None,
+    cwd: str | None = None,
+    timeout: float = 600,
+    attempts: int = 5,
+) -> list[subprocess.CompletedProcess]:
+    """Runs the command lines `commands(port)` at once (one `accelerate launch` per machine, say) on a free port and
+    returns their results, in order, with stdout and stderr as text.
+
+    A port free when drawn can be taken before the launcher binds it; then the launch fails with "address already
+    in use", every command is stopped (a machine left waiting for the missing one would wait long) and all run again
+    on another port. A command that fails otherwise stops the others after a minute's grace; one still running after
+    `timeout` seconds is stopped, with returncode -9 and a line saying so at the end of its stderr. Each command runs
+    in a session of its own, so that stopping it also stops the processes it started.
+    """
+    for attempt in range(attempts):
+        with tempfile.TemporaryDirectory() as logs:
+            runs = []
+            for index, command in enumerate(commands(free_port())):
+                out, err = Path(logs, f"{index}.out"), Path(logs, f"{index}.err")
+                with open(out, "w") as stdout, open(err, "w") as stderr:
+                    process = subprocess.Popen(
+                        command, env=env, cwd=cwd, stdout=stdout, stderr=stderr, start_new_session=True
+                    )  # fmt: skip
+                runs.append((process, out, err))
+            timed_out = _wait_for_all(runs, timeout)
+            results = []
+            for process, out, err in runs:
+                stopped = process.poll() is None
+                with contextlib.suppress(ProcessLookupError):  # also what it started and left behind, if anything
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                note = f"\n[stopped after {timeout} s]" if stopped and timed_out else "\n[stopped]" if stopped else ""
+                stderr = err.read_text() + note
+                results.append(subprocess.CompletedProcess(process.args, process.returncode, out.read_text(), stderr))
+        port_taken = any(run.returncode != 0 and ADDRESS_IN_USE.search(run.stdout + run.stderr) for run in results)
+        if not port_taken or attempt == attempts - 1:
+            return results
+
+
+def _wait_for_all(runs: list[tuple], timeout: float, grace: float = 60) -> bool:
+    """Waits until every process has ended, or one has failed and the others had `grace` seconds to end (none when
+    it failed for its port); returns whether `timeout` seconds passed first."""
+    deadline, failed_at = time.monotonic() + timeout, None
+    while any(process.poll() is None for process, _, _ in runs):
+        now = time.monotonic()
+        if now > deadline:
+            return True
+        failed = [err for process, _, err in runs if process.poll() not in (None, 0)]
+        if failed and any(ADDRESS_IN_USE.search(err.read_text()) for err in failed):
+            return False
+        if failed and failed_at is None:
+            failed_at = now
+        if failed_at is not None and now - failed_at > grace:
+            return False
+        time.sleep(0.2)
+    return False

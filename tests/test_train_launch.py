@@ -1,7 +1,6 @@
 """The training script under `accelerate launch`: as a module pushing to the Hub, and as a script on two processes."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import BLOCK_HF_DDPM, tiny_flags
+from helpers import BLOCK_HF_DDPM, launch_with_free_port, tiny_flags
 from hf_ddpm.pipelines import DDPMCFGPipeline
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,19 +79,17 @@ def test_push_to_hub_uploads_the_pipeline_and_diffusers_alone_samples_the_same_i
     np.testing.assert_array_equal(np.load(tmp_path / "hub.npy"), expected)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_cpu_processes_share_out_the_data_and_log_and_save_once(tmp_path):
     output_dir = tmp_path / "run"
     # 64 images in batches of 8 are 8 batches an epoch; two processes take 4 each, so one epoch is 4 steps.
     flags = tiny_flags(output_dir, "--num_epochs", "1", "--checkpointing_steps", "4", "--save_images_steps", "2",
                        "--report_to", "tensorboard")  # fmt: skip
-    run = launch(["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()),
-                  os.path.join("training", "train.py"), *flags])  # fmt: skip
+    [run] = launch_with_free_port(
+        lambda port: [[ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port),
+                       os.path.join("training", "train.py"), *flags]],
+        cwd=REPOSITORY, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
 
     assert "2 process(es) x batch 8" in run.stderr and "4 optimizer steps (1 epochs)" in run.stderr
     checkpoint = output_dir / "checkpoint-4"
