@@ -196,13 +196,9 @@ def test_two_processes_under_accelerate_launch_share_the_idle_cores(tmp_path):
     assert decisions(run.stdout) == [expected, expected]
 
 
-# ----- the training script -----
-# Needs training/train.py to log `torch threads: {threads} ({reason})` from choose_torch_threads after setting them;
-# skipped until it does. Remove the skip once train.py is wired.
-TRAIN_SOURCE = open(os.path.join(REPOSITORY, "training", "train.py")).read()
+# ----- the training script: it logs `torch threads: {threads} ({reason})` after setting them -----
 
 
-@pytest.mark.skipif("choose_torch_threads" not in TRAIN_SOURCE, reason="train.py does not call choose_torch_threads")
 def test_documented_accelerate_launch_without_a_config_trains_on_the_idle_cores(tmp_path):
     run = subprocess.run([ACCELERATE, "launch", os.path.join("training", "train.py"),
                           *tiny_flags(tmp_path / "run", "--max_train_steps", "1")],

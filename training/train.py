@@ -58,7 +58,7 @@ from hf_ddpm.training_utils import (
     PREDICTION_TYPES,
     UNET_PRESETS,
     check_resolution,
-    cpu_threads_per_process,
+    choose_torch_threads,
     diffusion_loss,
     drop_class_labels,
     min_snr_weights,
@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--center_crop", action="store_true",
                       help="Resize the shorter side and cut the centre square (default: resize the whole image).")
     data.add_argument("--random_flip", action="store_true", help="Flip each training image left-right at random.")
+    data.add_argument("--skip_corrupt_images", action="store_true",
+                      help="Leave out the images that cannot be read (truncated, corrupt, empty or missing files), "
+                           "logging how many and the first few, instead of stopping at the first one.")
     data.add_argument("--dataloader_num_workers", type=int, default=0,
                       help="Worker processes that batch the data. 0 (default) batches in the training process: the "
                            "data is decoded once into memory, so workers would only compete with torch for cores.")
@@ -358,13 +361,12 @@ def make_accelerator(args: argparse.Namespace, plan: RunPlan) -> Accelerator:
         )
     if plan.resume_path is not None:
         check_checkpoint_matches(plan.resume_path, args)
-    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Each process gets its share of the idle cores: a torch thread sharing a core with another busy process
-        # (a data-loading worker, a second training process, other work on the machine) stalls every parallel
-        # region. `accelerate launch` sets OMP_NUM_THREADS (its --num_cpu_threads_per_process), and then that stands.
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        torch.set_num_threads(cpu_threads_per_process(local_processes, args.dataloader_num_workers))
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    # On a CPU each process takes its share of the idle cores, unless the user chose a count: a torch thread sharing
+    # a core with another busy process stalls every parallel region, and accelerate launch's own default is 1.
+    threads = choose_torch_threads(accelerator.device.type, args.dataloader_num_workers)
+    torch.set_num_threads(threads.threads)
+    logger.info(f"torch threads: {threads.threads} ({threads.reason})")
     return accelerator
 
 
@@ -374,7 +376,7 @@ def load_training_data(args: argparse.Namespace) -> ImageData:
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
         resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
-        max_samples=args.max_train_samples, seed=args.seed,
+        max_samples=args.max_train_samples, seed=args.seed, skip_corrupt_images=args.skip_corrupt_images,
     )  # fmt: skip
     if args.class_conditional and data.labels is None:
         raise ValueError(
@@ -1118,6 +1120,7 @@ def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
         resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
+        skip_corrupt_images=args.skip_corrupt_images,
     )  # fmt: skip
 
 
