@@ -188,7 +188,40 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device!r} cannot be used here: {error}") from None
 
 
-SUBCOMMANDS = (add_noising_command, add_sample_command, add_evaluate_command)
+def add_push_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="upload a pipeline folder to a Hub model repository, as training pushes it (after a failed upload)",
+        description="Uploads FOLDER, the --output_dir of a training run, to the Hub model repository REPO_ID, as "
+        "training pushes it: the pipeline, its model card, sample grid and evaluation; no checkpoints, logs or "
+        "previews (samples/). The token is checked first; uploads are retried when the Hub fails.",
+    )
+    parser.add_argument("folder", help="a pipeline folder (with model_index.json)")
+    parser.add_argument("repo_id", help="namespace/name, or name for the token owner's namespace; created if missing")
+    parser.add_argument("--private", action="store_true",
+                        help="create the repository private (an existing one keeps its visibility)")  # fmt: skip
+    parser.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or the saved login)")
+    parser.add_argument("--message", default="Upload with hf-ddpm push", help="the commit message")
+    parser.set_defaults(func=run_push, parser=parser, flags={})
+
+
+def run_push(args: argparse.Namespace) -> None:
+    from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token
+
+    if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
+        raise ValueError(f"FOLDER {args.folder!r} is not a pipeline folder: it has no model_index.json (give the "
+                         "--output_dir of a training run, or a folder written by save_pretrained).")  # fmt: skip
+    token = resolve_hub_token(args.token, flag="--token")
+    pusher = HubPusher(args.repo_id, token, private=args.private, ignore_patterns=pipeline_ignore_patterns(),
+                       flag="REPO_ID")  # fmt: skip
+    try:
+        commit = pusher.push_blocking(args.folder, args.message)
+    except HubPushError as error:
+        sys.exit(f"hf-ddpm push: error: {error}")
+    print(f"pushed {args.folder} to {pusher.repo_id}: {commit.commit_url}")
+
+
+SUBCOMMANDS = (add_noising_command, add_sample_command, add_evaluate_command, add_push_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,18 +1,29 @@
-"""Sharing a trained pipeline on the Hugging Face Hub: the token check, background pushes, the model card."""
+"""Sharing a trained pipeline on the Hugging Face Hub: the token check, background pushes that retry and never hold up
+training, the command that uploads a folder later, the model card."""
 
+import concurrent.futures
 import json
+import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
+import threading
+import time
 from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
+import httpx2
 from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils import _http as hub_http
+from huggingface_hub.utils import filter_repo_objects, set_client_factory
 
+logger = logging.getLogger(__name__)
 
 # Training state and logs stay local unless asked for: they are large, and only the pipeline is meant to be shared.
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "logs/*")
@@ -22,46 +33,128 @@ SECRET_KEY_PARTS = ("token", "secret", "password", "api_key", "credential")
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
 # The values of an evaluation that the model card shows, in this order.
 EVALUATION_METRICS = ("fid", "fd_dinov2", "fd_digits", "kid", "precision", "recall", "agreement")
-MISSING_TOKEN_HELP = "pass --hub_token, set the HF_TOKEN environment variable, or log in with `hf auth login`"
+MISSING_TOKEN_HELP = "pass {flag}, set the HF_TOKEN environment variable, or log in with `hf auth login`"
+# Answers worth trying again: the Hub's own trouble (5xx), a request it timed out, and rate limiting. Any other 4xx is
+# final; 401 and 403 mean the token was revoked or cannot write.
+RETRIED_STATUSES = (408, 429)
+TOKEN_REFUSED_STATUSES = (401, 403)
+# Failures on the way, as huggingface_hub's own retries (`http_backoff`) count them.
+RETRIED_ERRORS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+T = TypeVar("T")
 
 
-def resolve_hub_token(token: Optional[str] = None, endpoint: Optional[str] = None) -> str:
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a push is tried again: exponential backoff, bounded in tries and in time.
+
+    Only transient failures are retried: HTTP 5xx, 408 and 429, timeouts and lost connections. huggingface_hub retries
+    some requests of an upload itself (the LFS transfers and the upload-mode check: up to 5 times, 1 to 8 s apart),
+    so one try may take several `request_timeout`s against a Hub that hangs.
+
+    Args:
+        max_attempts (`int`): tries of one push, the first included.
+        initial_delay (`float`): seconds between the first try and the second; doubled before each later try.
+        max_delay (`float`): the longest wait between two tries.
+        max_time (`float`): seconds after the first try past which no new try starts.
+        request_timeout (`float`): seconds a request may go without progress (connecting, sending, or waiting for the
+            answer) before it fails and the try counts as failed.
+    """
+
+    max_attempts: int = 5
+    initial_delay: float = 4.0
+    max_delay: float = 60.0
+    max_time: float = 600.0
+    request_timeout: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number `attempt` (1 for the first) before the next one."""
+        return min(self.initial_delay * 2 ** (attempt - 1), self.max_delay)
+
+
+# Read when a pusher is made or a token checked, so that a test can make the waits short.
+DEFAULT_RETRY_POLICY = RetryPolicy()
+
+
+class HubPushError(RuntimeError):
+    """A push that did not reach the Hub. Nothing local is lost: the message says why, that every file is saved in
+    `folder`, and the command that uploads it later (`command`: `hf-ddpm push FOLDER REPO_ID`)."""
+
+    def __init__(self, reason: str, folder: str, repo_id: str):
+        self.reason, self.folder, self.repo_id = reason, folder, repo_id
+        self.command = upload_command(folder, repo_id)
+        super().__init__(f"{reason} Every file is saved in {folder}; upload it later with: {self.command}")
+
+
+def upload_command(folder: str, repo_id: str) -> str:
+    """The shell command that pushes `folder` to `repo_id` as training does."""
+    return f"hf-ddpm push {shlex.quote(os.fspath(folder))} {shlex.quote(repo_id)}"
+
+
+def pipeline_ignore_patterns(logging_dir: str = "logs") -> list:
+    """What stays local when a training run's --output_dir is pushed: checkpoints, logs (tensorboard event files
+    wherever they are), the previews under samples/. The pipeline, its model card, sample grid and evaluation go."""
+    return [*DEFAULT_IGNORE_PATTERNS, f"{logging_dir}/*", "samples/*", "*tfevents*"]
+
+
+def resolve_hub_token(token: Optional[str] = None, endpoint: Optional[str] = None, flag: str = "--hub_token") -> str:
     """Find the Hub token to push with and check it with the Hub (`whoami`) before any training starts.
 
-    The token is `token` (from `--hub_token`), else the `HF_TOKEN` environment variable, else the saved login. It is
+    The token is `token` (from `flag`), else the `HF_TOKEN` environment variable, else the saved login. It is
     returned to the caller and never printed, logged or written anywhere.
 
     Args:
         token (`str`, *optional*): the token given on the command line.
         endpoint (`str`, *optional*): the Hub to ask; by default `HF_ENDPOINT` or huggingface.co.
+        flag (`str`): the command-line flag that gives `token`, named in the messages.
 
     Raises:
-        `ValueError`: no token was found, the Hub rejected it, or it cannot write.
+        `ValueError`: no token was found, the Hub rejected it, it cannot write, or the Hub did not answer.
     """
+    help_text = MISSING_TOKEN_HELP.format(flag=flag)
     if token:
-        origin = "--hub_token"
+        origin = flag
     else:
         token = get_token()
         if not token:
-            raise ValueError(f"Pushing to the Hub needs a token with write access: {MISSING_TOKEN_HELP}.")
+            raise ValueError(f"Pushing to the Hub needs a token with write access: {help_text}.")
         from_environment = token == (os.environ.get("HF_TOKEN") or "").strip()
         origin = "the HF_TOKEN environment variable" if from_environment else "the saved login"
 
     api = HfApi(endpoint=endpoint)
+    policy = DEFAULT_RETRY_POLICY
     try:
-        user = api.whoami(token=token)
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else "no"
+        user = _retrying(lambda: api.whoami(token=token), policy, "Checking the Hub token")
+    except _Failure as failure:
+        if failure.transient:
+            raise ValueError(
+                f"Cannot check the Hub token from {origin}: {api.endpoint} {failure.describe(policy)}. Try again "
+                "when the Hub answers."
+            ) from failure.error
+        if not isinstance(failure.error, HfHubHTTPError):
+            raise failure.error
+        status = _http_status(failure.error) or "no"
         raise ValueError(
-            f"The Hub token from {origin} was rejected by {api.endpoint} (HTTP {status}): {MISSING_TOKEN_HELP}."
-        ) from error
+            f"The Hub token from {origin} was rejected by {api.endpoint} (HTTP {status}): {help_text}."
+        ) from failure.error
     role = user.get("auth", {}).get("accessToken", {}).get("role")
     if role == "read":
         raise ValueError(
             f"The Hub token from {origin} (user {user.get('name')!r}) is read-only and cannot push; give a token "
-            f"with write access: {MISSING_TOKEN_HELP}."
+            f"with write access: {help_text}."
         )
     return token
+
+
+@dataclass
+class _Push:
+    """One background push: the folder it was asked for, its snapshot, and a way to stop its retries."""
+
+    folder: str
+    snapshot: str
+    commit_message: str
+    future: Future = field(default_factory=Future)
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class HubPusher:
@@ -69,9 +162,18 @@ class HubPusher:
 
     A background push uploads a snapshot: a copy of the folder's files taken when `push_async` is called, right after
     a save is complete. The training loop may then overwrite the folder with its next save while the upload runs, and
-    the Hub never receives a half-written file or a mix of two saves. The uploads run one after another on one
-    background thread (`HfApi.run_as_future`), in the order they were asked for, so the repository never steps back
-    to an older state.
+    the Hub never receives a half-written file or a mix of two saves. One background thread uploads the snapshots one
+    after another, in the order they were asked for, so the repository never steps back to an older state.
+
+    Nothing a Hub in trouble does reaches the training loop. `push_async` only copies files and returns. Each upload
+    is retried as `retry` says, and each of its requests times out (`RetryPolicy.request_timeout`). At most one
+    snapshot waits behind the upload under way: a newer one replaces it (its temporary copy is deleted), since the
+    Hub only needs the latest state. A push that fails in the end is logged as a warning; training goes on, and the
+    next push (which carries every change since) tries again. When the Hub refuses the token (HTTP 401 or 403: it was
+    revoked, or lost write access), that is said once and no more background pushes are tried.
+
+    The final push, `push_blocking`, supersedes the background pushes, retries, and raises [`HubPushError`] if it
+    fails, saying that every file is in the folder and giving the command that uploads it later.
 
     Args:
         repo_id (`str`): "namespace/name", or "name" for the token owner's namespace. Created if it does not exist;
@@ -82,6 +184,8 @@ class HubPusher:
         ignore_patterns (`Sequence[str]`): never push the files matching these globs (by default checkpoint state
             folders and logs).
         endpoint (`str`, *optional*): the Hub to push to; by default `HF_ENDPOINT` or huggingface.co.
+        retry ([`RetryPolicy`], *optional*): how uploads are retried; by default `DEFAULT_RETRY_POLICY`.
+        flag (`str`): the command-line flag that gives `repo_id`, named in the messages.
     """
 
     def __init__(
@@ -92,73 +196,337 @@ class HubPusher:
         allow_patterns: Optional[Sequence[str]] = None,
         ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS,
         endpoint: Optional[str] = None,
+        retry: Optional[RetryPolicy] = None,
+        flag: str = "--hub_model_id",
     ):
         self._api = HfApi(endpoint=endpoint, token=token)
+        self.retry = retry if retry is not None else DEFAULT_RETRY_POLICY
         try:
-            self.repo_id = self._api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        except HfHubHTTPError as error:
-            message = f"Cannot create or use the Hub repository {repo_id!r} (--hub_model_id): {error}"
-            raise ValueError(message) from error
+            create = lambda: self._api.create_repo(repo_id, private=private, exist_ok=True)  # noqa: E731
+            self.repo_id = _retrying(create, self.retry, f"Creating {repo_id}").repo_id
+        except _Failure as failure:
+            if not (failure.transient or isinstance(failure.error, HfHubHTTPError)):
+                raise failure.error
+            message = f"Cannot create or use the Hub repository {repo_id!r} ({flag}): {failure.error}"
+            raise ValueError(message) from failure.error
         self.allow_patterns = list(allow_patterns) if allow_patterns is not None else None
         self.ignore_patterns = list(ignore_patterns)
-        self._pending: list = []
+        self._pending: list = []  # futures of the background pushes asked for since the last `wait`
+        self._last_folder: Optional[str] = None
+        self._token_refused = False
+        # The background thread's state: the push it uploads, the one waiting behind it. Guarded by `_changed`.
+        self._changed = threading.Condition()
+        self._running: Optional[_Push] = None
+        self._waiting: Optional[_Push] = None
+        self._worker: Optional[threading.Thread] = None
 
     def __repr__(self) -> str:
         return f"HubPusher(repo_id={self.repo_id!r}, endpoint={self._api.endpoint!r}, pending={len(self._pending)})"
 
     def push_async(self, folder: str, commit_message: str) -> Future:
-        """Snapshot `folder` now and upload the snapshot in the background; returns the upload's future."""
-        snapshot = self._snapshot(folder)
-        future = self._api.run_as_future(self._upload_snapshot, snapshot, commit_message)
-        self._pending.append(future)
-        return future
+        """Snapshot `folder` now and upload the snapshot in the background; returns at once with the upload's future.
+
+        The future ends with the `CommitInfo`, or the failure (already logged as a warning); it is cancelled when a
+        newer push replaces this one before its upload started.
+        """
+        self._check_folder(folder)
+        self._last_folder = folder
+        if self._token_refused:
+            reason = f"Background push {commit_message!r} to {self.repo_id} skipped: {self._token_reason()}."
+            logger.debug(reason)
+            return self._add_pending(_failed_future(HubPushError(reason, folder, self.repo_id)))
+        try:
+            push = _Push(folder, self._snapshot(folder), commit_message)
+        except OSError as error:  # a full disk, say: the save before it would have failed too, but the loop goes on
+            logger.warning(f"Cannot snapshot {folder} for a background push to {self.repo_id} ({error}); training "
+                           "goes on, and the next checkpoint's push tries again.")  # fmt: skip
+            return self._add_pending(_failed_future(error))
+        with self._changed:
+            replaced, self._waiting = self._waiting, push
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="hub-push", daemon=True)
+                self._worker.start()
+        if replaced is not None:
+            self._drop(replaced, f"replaced by {commit_message!r} before its upload started")
+        return self._add_pending(push.future)
 
     def push_blocking(self, folder: str, commit_message: str) -> CommitInfo:
-        """Wait for the background pushes, then upload `folder` and return when the commit is on the Hub."""
+        """Upload `folder` now, retrying as `retry` says, and return when the commit is on the Hub.
+
+        The background pushes are superseded: one waiting is dropped, and the one uploading stops retrying and is
+        waited for, so that this commit lands last.
+
+        Raises:
+            [`HubPushError`]: the upload failed; the message says why and how to upload the folder later.
+        """
         self._check_folder(folder)
-        self.wait()
-        return self._api.upload_folder(
+        self._last_folder = folder
+        self._supersede_background()
+        upload = lambda: self._api.upload_folder(  # noqa: E731
             repo_id=self.repo_id,
             folder_path=folder,
             commit_message=commit_message,
             allow_patterns=self.allow_patterns,
             ignore_patterns=self.ignore_patterns,
         )
+        try:
+            return _retrying(upload, self.retry, f"Push {commit_message!r} to {self.repo_id}")
+        except _Failure as failure:
+            reason = f"Pushing {folder} to {self.repo_id} failed: {self._reason(failure)}."
+            raise HubPushError(reason, folder, self.repo_id) from failure.error
 
-    def wait(self) -> list:
-        """Wait for every background push; returns their `CommitInfo`s, or raises if any of them failed."""
+    def wait(self, timeout: Optional[float] = None) -> list:
+        """Wait for the background pushes asked for since the last call, at most `timeout` seconds (None: until they
+        end, which the retry policy bounds). Returns their `CommitInfo`s.
+
+        At the timeout, a push not yet started is dropped; the one uploading goes on while the process lives.
+
+        Raises:
+            [`HubPushError`]: a push failed, or was still uploading at the timeout.
+        """
         pending, self._pending = self._pending, []
-        commits, failures = [], []
-        for future in pending:
-            try:
-                commits.append(future.result())
-            except Exception as error:  # reported together below, after every push has finished
-                failures.append(error)
+        _, not_done = concurrent.futures.wait(pending, timeout=timeout)
+        if not_done:
+            with self._changed:
+                waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                self._drop(waiting, f"not started after waiting {timeout:g} s")
+        asked = [future for future in pending if not future.cancelled()]
+        unfinished = [future for future in asked if not future.done()]
+        self._pending = unfinished + self._pending  # a later `wait` still sees them
+        failures = [future.exception() for future in asked if future.done() and future.exception() is not None]
+        if not failures and not unfinished:
+            return [future.result() for future in asked]
+        problems = []
         if failures:
-            summary = f"{len(failures)} of {len(pending)} background pushes to {self.repo_id} failed"
-            raise RuntimeError(f"{summary}; the first: {failures[0]}") from failures[0]
-        return commits
+            first = failures[0].reason if isinstance(failures[0], HubPushError) else str(failures[0])
+            problems.append(f"{len(failures)} of {len(asked)} background pushes to {self.repo_id} failed; the first: "
+                            f"{first}")  # fmt: skip
+        if unfinished:
+            problems.append(f"{len(unfinished)} of {len(asked)} background pushes to {self.repo_id} still uploading "
+                            f"after {timeout:g} s")  # fmt: skip
+        raise HubPushError(" ".join(problem.rstrip(".") + "." for problem in problems), self._last_folder, self.repo_id)
 
+    # ----- the background thread -----
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                push, self._waiting = self._waiting, None
+                self._running = push
+                if push is None:
+                    self._worker = None
+                    self._changed.notify_all()
+                    return
+            push.future.set_running_or_notify_cancel()
+            commit, error = None, None
+            try:
+                commit = self._upload_snapshot(push)
+            except _Failure as failure:
+                error = self._background_failure(push, failure)
+            except Exception as unexpected:  # a bug must not go silent: the log and the future carry it
+                logger.exception(f"Background push {push.commit_message!r} to {self.repo_id} failed")
+                error = unexpected
+            # The copy goes before the future ends: whoever waits for it finds no temporary files left.
+            shutil.rmtree(push.snapshot, ignore_errors=True)
+            if error is None:
+                push.future.set_result(commit)
+            else:
+                push.future.set_exception(error)
+
+    def _upload_snapshot(self, push: _Push) -> CommitInfo:
+        upload = lambda: self._api.upload_folder(  # noqa: E731
+            repo_id=self.repo_id, folder_path=push.snapshot, commit_message=push.commit_message
+        )
+        return _retrying(upload, self.retry, f"Background push {push.commit_message!r} to {self.repo_id}", push.stop)
+
+    def _background_failure(self, push: _Push, failure: "_Failure") -> HubPushError:
+        """Log a failed background push as a warning (once only for a refused token); the error for its future."""
+        what = f"Background push {push.commit_message!r} of {push.folder} to {self.repo_id}"
+        if failure.stopped:
+            reason = f"{what} stopped retrying: a later push supersedes it."
+            logger.info(reason)
+        elif _http_status(failure.error) in TOKEN_REFUSED_STATUSES:
+            reason = f"{what} failed: {self._reason(failure)}."
+            if not self._token_refused:
+                self._token_refused = True
+                logger.warning(f"{reason} Training goes on and saves every file in {push.folder}; no more "
+                               "background pushes are tried, and the final push will say how to upload the folder "
+                               "later.")  # fmt: skip
+        else:
+            reason = f"{what} failed: {self._reason(failure)}."
+            logger.warning(f"{reason} Training goes on; every file is saved in {push.folder}, and the next "
+                           "checkpoint's push tries again.")  # fmt: skip
+        return HubPushError(reason, push.folder, self.repo_id)
+
+    def _drop(self, push: _Push, why: str) -> None:
+        push.future.cancel()
+        shutil.rmtree(push.snapshot, ignore_errors=True)
+        logger.info(f"Background push {push.commit_message!r} to {self.repo_id} dropped: {why}.")
+
+    def _supersede_background(self) -> None:
+        with self._changed:
+            waiting, self._waiting = self._waiting, None
+            if self._running is not None:
+                self._running.stop.set()
+        if waiting is not None:
+            self._drop(waiting, "a later push supersedes it")
+        with self._changed:
+            while self._worker is not None:
+                self._changed.wait()
+        self._pending = []
+
+    def _add_pending(self, future: Future) -> Future:
+        self._pending = [pending for pending in self._pending if not pending.cancelled()]
+        self._pending.append(future)
+        return future
+
+    # ----- messages -----
+    def _reason(self, failure: "_Failure") -> str:
+        status = _http_status(failure.error)
+        if status in TOKEN_REFUSED_STATUSES:
+            return self._token_reason(status)
+        if failure.transient:
+            return f"the Hub {failure.describe(self.retry)}"
+        return f"the Hub refused it ({_describe(failure.error, self.retry)})"
+
+    def _token_reason(self, status: Optional[int] = None) -> str:
+        answer = f" (HTTP {status})" if status is not None else ""
+        return (
+            f"the Hub refused the token{answer}: it was revoked, or cannot write to {self.repo_id}. Give a valid write "
+            "token (--token, HF_TOKEN or `hf auth login`)"
+        )
+
+    # ----- files -----
     def _check_folder(self, folder: str) -> None:
         if not os.path.isdir(folder):
             raise ValueError(f"Cannot push {folder!r} to the Hub: it is not a directory.")
 
     def _snapshot(self, folder: str) -> str:
-        self._check_folder(folder)
         files = [path.relative_to(folder).as_posix() for path in Path(folder).rglob("*") if path.is_file()]
         selected = filter_repo_objects(files, allow_patterns=self.allow_patterns, ignore_patterns=self.ignore_patterns)
         snapshot = tempfile.mkdtemp(prefix="hf-ddpm-push-")
-        for relative in selected:
-            target = os.path.join(snapshot, relative)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copy2(os.path.join(folder, relative), target)
+        try:
+            for relative in selected:
+                target = os.path.join(snapshot, relative)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(os.path.join(folder, relative), target)
+        except OSError:
+            shutil.rmtree(snapshot, ignore_errors=True)
+            raise
         return snapshot
 
-    def _upload_snapshot(self, snapshot: str, commit_message: str) -> CommitInfo:
+
+def _failed_future(error: BaseException) -> Future:
+    future = Future()
+    future.set_exception(error)
+    return future
+
+
+# ----- retries -----
+class _Failure(Exception):
+    """What `_retrying` raises when it gives up: the last error, and how many tries took how long."""
+
+    def __init__(self, error: Exception, attempts: int, seconds: float, stopped: bool = False):
+        super().__init__(str(error))
+        self.error, self.attempts, self.seconds, self.stopped = error, attempts, seconds, stopped
+        self.transient = _is_transient(error)
+
+    def describe(self, policy: RetryPolicy) -> str:
+        tries = f"{self.attempts} tries over {self.seconds:.1f} s" if self.attempts > 1 else "1 try"
+        return f"still failed after {tries} (the last: {_describe(self.error, policy)})"
+
+
+def _retrying(action: Callable[[], T], policy: RetryPolicy, what: str, stop: Optional[threading.Event] = None) -> T:
+    """`action()`, tried again after transient failures as `policy` says, each of its requests bounded by
+    `policy.request_timeout`; `stop` ends the retries early. Raises `_Failure` when it gives up."""
+    start = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            return self._api.upload_folder(repo_id=self.repo_id, folder_path=snapshot, commit_message=commit_message)
-        finally:
-            shutil.rmtree(snapshot, ignore_errors=True)
+            with _bounded_requests(policy.request_timeout):
+                return action()
+        except Exception as error:
+            delay, elapsed = policy.delay(attempt), time.monotonic() - start
+            stopped = stop is not None and stop.is_set()
+            out_of_tries = attempt >= policy.max_attempts or elapsed + delay > policy.max_time
+            if stopped or out_of_tries or not _is_transient(error):
+                raise _Failure(error, attempt, elapsed, stopped) from error
+            logger.info(f"{what}: {_describe(error, policy)} (try {attempt} of {policy.max_attempts}); trying again in "
+                        f"{delay:g} s.")  # fmt: skip
+            if stop is None:
+                time.sleep(delay)
+            elif stop.wait(delay):
+                raise _Failure(error, attempt, time.monotonic() - start, stopped=True) from error
+
+
+def _http_status(error: BaseException) -> Optional[int]:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _is_transient(error: BaseException) -> bool:
+    status = _http_status(error)
+    if status is not None:
+        return status >= 500 or status in RETRIED_STATUSES
+    return isinstance(error, RETRIED_ERRORS)
+
+
+def _describe(error: BaseException, policy: RetryPolicy) -> str:
+    """A failure in one line: the HTTP status and the Hub's message, or what happened on the way."""
+    status = _http_status(error)
+    if status is not None:
+        server_message = getattr(error, "server_message", None) or ""
+        return f"HTTP {status}" + (f" ({server_message.strip().splitlines()[0]})" if server_message.strip() else "")
+    if isinstance(error, httpx2.TimeoutException):
+        return f"no answer within {policy.request_timeout:g} s ({type(error).__name__})"
+    return f"{type(error).__name__}: {error}"
+
+
+# ----- a bound on every request of an upload -----
+# huggingface_hub's shared HTTP client sets no timeout, and uploads and API calls pass none: a Hub that accepts the
+# connection and never answers would hold an upload, and every push behind it, for ever. While a push runs, a request
+# hook on that client gives every request that has no timeout of its own the push's `request_timeout` (downloads set
+# theirs: HF_HUB_DOWNLOAD_TIMEOUT, HF_HUB_ETAG_TIMEOUT). The bound holds for the whole process, not one thread,
+# because huggingface_hub uploads LFS files from a thread pool of its own.
+_REQUEST_TIMEOUTS: list = []  # the request timeouts of the pushes under way
+_REQUEST_TIMEOUTS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _bounded_requests(timeout: float):
+    _install_request_hook()
+    with _REQUEST_TIMEOUTS_LOCK:
+        _REQUEST_TIMEOUTS.append(timeout)
+    try:
+        yield
+    finally:
+        with _REQUEST_TIMEOUTS_LOCK:
+            _REQUEST_TIMEOUTS.remove(timeout)
+
+
+def _bound_request(request: httpx2.Request) -> None:
+    timeouts = list(_REQUEST_TIMEOUTS)
+    if timeouts and not any(request.extensions.get("timeout", {}).values()):
+        request.extensions["timeout"] = httpx2.Timeout(min(timeouts)).as_dict()
+
+
+def _install_request_hook() -> None:
+    """Make huggingface_hub's client factory add `_bound_request` to the clients it makes (once per process; the
+    factory in place, a user's own included, still makes them)."""
+    with _REQUEST_TIMEOUTS_LOCK:
+        factory = getattr(hub_http, "_GLOBAL_CLIENT_FACTORY", hub_http.default_client_factory)
+        if getattr(factory, "bounds_requests", False):
+            return
+
+        def bounded_client_factory() -> httpx2.Client:
+            client = factory()
+            hooks = client.event_hooks
+            client.event_hooks = {**hooks, "request": [*hooks.get("request", []), _bound_request]}
+            return client
+
+        bounded_client_factory.bounds_requests = True
+        set_client_factory(bounded_client_factory)
 
 
 def write_model_card(

@@ -15,6 +15,10 @@ It answers the requests that `huggingface_hub` makes for model repositories:
 - `GET|HEAD /{repo}/resolve/{rev}/{path}`: file content with `ETag`, `X-Repo-Commit`, `Content-Length` and, for LFS
   files, `X-Linked-Etag` / `X-Linked-Size`.
 
+Failures can be injected, to test how clients live with a Hub in trouble: `fail` (matching requests answer an HTTP
+error, such as a 500), `hang` (matching requests get no answer for a while, then the connection drops) and `revoke`
+(a token is refused with 401 from then on, as the Hub refuses a revoked token).
+
 Revisions are `main` or a commit sha. Nothing advertises Xet storage (no `X-Xet-*` headers, no `xetHash`), so
 downloads use plain HTTP. Uploads are different: `huggingface_hub` picks Xet whenever `hf_xet` is installed, whatever
 the server says, so clients must run with `HF_HUB_DISABLE_XET=1` (the `hub_server` fixture sets it).
@@ -57,6 +61,16 @@ GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for p
 
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+# The requests that an injected failure can target by name; any other string is a regular expression searched in the
+# request's path.
+FAULT_TARGETS = {
+    "commit": r"^/api/models/[\w.-]+/[\w.-]+/commit/",
+    "preupload": r"^/api/models/[\w.-]+/[\w.-]+/preupload/",
+    "lfs": r"(\.git/info/lfs/objects/|^/lfs-upload/)",
+    "create": r"^/api/repos/create$",
+    "whoami": r"^/api/whoami",
+    "any": r"",
+}
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -126,6 +140,27 @@ class Repository:
         return None
 
 
+@dataclass
+class Fault:
+    """An injected failure: the requests whose path matches `pattern` answer HTTP `status`, or, with `hang`, get no
+    answer for that many seconds and then lose their connection. `remaining` counts down the requests still to fail
+    (None: every one); `hits` counts those that failed."""
+
+    pattern: str
+    status: Optional[int] = None
+    hang: Optional[float] = None
+    remaining: Optional[int] = None
+    hits: int = 0
+
+
+class Hang(Exception):
+    """Raised by `HubServer.handle` for a request that gets no answer: the handler holds it, then drops it."""
+
+    def __init__(self, seconds: float, released: threading.Event):
+        super().__init__(f"hang for {seconds} s")
+        self.seconds, self.released = seconds, released
+
+
 class HubError(Exception):
     """An error answer, with the headers `huggingface_hub.utils.hf_raise_for_status` turns into typed errors."""
 
@@ -152,6 +187,9 @@ class HubServer:
         self._lfs_store: dict = {}  # sha256 -> bytes
         self._upload_signatures: dict = {}  # sha256 -> signature of the upload address handed out
         self._lock = threading.Lock()
+        self._faults: list = []
+        self._revoked: set = set()
+        self._released = threading.Event()  # set to end every hang at once
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -166,6 +204,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -209,12 +248,58 @@ class HubServer:
         with self._lock:
             return [commit.message for commit in self._repos[repo_id].commits]
 
+    # ----- injected failures -----
+    def fail(self, status: int = 500, times: Optional[int] = None, on: str = "commit") -> Fault:
+        """Answer the next `times` requests to `on` (every one if None) with HTTP `status`; returns the fault.
+
+        `on` is a name of `FAULT_TARGETS` ("commit", "preupload", "lfs", "create", "whoami", "any") or a regular
+        expression searched in the request's path.
+        """
+        return self._add_fault(Fault(FAULT_TARGETS.get(on, on), status=status, remaining=times))
+
+    def hang(self, seconds: float, times: Optional[int] = None, on: str = "commit") -> Fault:
+        """Give the next `times` requests to `on` (every one if None) no answer for `seconds`, then close their
+        connection without one: a Hub that hangs. `clear_faults()` and `stop()` end the hangs at once."""
+        return self._add_fault(Fault(FAULT_TARGETS.get(on, on), hang=seconds, remaining=times))
+
+    def revoke(self, token: str) -> None:
+        """Refuse `token` from now on with 401 "Invalid credentials", on every request, as the Hub answers a token
+        that was revoked while a client still holds it."""
+        with self._lock:
+            self._revoked.add(token)
+
+    def clear_faults(self) -> None:
+        """Remove the injected failures (not the revocations) and end the hangs under way."""
+        with self._lock:
+            self._faults = []
+            released, self._released = self._released, threading.Event()
+        released.set()
+
+    def _add_fault(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def _inject_fault(self, path: str) -> None:
+        """Raise the first injected failure that `path` matches, if any."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.remaining != 0 and re.search(fault.pattern, path):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                    fault.hits += 1
+                    if fault.hang is not None:
+                        raise Hang(fault.hang, self._released)
+                    raise HubError(fault.status, f"Injected failure: HTTP {fault.status} from the Hub stand-in")
+
     # ----- request handling (called by the handler threads) -----
     def caller_role(self, authorization: Optional[str]) -> Optional[str]:
-        """"write", "read" or None (anonymous); a token that is not ours is rejected as the Hub does."""
+        """"write", "read" or None (anonymous); a token that is not ours, or was revoked, is refused as the Hub does."""
         if authorization is None:
             return None
         token = authorization.removeprefix("Bearer ").strip()
+        if token in self._revoked:
+            raise HubError(401, INVALID_CREDENTIALS)
         if secrets.compare_digest(token, self.token):
             return "write"
         if secrets.compare_digest(token, self.read_token):
@@ -226,6 +311,7 @@ class HubServer:
         split = urlsplit(url)
         path, query = unquote(split.path), parse_qs(split.query)
         self.requests.append((method, split.path))
+        self._inject_fault(path)
         role = self.caller_role(headers.get("Authorization"))
         for route_methods, pattern, handler in _ROUTES:
             match = re.fullmatch(pattern, path)
@@ -561,6 +647,10 @@ def _make_handler(server: HubServer) -> type:
             body = self._read_body()
             try:
                 status, headers, payload = server.handle(self.command, self.path, self.headers, body)
+            except Hang as hang:
+                hang.released.wait(hang.seconds)
+                self.close_connection = True  # no answer at all: the client sees the connection drop
+                return
             except HubError as error:
                 status, headers, payload = _json({"error": error.message}, error.status, error.headers)
                 headers["X-Error-Message"] = error.message
