@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -145,6 +146,21 @@ def launch_with_free_port(
         port_taken = any(run.returncode != 0 and ADDRESS_IN_USE.search(run.stdout + run.stderr) for run in results)
         if not port_taken or attempt == attempts - 1:
             return results
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+
+
+def train_on_two_processes(flags: list[str], env: dict | None = None, timeout: float = 600):
+    """`accelerate launch --multi_gpu --num_processes 2 training/train.py FLAGS` (CPU processes over gloo) on a free
+    port; the completed run."""
+    [run] = launch_with_free_port(
+        lambda port: [[ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port),
+                       str(REPOSITORY / "training" / "train.py"), *flags]],
+        env=env, cwd=str(REPOSITORY), timeout=timeout,
+    )  # fmt: skip
+    return run
 
 
 def _wait_for_all(runs: list[tuple], timeout: float, grace: float = 60) -> bool:

@@ -1,5 +1,4 @@
 import io
-from pathlib import Path
 
 import datasets
 import numpy as np

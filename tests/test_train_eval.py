@@ -13,11 +13,10 @@ import shutil
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import tiny_flags
+from helpers import tiny_flags, train_on_two_processes
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.training import train as train_script
 from test_train import assert_nothing_trained, train
-from test_train_launch import free_port, launch
 
 VALUES = ["fd_digits", "kid", "precision", "recall", "agreement"]  # what the digits defaults measure
 EVAL = ["--eval_num_samples", "20", "--eval_batch_size", "4"]  # 5 whole batches: 3 on one process, 2 on the other
@@ -156,8 +155,8 @@ def test_two_processes_measure_exactly_what_one_process_measures_on_the_same_wei
     output_dir = tmp_path / "run"
     flags = tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2", "--eval_steps", "1", *EVAL,
                        "--eval_guidance_scales", "1", "--use_ema", "--report_to", "tensorboard")  # fmt: skip
-    launch(["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()),
-            os.path.join("training", "train.py"), *flags])  # fmt: skip
+    run = train_on_two_processes(flags)
+    assert run.returncode == 0, run.stderr[-4000:]
     assert [step for step, _ in logged(output_dir, "eval/fd_digits")] == [1, 2]
     two_processes = read_json(output_dir / "evaluation" / "metrics.json")["rows"]
 

@@ -8,7 +8,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
-from helpers import tiny_flags
+from helpers import ACCELERATE, free_port, tiny_flags, train_on_two_processes
 from hf_ddpm.stopping import PREEMPTED_EXIT_STATUS, TrainingStopped
 from hf_ddpm.training import train as train_script
 
@@ -122,8 +121,7 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(tmp_path):
     assert {"random_states_0.pkl", "random_states_1.pkl", "manifest.json"} <= set(os.listdir(checkpoint))
     assert train_script.checkpoint_damage(str(checkpoint)) is None
 
-    resumed = subprocess.run(launch_command(flags + ["--resume_from_checkpoint", "latest"]), cwd=REPOSITORY,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = train_on_two_processes(flags + ["--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resumed from {checkpoint} at step {step}" in resumed.stderr
     assert (output_dir / "model_index.json").exists()
@@ -131,11 +129,7 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(tmp_path):
 
 def launch_command(flags) -> list[str]:
     """Two CPU processes over gloo, as `accelerate launch --multi_gpu --num_processes 2` starts them."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    return [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port),
+    return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()),
             str(SCRIPT), *flags]  # fmt: skip
 
 
