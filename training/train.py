@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from hf_ddpm.data import DIGITS, ImageData, load_image_data, random_flip
 from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics
-from hf_ddpm.hub import DEFAULT_IGNORE_PATTERNS, HubPusher, resolve_hub_token, write_model_card
+from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.previews import log_preview, write_preview
@@ -504,8 +504,8 @@ class TrainingRun:
         self.pusher = None
         if args.push_to_hub and accelerator.is_main_process:
             repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-            ignore = list(DEFAULT_IGNORE_PATTERNS) + [f"{args.logging_dir}/*", "samples/*"]
-            self.pusher = HubPusher(repo_id, plan.hub_token, private=args.hub_private_repo, ignore_patterns=ignore)
+            self.pusher = HubPusher(repo_id, plan.hub_token, private=args.hub_private_repo,
+                                    ignore_patterns=pipeline_ignore_patterns(args.logging_dir))  # fmt: skip
 
     # ----- the model as a pipeline -----
 
@@ -690,7 +690,10 @@ class TrainingRun:
         if step % self.args.checkpointing_steps != 0:
             self._checkpoint(step)
         if self.pusher is not None:
-            self.pusher.wait(timeout=UPLOAD_GRACE_S)
+            try:
+                self.pusher.wait(timeout=UPLOAD_GRACE_S)
+            except HubPushError as error:  # the checkpoint is what matters now; the upload can follow later
+                logger.warning(str(error))
         self.accelerator.end_training()
         raise Preempted(
             f"Stopped by {self.signals.received or 'a signal to another process'} after step {step} of "
@@ -720,10 +723,16 @@ class TrainingRun:
                                       guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
                                       seed=args.seed)  # fmt: skip
             self.save_pipeline(sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
-            if self.pusher is not None:
-                self.pusher.push_blocking(args.output_dir, "End of training")
             logger.info(f"Saved the pipeline to {args.output_dir}")
+        push_error = None
+        if self.pusher is not None:
+            try:
+                self.pusher.push_blocking(args.output_dir, "End of training")
+            except HubPushError as error:  # raised once the run has ended: everything is saved locally
+                push_error = error
         accelerator.end_training()
+        if push_error is not None:
+            raise push_error
 
 
 def training_loss(
@@ -1145,6 +1154,9 @@ def command_line(argv: list[str] | None = None) -> int:
     except TrainingStopped as stopped:
         print(f"stopped: {stopped}", file=sys.stderr)
         return stopped.exit_status
+    except HubPushError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
