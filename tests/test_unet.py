@@ -407,3 +407,22 @@ def test_drops_into_diffusers_unconditional_pipelines(pipeline_class, scheduler_
     assert images.images.shape == (2, 8, 8, 3)
     again = pipe(batch_size=2, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0))
     assert (images.images == again.images).all() and images.images.std() > 0
+
+
+def test_ddpm_cifar10_preset_is_ho_et_al_with_film_scale_shift():
+    """Ho et al.'s CIFAR-10 network (diffusers' UNet2DModel of google/ddpm-cifar10-32) has 35.7M parameters; the
+    preset's is the same network with FiLM scale-shift time conditioning: 38.3M."""
+    from hf_ddpm.training_utils import UNET_PRESETS
+
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    ours = DDPMUNet2DModel(sample_size=32, in_channels=3, out_channels=3, **UNET_PRESETS["ddpm-cifar10"])
+    ho = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
+              down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+              up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))  # fmt: skip
+    assert count(UNet2DModel(**ho)) == 35_746_307 and count(ours) == 38_307_203
+    # The difference is the scale half of every ResNet block's time projection (its weights and biases).
+    projections = [module.embedding_proj for module in ours.modules() if hasattr(module, "embedding_proj")]
+    scale_halves = sum(p.out_features // 2 * (p.in_features + 1) for p in projections)
+    assert count(ours) - count(UNet2DModel(**ho)) == scale_halves
