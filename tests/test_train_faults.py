@@ -16,24 +16,17 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from helpers import ACCELERATE, free_port, tiny_flags, train_on_two_processes
 from hf_ddpm.stopping import PREEMPTED_EXIT_STATUS, TrainingStopped
 from hf_ddpm.training import train as train_script
+from test_train import train
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "training" / "train.py"
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
-
-def train(argv):
-    try:
-        return train_script.main(argv)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
 
 
 def start(flags, **popen_kwargs) -> subprocess.Popen:

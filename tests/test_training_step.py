@@ -11,7 +11,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from diffusers.training_utils import EMAModel
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -20,18 +19,12 @@ from hf_ddpm.data import load_image_data
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers import DDPMScheduler
 from hf_ddpm.training import train as train_script
+from test_train import train
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 
 T = 1000
 NULL = 10
 
-
-def train(argv):
-    try:
-        return train_script.main(argv)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
 
 
 class LinearStandIn(torch.nn.Module):
