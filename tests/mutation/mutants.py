@@ -66,5 +66,5 @@ MUTANTS = (
            "prev_sample = c.sqrt_alpha_bar_prev * x0 + direction", "prev_sample = c.sqrt_alpha_bar_prev * x0",
            (DDIM_LOOP,)),
     Mutant("EMA never updated", "training/train.py",
-           "ema.step(model.parameters())", "pass", (EMA,)),
+           "self.ema.step(self.model.parameters())", "pass", (EMA,)),
 )  # fmt: skip
