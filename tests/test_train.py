@@ -272,23 +272,36 @@ def test_cifar10_schema_dataset_trains_an_rgb_class_conditional_model_named_by_i
     assert pipe.config.id2label[3] == "cat"
 
 
-def test_demo_trains_samples_a_row_per_digit_and_scores_the_samples(tmp_path, capsys):
-    accuracy = run_demo([
+def test_demo_trains_samples_a_row_per_digit_and_measures_the_samples(tmp_path, capsys):
+    result = run_demo([
         "--output_dir", str(tmp_path / "demo"), "--resolution", "8", "--model_config", "tiny",
         "--max_train_steps", "2", "--samples_per_digit", "2", "--num_inference_steps", "2",
+        "--guidance_scale", "1.5", "--eval_num_samples", "20", "--sweep_guidance_scales", "1", "1.5",
     ])  # fmt: skip
-    assert 0.0 <= accuracy <= 1.0
     grid = PIL.Image.open(tmp_path / "demo" / "digits_grid.png")
     assert grid.size == (2 * 8, 10 * 8)
     assert PIL.Image.open(tmp_path / "demo" / "digits_denoising.gif").n_frames > 1
-    assert f"Label accuracy: {accuracy:.1%} of 20 samples" in capsys.readouterr().out
+    # One sweep of two scales (the demo's own listed once), each row measured against its real-vs-real floor.
+    assert [row["guidance_scale"] for row in result.evaluation.rows] == [1.0, 1.5]
+    assert result.row["guidance_scale"] == 1.5 and result.row["num_samples"] == 20
+    assert result.row["scheduler"] == "dpm" and result.row["steps"] == 2
+    assert 0.0 <= result.agreement <= 1.0
+    assert result.row["fd_digits_floor"] > 0 and result.fd_ratio == result.row["fd_digits"] / result.row["fd_digits_floor"]
+    assert set(result.seconds) == {"training", "grid_and_gif", "evaluation", "total"}
+    evaluation = tmp_path / "demo" / "evaluation"
+    assert {"metrics.json", "cfg_tradeoff.png", "samples_by_guidance.png"} <= set(os.listdir(evaluation))
+    out = capsys.readouterr().out
+    assert f"label accuracy  {result.agreement:.1%} read as the digit asked for" in out
+    assert f"{result.fd_ratio:.2f}x the floor" in out and "Guidance sweep" in out
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [(["--max_train_steps", "0"], "--max_train_steps must be at least 1"),
      (["--samples_per_digit", "0"], "--samples_per_digit must be at least 1"),
-     (["--learning_rate", "0"], "--learning_rate must be positive")],
+     (["--learning_rate", "0"], "--learning_rate must be positive"),
+     (["--eval_num_samples", "9"], "--eval_num_samples must be at least 10"),
+     (["--sweep_guidance_scales", "1", "-1"], "Guidance scales must be at least 0")],
 )  # fmt: skip
 def test_demo_rejects_bad_values_naming_its_own_flags(flags, message, capsys):
     with pytest.raises(SystemExit):
