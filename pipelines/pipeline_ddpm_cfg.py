@@ -156,6 +156,12 @@ class DDPMCFGPipeline(DiffusionPipeline):
         """The number of denoising steps of the current (or last) call."""
         return self._num_timesteps
 
+    @property
+    def num_guided_steps(self) -> int:
+        """How many steps of the current (or last) call ran both CFG halves through the UNet; the others ran one.
+        A step of a guided call outside `guidance_interval` is not guided."""
+        return self._num_guided_steps
+
     # ----------------------------------------------------------------------------------------------------------
     # Sampling
     # ----------------------------------------------------------------------------------------------------------
@@ -174,6 +180,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         guidance_rescale: float = 0.0,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> DDPMCFGPipelineOutput | tuple:
         r"""
         Generates images. Every argument is checked before any work starts; a bad one raises a `ValueError` that
@@ -213,6 +220,15 @@ class DDPMCFGPipeline(DiffusionPipeline):
             guidance_rescale (`float`, *optional*, defaults to 0.0):
                 Guidance rescale of Lin et al. 2024 (https://huggingface.co/papers/2305.08891), in [0, 1], applied to
                 the guided model output.
+            guidance_interval (`tuple[float, float]`, *optional*):
+                Guidance in a limited interval (Kynkäänniemi et al. 2024, https://huggingface.co/papers/2404.07724):
+                `(low, high)`, with `0 <= low < high <= 1`, guides only the steps whose timestep `t` has
+                `low <= t / num_train_timesteps <= high` (the scheduler's training steps), so the interval names
+                noise levels of the model's training schedule whatever the sampler and its number of steps. The
+                other steps run the conditional half alone: one UNet forward of the batch, not of twice the batch.
+                Guidance at high noise spends diversity (every sample drifts to the same typical image of its class)
+                and at low noise does little. `None` (the default) guides every step. `num_guided_steps` tells how
+                many steps of the last call were guided.
 
         Returns:
             [`DDPMCFGPipelineOutput`] or `tuple`: the images, in a `DDPMCFGPipelineOutput` if `return_dict`, else
@@ -227,7 +243,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         label_ids = self._label_ids(class_labels)
         num_inference_steps = self._check_inputs(
             label_ids, batch_size, guidance_scale, num_inference_steps, eta, generator, output_type,
-            callback_on_step_end_tensor_inputs, guidance_rescale,
+            callback_on_step_end_tensor_inputs, guidance_rescale, guidance_interval,
         )  # fmt: skip
         num_images = batch_size * (len(label_ids) if label_ids else 1)
         if isinstance(generator, list) and len(generator) != num_images:
@@ -257,12 +273,16 @@ class DDPMCFGPipeline(DiffusionPipeline):
         latents = latents * self.scheduler.init_noise_sigma
         step_kwargs = self._step_kwargs(eta, generator)
 
-        # 4. Denoise: one UNet forward per step, CFG halves batched together.
+        # 4. Denoise: one UNet forward per step, CFG halves batched together on the guided steps.
+        guided_steps = self._guided_steps(timesteps, guided, guidance_interval)
+        self._num_guided_steps = sum(guided_steps)
         for step, t in enumerate(self.progress_bar(timesteps)):
-            model_input = torch.cat([latents, latents]) if guided else latents
+            guide_step = guided_steps[step]
+            model_input = torch.cat([latents, latents]) if guide_step else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            model_output = self.unet(model_input, t, class_labels=labels).sample
-            if guided:
+            step_labels = labels if guide_step or labels is None else labels[:num_images]
+            model_output = self.unet(model_input, t, class_labels=step_labels).sample
+            if guide_step:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + guidance_scale * (conditional - unconditional)
                 if guidance_rescale > 0:
@@ -393,6 +413,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         output_type,
         callback_on_step_end_tensor_inputs,
         guidance_rescale,
+        guidance_interval,
     ) -> int:
         """Raises a `ValueError` for a bad argument; returns the number of inference steps to run."""
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
@@ -408,6 +429,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             )
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale!r}.")
+        _check_guidance_interval(guidance_interval)
         num_train_timesteps = self.scheduler.config.num_train_timesteps
         if num_inference_steps is None:
             ddpm = _uses_ddpm_steps(self.scheduler)
@@ -440,6 +462,15 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
             )
         return int(num_inference_steps)
+
+    def _guided_steps(self, timesteps: torch.Tensor, guided: bool, guidance_interval) -> list[bool]:
+        """Whether each step runs CFG: every step of a guided call, or those in `guidance_interval` (fractions of
+        the training timesteps)."""
+        if not guided or guidance_interval is None:
+            return [guided] * len(timesteps)
+        low, high = guidance_interval
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        return [low <= t / num_train_timesteps <= high for t in timesteps.tolist()]
 
     def _step_kwargs(self, eta: float, generator) -> dict:
         """`eta` and `generator` for the schedulers whose `step` takes them."""
@@ -548,6 +579,22 @@ class DDPMCFGPipeline(DiffusionPipeline):
             folders = [name for name, value in json.load(index).items() if isinstance(value, list)]
         patterns = [cls.config_name, "*.py"] + [f"{folder}/*" for folder in folders if not folder.startswith("_")]
         return snapshot_download(pretrained_model_name, allow_patterns=patterns, **hub_kwargs)
+
+
+def _check_guidance_interval(guidance_interval) -> None:
+    """A `ValueError` unless `guidance_interval` is `None` or a pair `(low, high)` with `0 <= low < high <= 1`."""
+    if guidance_interval is None:
+        return
+    message = (
+        "`guidance_interval` must be None or a pair (low, high) of fractions of the training timesteps with "
+        f"0 <= low < high <= 1, got {guidance_interval!r}."
+    )
+    if not isinstance(guidance_interval, (tuple, list)) or len(guidance_interval) != 2:
+        raise ValueError(message)
+    low, high = guidance_interval
+    numbers_given = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (low, high))
+    if not numbers_given or not 0.0 <= low < high <= 1.0:
+        raise ValueError(message)
 
 
 def _images_as(images: torch.Tensor, output_type: str) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:

@@ -65,24 +65,29 @@ class ForwardLog:
         self.calls.append((args[0].shape[0], None if labels is None else labels.tolist()))
 
 
-def reference_sample(unet, scheduler, labels, null_label, guidance_scale, steps, seed, guidance_rescale=0.0):
-    """The sampling loop written out with two separate UNet forwards per step, as the CFG paper states it."""
+def reference_sample(
+    unet, scheduler, labels, null_label, guidance_scale, steps, seed, guidance_rescale=0.0, guidance_interval=(0, 1)
+):
+    """The sampling loop written out with two separate UNet forwards per step, as the CFG paper states it; outside
+    `guidance_interval` (fractions of the training timesteps) the conditional output alone, as Kynkäänniemi et al."""
     generator = torch.Generator().manual_seed(seed)
     scheduler.set_timesteps(steps)
     x = randn_tensor((len(labels), 1, 8, 8), generator=generator) * scheduler.init_noise_sigma
     labels = torch.tensor(labels)
     null = torch.full_like(labels, null_label)
-    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    low, high = guidance_interval
     with torch.no_grad():
         for t in scheduler.timesteps:
             x_in = scheduler.scale_model_input(x, t)
             cond = unet(x_in, t, class_labels=labels).sample
-            uncond = unet(x_in, t, class_labels=null).sample
-            guided = uncond + guidance_scale * (cond - uncond)
+            guided = cond
+            if low <= t / scheduler.config.num_train_timesteps <= high:
+                uncond = unet(x_in, t, class_labels=null).sample
+                guided = uncond + guidance_scale * (cond - uncond)
             if guidance_rescale:
                 ratio = cond.std(dim=(1, 2, 3), keepdim=True) / guided.std(dim=(1, 2, 3), keepdim=True)
                 guided = guidance_rescale * guided * ratio + (1 - guidance_rescale) * guided
-            extra = {"generator": generator} if takes_generator else {}
             x = scheduler.step(guided, t, x, **extra).prev_sample
     return (x / 2 + 0.5).clamp(0, 1)
 
