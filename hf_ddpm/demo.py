@@ -23,7 +23,7 @@ import torch
 
 from hf_ddpm.evaluation import EvaluationResult, evaluate
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.sampling import SCHEDULERS, save_grid_and_gif, scheduler_from_name
+from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif, scheduler_from_name
 from hf_ddpm.training.train import main as train
 from hf_ddpm.training_utils import cpu_threads_per_process
 
@@ -36,9 +36,6 @@ TARGET_FD_RATIO = 1.5
 # held-out half compares the model and the floor at the same sample count.
 EVAL_SAMPLES = 898
 SWEEP_GUIDANCE_SCALES = (1.0, 1.5, 2.0)
-SCHEDULER_NAMES = {
-    "ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++ (2M)", "euler": "Euler", "unipc": "UniPC",
-}  # fmt: skip
 
 
 @dataclass

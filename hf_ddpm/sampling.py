@@ -29,6 +29,10 @@ SCHEDULERS: dict[str, type[SchedulerMixin]] = {
     "euler": EulerDiscreteScheduler,
     "unipc": UniPCMultistepScheduler,
 }
+# How each of SCHEDULERS is named to people.
+SCHEDULER_NAMES = {
+    "ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++ (2M)", "euler": "Euler", "unipc": "UniPC",
+}  # fmt: skip
 
 
 def default_device() -> str:
