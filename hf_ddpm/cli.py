@@ -173,6 +173,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         dinov2_model=args.dinov2_model, cache_dir=args.cache_dir,
     )  # fmt: skip
     print(result.table())
+    for best in result.best_guidance_rows():
+        print(f"best guidance for {best['scheduler']}, {best['steps']} steps: {best['guidance_scale']:g}")
     print(f"wrote {args.out}/metrics.json and the plots")
 
 

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DIGITS, ImageData, load_image_data
+from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval
 from ..sampling import SCHEDULERS, scheduler_from_name
 from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import DigitClassifier, ImageClassifierJudge, class_agreement, digit_classifier, match_labels
@@ -41,8 +42,10 @@ class EvaluationResult:
     """What `evaluate` measured.
 
     Args:
-        rows (`list[dict]`): one per (scheduler, steps, guidance scale), each with `scheduler`, `steps`,
-            `guidance_scale`, `num_samples`, `unet_evals_per_image`, every metric's value, the real-vs-real floor
+        rows (`list[dict]`): one per (scheduler, steps, guidance scale, guidance interval), each with `scheduler`,
+            `steps`, `guidance_scale`, `guidance_interval`, `num_samples`, `unet_evals_per_image` (UNet forwards,
+            both CFG halves in one), `nfe_per_image` (network evaluations: two on a guided step, one on any other
+            step, the work done), every metric's value, the real-vs-real floor
             beside each distance (`<metric>_floor`), and the seconds spent sampling, in features (and the judge) and
             in the metrics.
         floors (`dict`): the real-vs-real value of each distance, with `floor_num_samples`.
@@ -57,10 +60,11 @@ class EvaluationResult:
 
     def table(self) -> str:
         """The rows as a plain-text table, each distance beside its floor."""
-        keys = ["scheduler", "steps", "guidance_scale", "num_samples"] + [
+        intervals = ["guidance_interval"] if any(row.get("guidance_interval") for row in self.rows) else []
+        keys = ["scheduler", "steps", "guidance_scale", *intervals, "num_samples", "nfe_per_image"] + [
             key for key in self.rows[0] if key in VALUE_KEYS
         ]
-        header = [key.replace("guidance_scale", "guidance") for key in keys]
+        header = [HEADERS.get(key, key) for key in keys]
         cells = [[_format(row.get(key)) for key in keys] for row in self.rows]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
@@ -70,12 +74,54 @@ class EvaluationResult:
             lines.append(f"real-vs-real floor: {floors}")
         return "\n".join(lines)
 
+    @property
+    def distance(self) -> str | None:
+        """The first Fréchet metric measured (the one the plots and `best_guidance_rows` use), or KID."""
+        measured = [key for key in (*FRECHET_METRICS, "kid") if key in self.rows[0]]
+        return measured[0] if measured else None
+
+    def best_guidance_rows(self) -> list[dict]:
+        """For each scheduler and steps swept over several guidance scales, the best of them (`best_guidance`)."""
+        if self.distance is None:
+            return []
+        series = group_rows(self.rows, "guidance_scale").values()
+        return [best_guidance(rows, self.distance) for rows in series if len(rows) > 1]
+
     def best(self, metric: str) -> dict:
         """The row with the best value of `metric` (lowest for distances, highest otherwise)."""
         if metric not in self.rows[0]:
             raise ValueError(f"`metric` {metric!r} was not measured; measured: {sorted(set(self.rows[0]) & VALUE_KEYS)}.")
         sign = 1 if metric in LOWER_IS_BETTER else -1
         return min(self.rows, key=lambda row: sign * row[metric])
+
+
+def group_rows(rows: Sequence[dict], by: str) -> dict[tuple, list[dict]]:
+    """Rows grouped by every swept setting but `by`, each group sorted by `by`."""
+    groups: dict[tuple, list[dict]] = {}
+    others = [name for name in SWEPT if name != by]
+    for row in rows:
+        groups.setdefault(tuple(row.get(name) for name in others), []).append(row)
+    return {group: sorted(members, key=lambda row: row[by]) for group, members in groups.items()}
+
+
+# The settings a sweep varies, in the order rows list them.
+SWEPT = ("scheduler", "steps", "guidance_scale", "guidance_interval")
+HEADERS = {"guidance_scale": "guidance", "guidance_interval": "interval", "nfe_per_image": "nfe"}
+
+# How far below the highest agreement of a guidance sweep a scale may read and still count as fully guided.
+AGREEMENT_TOLERANCE = 0.01
+
+
+def best_guidance(rows: Sequence[dict], distance: str) -> dict:
+    """The best row of a guidance sweep (rows that differ in guidance scale alone): the lowest `distance` among the
+    rows whose class agreement is within `AGREEMENT_TOLERANCE` of the highest measured, or the lowest `distance`
+    where agreement was not measured. Guidance buys agreement with diversity; this is the least diversity spent for
+    (nearly) all the agreement that guidance can buy, not the scale with the lowest distance, which is often the one
+    with the worst agreement."""
+    if "agreement" in rows[0]:
+        highest = max(row["agreement"] for row in rows)
+        rows = [row for row in rows if row["agreement"] >= highest - AGREEMENT_TOLERANCE]
+    return min(rows, key=lambda row: row[distance])
 
 
 VALUE_KEYS = {
@@ -89,6 +135,8 @@ def _format(value) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
     return str(value)
 
 
@@ -109,7 +157,10 @@ def check_metrics(metrics: Sequence[str]) -> list[str]:
 
 
 def check_sweep(
-    guidance_scales: Sequence[float], steps: Sequence[int | None], schedulers: Sequence[str | None]
+    guidance_scales: Sequence[float],
+    steps: Sequence[int | None],
+    schedulers: Sequence[str | None],
+    guidance_intervals: Sequence[tuple[float, float] | None] = (None,),
 ) -> None:
     """ValueErrors, before any sampling, for values that no pipeline call would take."""
     for scale in guidance_scales:
@@ -121,7 +172,11 @@ def check_sweep(
     for name in schedulers:
         if name is not None and name not in SCHEDULERS:
             raise ValueError(f"`scheduler`: unknown {name!r}; choose from {sorted(SCHEDULERS)}.")
-    for name, values in (("guidance_scale", guidance_scales), ("steps", steps), ("scheduler", schedulers)):
+    for interval in guidance_intervals:
+        check_guidance_interval(interval)
+    sweep = {"guidance_scale": guidance_scales, "steps": steps, "scheduler": schedulers,
+             "guidance_interval": guidance_intervals}  # fmt: skip
+    for name, values in sweep.items():
         if len(values) == 0:
             raise ValueError(f"`{name}` needs at least one value.")
 
@@ -275,6 +330,7 @@ def evaluate(
     guidance_scales: Sequence[float] = (1.0,),
     steps: Sequence[int | None] = (None,),
     schedulers: Sequence[str | None] = (None,),
+    guidance_intervals: Sequence[tuple[float, float] | None] = (None,),
     batch_size: int = 100,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
@@ -294,6 +350,7 @@ def evaluate(
         num_samples (`int`): images per combination (at least 2; a few thousand for figures to publish).
         guidance_scales, steps, schedulers: the values to sweep (`None` steps: the scheduler's default; `None`
             scheduler: the pipeline's own; names: `SCHEDULERS`).
+        guidance_intervals: the `guidance_interval`s to sweep (`None`: guidance at every step; `(0, 1)` is the same).
         batch_size (`int`): images per pipeline call (CFG doubles the UNet batch).
         seed (`int`): image i starts from the noise of seed `seed + i` in every combination.
         out_dir (`str`, *optional*): when given, `metrics.json` and the plots are written there (`report.py`).
@@ -312,7 +369,7 @@ def evaluate(
         unconditional model or a dataset without labels, a classifier that does not know the pipeline's classes,
         a dataset whose channels differ from the model's, weights that cannot be loaded.
     """
-    check_sweep(guidance_scales, steps, schedulers)
+    check_sweep(guidance_scales, steps, schedulers, guidance_intervals)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
     if pipe.config.null_class_id is None and any(scale != 1.0 for scale in guidance_scales):
@@ -321,21 +378,26 @@ def evaluate(
 
     # Sample every combination with the same seeds and labels; measure.
     base_scheduler = pipe.scheduler
-    combinations = [(name, count, scale) for name in schedulers for count in steps for scale in guidance_scales]
+    combinations = [
+        (name, count, scale, interval)
+        for name in schedulers for count in steps for interval in guidance_intervals for scale in guidance_scales
+    ]  # fmt: skip
     rows, grids = [], {}
     bar = tqdm(total=len(combinations) * num_samples, unit="image", desc="sampling", disable=not progress)
     try:
-        for index, (name, count, scale) in enumerate(combinations):
+        for index, (name, count, scale, interval) in enumerate(combinations):
             pipe.scheduler = base_scheduler if name is None else scheduler_from_name(name, base_scheduler)
             started = time.perf_counter()
             images = sample_images(pipe, range(num_samples), evaluator.class_ids, batch_size, seed, bar,
-                                   guidance_scale=scale, num_inference_steps=count)  # fmt: skip
+                                   guidance_scale=scale, num_inference_steps=count, guidance_interval=interval)  # fmt: skip
             row = {
                 "scheduler": name or _scheduler_name(base_scheduler),
                 "steps": len(pipe.scheduler.timesteps),
                 "guidance_scale": float(scale),
+                "guidance_interval": None if interval is None else tuple(float(v) for v in interval),
                 "num_samples": num_samples,
                 "unet_evals_per_image": len(pipe.scheduler.timesteps),
+                "nfe_per_image": len(pipe.scheduler.timesteps) + pipe.num_guided_steps,
                 "seconds_sampling": round(time.perf_counter() - started, 3),
             }
             row.update(evaluator.measure(images))

@@ -2,7 +2,8 @@
 
 - `cfg_tradeoff.png`: the Fréchet distance (with its real-vs-real floor) and agreement or precision/recall against
   the guidance scale, the curve of Ho & Salimans 2022 (https://huggingface.co/papers/2207.12598), the best scale
-  marked: guidance buys class fidelity and precision with diversity, and the best distance sits at a small scale.
+  marked (`best_guidance`): guidance buys class fidelity and precision with diversity; the best scale buys nearly
+  all the agreement for the least distance.
 - `quality_vs_steps.png`: the Fréchet distance against the number of steps, one line per scheduler: how few steps
   are enough.
 - `samples_by_guidance.png`: the same seeds at each guidance scale, side by side.
@@ -21,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..sampling import as_pil_images
 
-from .evaluate import FRECHET_METRICS, EvaluationResult
+from .evaluate import AGREEMENT_TOLERANCE, EvaluationResult, best_guidance, group_rows
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[str, str]:
@@ -31,28 +32,13 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[s
     paths = {"metrics": str(out_dir / "metrics.json")}
     with open(paths["metrics"], "w", encoding="utf-8") as file:
         json.dump({"info": result.info, "floors": result.floors, "rows": result.rows}, file, indent=2, default=str)
-    distance = primary_distance(result)
+    distance = result.distance
     if distance is not None and len({row["guidance_scale"] for row in result.rows}) > 1:
         paths["cfg_tradeoff"] = plot_cfg_tradeoff(result, distance, out_dir / "cfg_tradeoff.png")
     if distance is not None and len({row["steps"] for row in result.rows}) > 1:
         paths["quality_vs_steps"] = plot_quality_vs_steps(result, distance, out_dir / "quality_vs_steps.png")
     paths["samples"] = save_samples_by_guidance(result, out_dir / "samples_by_guidance.png")
     return paths
-
-
-def primary_distance(result: EvaluationResult) -> str | None:
-    """The first Fréchet metric measured (the one plots show), or KID."""
-    measured = [key for key in (*FRECHET_METRICS, "kid") if key in result.rows[0]]
-    return measured[0] if measured else None
-
-
-def _series(rows: list[dict], key: str, by: str) -> dict[tuple, list[dict]]:
-    """Rows grouped by every swept setting but `by`, each group sorted by `by`."""
-    groups: dict[tuple, list[dict]] = {}
-    others = [name for name in ("scheduler", "steps", "guidance_scale") if name != by]
-    for row in rows:
-        groups.setdefault(tuple(row[name] for name in others), []).append(row)
-    return {group: sorted(members, key=lambda row: row[by]) for group, members in groups.items()}
 
 
 def _label(group: tuple, names: list[str]) -> str:
@@ -68,16 +54,19 @@ def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> st
 
     rows = result.rows
     second = "agreement" if "agreement" in rows[0] else ("precision" if "precision" in rows[0] else None)
-    fig, left = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, left = plt.subplots(figsize=(6.4, 5.2), dpi=120)
     right = left.twinx() if second else None
     names = ["scheduler", "steps"]
-    for i, (group, series) in enumerate(_series(rows, distance, "guidance_scale").items()):
+    for i, (group, series) in enumerate(group_rows(rows, "guidance_scale").items()):
         scales = [row["guidance_scale"] for row in series]
         color = f"C{i}"
         left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({_label(group, names)})")
-        best = min(series, key=lambda row: row[distance])
+        best = best_guidance(series, distance)
+        criterion = f"lowest {distance}"
+        if second == "agreement":
+            criterion += f" within {AGREEMENT_TOLERANCE:.0%} of the top agreement"
         left.plot([best["guidance_scale"]], [best[distance]], "*", color=color, markersize=16,
-                  markeredgecolor="black", label=f"best: guidance {best['guidance_scale']:g}")  # fmt: skip
+                  markeredgecolor="black", label=f"best: guidance {best['guidance_scale']:g} ({criterion})")  # fmt: skip
         if right is not None:
             right.plot(scales, [row[second] for row in series], "s--", color=color, alpha=0.6, label=second)
             if second == "precision":
@@ -91,13 +80,16 @@ def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> st
     handles, labels = left.get_legend_handles_labels()
     if right is not None:
         right.set_ylabel(f"{second}{' / recall' if second == 'precision' else ''} (higher is better)")
-        right.set_ylim(0, 1.02)
+        # Agreement and precision live near the top of [0, 1]: show the range they span, not the empty rest.
+        shown = [row[key] for row in rows for key in (second, "recall") if key in row]
+        right.set_ylim(max(0.0, min(shown) - 0.05), 1.005)
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    left.legend(handles, labels, fontsize=7, loc="upper center")
+    # Below the axes, where it covers no curve.
+    left.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     left.set_title("Classifier-free guidance: distance to the data vs. class fidelity", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return str(path)
 
@@ -109,7 +101,7 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for group, series in _series(result.rows, distance, "steps").items():
+    for group, series in group_rows(result.rows, "steps").items():
         axes.plot([row["steps"] for row in series], [row[distance] for row in series], "o-",
                   label=_label(group, ["scheduler", "guidance_scale"]))  # fmt: skip
     floor = result.floors.get(f"{distance}_floor")
