@@ -7,6 +7,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import launch_with_free_port, tiny_flags
@@ -15,18 +16,21 @@ from hf_ddpm.pipelines import DDPMCFGPipeline
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
 
-# The training script's main(), recording which training examples this process reads: the data loader fetches each
-# example of a batch by its index from the TensorDataset of the decoded images.
+# The training script's main(), recording which training examples this process reads (the data loader fetches each
+# example of a batch by its index from the TensorDataset of the decoded images) and, after every optimizer step,
+# gathering every process's weights to record whether they are all equal; rank 0 keeps its last weights.
 RECORD_EXAMPLES = """
 import json
 import os
 import sys
 
 import torch
+import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from hf_ddpm.training.train import main
 
-read = []
+read, replicas_equal = [], []
 get_example = torch.utils.data.TensorDataset.__getitem__
 
 
@@ -35,10 +39,20 @@ def recording(self, index):
     return get_example(self, index)
 
 
+def compare_replicas(optimizer, args, kwargs):
+    weights = torch.cat([p.detach().reshape(-1) for group in optimizer.param_groups for p in group["params"]])
+    gathered = [torch.empty_like(weights) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, weights)
+    replicas_equal.append(all(torch.equal(weights, other) for other in gathered))
+    if dist.get_rank() == 0:
+        torch.save(weights, os.path.join(sys.argv[1], "last-weights-0.pt"))
+
+
 torch.utils.data.TensorDataset.__getitem__ = recording
+register_optimizer_step_post_hook(compare_replicas)
 main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], f"examples-{os.environ['RANK']}.json"), "w") as file:
-    json.dump(read, file)
+    json.dump({"read": read, "replicas_equal": replicas_equal}, file)
 """
 
 
@@ -69,7 +83,8 @@ def test_two_machines_train_on_disjoint_shards_and_one_of_them_writes_a_loadable
     assert "Saved the pipeline to" in first.stderr and "Saved the pipeline to" not in second.stderr
 
     # Accelerate gives each process every other batch of the epoch: the two read disjoint halves of the 64 images.
-    read = [json.loads((records / f"examples-{rank}.json").read_text()) for rank in (0, 1)]
+    recorded = [json.loads((records / f"examples-{rank}.json").read_text()) for rank in (0, 1)]
+    read = [record["read"] for record in recorded]
     assert len(read[0]) == len(read[1]) == 32 and len(set(read[0])) == len(set(read[1])) == 32
     assert not set(read[0]) & set(read[1]) and set(read[0]) | set(read[1]) == set(range(64))
 
@@ -83,7 +98,12 @@ def test_two_machines_train_on_disjoint_shards_and_one_of_them_writes_a_loadable
         os.listdir(output_dir / "checkpoint-4")
     )
     assert not [name for name in os.listdir(output_dir) if name.endswith((".partial", ".replaced"))]
+    # Different data, one model: after each of the 4 optimizer steps both processes hold the same weights, and the
+    # pipeline saved is rank 0's last weights (no EMA: the pipeline holds the trained weights themselves).
+    assert recorded[0]["replicas_equal"] == recorded[1]["replicas_equal"] == [True] * 4
     pipe = DDPMCFGPipeline.from_pretrained(output_dir)
+    saved = torch.cat([parameter.detach().reshape(-1) for parameter in pipe.unet.parameters()])
+    assert torch.equal(saved, torch.load(records / "last-weights-0.pt"))
     pipe.set_progress_bar_config(disable=True)
     images = pipe(class_labels=[0, 9], guidance_scale=2.0, num_inference_steps=2, output_type="np").images
     assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()

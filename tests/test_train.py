@@ -107,8 +107,9 @@ def assert_bitwise_equal(first: dict, second: dict) -> None:
 
 
 # ----- checkpoints and exact resume -----
+@pytest.mark.parametrize("resume_from", ["latest", "checkpoint-2"])
 def test_run_stopped_after_a_checkpoint_and_resumed_ends_bitwise_equal_to_an_uninterrupted_run(
-    uninterrupted, model_config, tmp_path, monkeypatch
+    resume_from, uninterrupted, model_config, tmp_path, monkeypatch, caplog
 ):
     output_dir = tmp_path / "run"
     save_checkpoint = train_script.save_checkpoint
@@ -124,7 +125,12 @@ def test_run_stopped_after_a_checkpoint_and_resumed_ends_bitwise_equal_to_an_uni
             train(resume_flags(output_dir, model_config))
     assert not (output_dir / "checkpoint-6").exists()
 
-    train(resume_flags(output_dir, model_config) + ["--resume_from_checkpoint", "latest"])
+    # "latest" takes checkpoint-4; a path takes the checkpoint it names, here the older one (redoing steps 3-4).
+    resume_path = resume_from if resume_from == "latest" else str(output_dir / resume_from)
+    with caplog.at_level("INFO"):
+        train(resume_flags(output_dir, model_config) + ["--resume_from_checkpoint", resume_path])
+    resumed_step = 4 if resume_from == "latest" else 2
+    assert f"checkpoint-{resumed_step} at step {resumed_step}" in caplog.text
     assert_bitwise_equal(final_weights(output_dir), final_weights(uninterrupted))
 
 
@@ -270,6 +276,37 @@ def test_cifar10_schema_dataset_trains_an_rgb_class_conditional_model_named_by_i
     pipe = DDPMCFGPipeline.from_pretrained(tmp_path / "run")
     assert pipe.unet.config.in_channels == 3 and pipe.unet.config.num_class_embeds == 10
     assert pipe.config.id2label[3] == "cat"
+
+
+def test_dataset_config_and_center_crop_reach_the_training_data(tmp_path, monkeypatch):
+    """A local dataset with two configurations (declared in its README, as on the Hub): the run trains on the one
+    --dataset_config_name names, its images cut to the centre square by --center_crop."""
+    wide = np.zeros((16, 32), dtype=np.uint8)
+    wide[:, :8] = 255  # a white band on the left quarter: outside the centre square
+    for config, names in {"shapes": ["disc", "ring"], "marks": ["tick", "cross", "dot"]}.items():
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+        subset = datasets.Dataset.from_dict(
+            {"image": [PIL.Image.fromarray(wide)] * 8, "label": [i % len(names) for i in range(8)]}, features=features
+        )
+        subset.to_parquet(str(tmp_path / "data" / config / "train.parquet"))
+    (tmp_path / "data" / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: shapes\n  data_files:\n  - split: train\n    path: shapes/*.parquet\n"
+        "- config_name: marks\n  data_files:\n  - split: train\n    path: marks/*.parquet\n---\n"
+    )
+    loaded = []
+    load_image_data = train_script.load_image_data
+    monkeypatch.setattr(train_script, "load_image_data", lambda **kwargs: loaded.append(load_image_data(**kwargs))
+                        or loaded[-1])  # fmt: skip
+    flags = tiny_flags(tmp_path / "run", "--max_train_steps", "1", "--cache_dir", str(tmp_path / "cache"),
+                       "--dataset_config_name", "marks", "--center_crop")  # fmt: skip
+    flags[flags.index("digits")] = str(tmp_path / "data")
+    flags[flags.index("--max_train_samples") + 1] = "8"
+    train(flags)
+    [data] = loaded
+    assert data.images.shape == (8, 1, 8, 8) and data.images[..., 1:].max() == -1  # the band was cut away
+    pipe = DDPMCFGPipeline.from_pretrained(tmp_path / "run")
+    assert pipe.config.id2label == {0: "tick", 1: "cross", 2: "dot"} and pipe.unet.config.num_class_embeds == 3
 
 
 def test_demo_trains_samples_a_row_per_digit_and_measures_the_samples(tmp_path, capsys):
