@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..sampling import as_pil_images
 
-from .evaluate import AGREEMENT_TOLERANCE, EvaluationResult, best_guidance, group_rows
+from .evaluate import AGREEMENT_TOLERANCE, SWEPT, EvaluationResult, best_guidance, group_rows
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[str, str]:
@@ -41,9 +41,12 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[s
     return paths
 
 
-def _label(group: tuple, names: list[str]) -> str:
-    words = {"scheduler": "{}", "steps": "{} steps", "guidance_scale": "guidance {:g}"}
-    return ", ".join(words[name].format(value) for name, value in zip(names, group))
+def _label(group: tuple, by: str) -> str:
+    """What the rows of a `group_rows(rows, by)` group share, in words (no interval: guidance at every step)."""
+    words = {"scheduler": "{}", "steps": "{} steps", "guidance_scale": "guidance {:g}",
+             "guidance_interval": "guided at t/T in [{0[0]:g}, {0[1]:g}]"}  # fmt: skip
+    names = [name for name in SWEPT if name != by]
+    return ", ".join(words[name].format(value) for name, value in zip(names, group) if value is not None)
 
 
 def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> str:
@@ -56,11 +59,10 @@ def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> st
     second = "agreement" if "agreement" in rows[0] else ("precision" if "precision" in rows[0] else None)
     fig, left = plt.subplots(figsize=(6.4, 5.2), dpi=120)
     right = left.twinx() if second else None
-    names = ["scheduler", "steps"]
     for i, (group, series) in enumerate(group_rows(rows, "guidance_scale").items()):
         scales = [row["guidance_scale"] for row in series]
         color = f"C{i}"
-        left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({_label(group, names)})")
+        left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({_label(group, 'guidance_scale')})")
         best = best_guidance(series, distance)
         criterion = f"lowest {distance}"
         if second == "agreement":
@@ -81,7 +83,7 @@ def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> st
     if right is not None:
         right.set_ylabel(f"{second}{' / recall' if second == 'precision' else ''} (higher is better)")
         # Agreement and precision live near the top of [0, 1]: show the range they span, not the empty rest.
-        shown = [row[key] for row in rows for key in (second, "recall") if key in row]
+        shown = [row[key] for row in rows for key in ((second, "recall") if second == "precision" else (second,))]
         right.set_ylim(max(0.0, min(shown) - 0.05), 1.005)
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
@@ -103,7 +105,7 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
     fig, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for group, series in group_rows(result.rows, "steps").items():
         axes.plot([row["steps"] for row in series], [row[distance] for row in series], "o-",
-                  label=_label(group, ["scheduler", "guidance_scale"]))  # fmt: skip
+                  label=_label(group, "steps"))  # fmt: skip
     floor = result.floors.get(f"{distance}_floor")
     if floor is not None:
         axes.axhline(floor, color="gray", linestyle=":", label=f"real-vs-real floor ({floor:.3g})")
@@ -122,12 +124,14 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
 
 
 def save_samples_by_guidance(result: EvaluationResult, path: Path, scale: int = 2) -> str:
-    """One block of samples per guidance scale (same seeds), left to right, for the first scheduler and steps."""
+    """One block of samples per guidance scale (same seeds), left to right, for the first scheduler, steps and
+    guidance interval."""
     first = result.rows[0]
+    shared = [name for name in SWEPT if name != "guidance_scale"]
     picks = [
         (index, row["guidance_scale"])
         for index, row in enumerate(result.rows)
-        if row["scheduler"] == first["scheduler"] and row["steps"] == first["steps"]
+        if all(row.get(name) == first.get(name) for name in shared)
     ]
     blocks = []
     for index, guidance in picks:
