@@ -50,6 +50,9 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     count.add_argument("--num-images", type=int, help="images to draw from an unconditional model (default: 1)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
     parser.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale, in [0, 1]")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="guide only the steps whose timestep t has LOW <= t / training steps <= HIGH; the others "
+                             "run the conditional half alone (default: guide every step)")  # fmt: skip
     parser.add_argument("--steps", type=int, help="denoising steps (default: the scheduler's natural default)")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS),
                         help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
@@ -63,7 +66,8 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
 
 SAMPLE_FLAGS = {
     "class_labels": "--labels", "batch_size": "--batch-size", "guidance_scale": "--guidance-scale",
-    "guidance_rescale": "--guidance-rescale", "num_inference_steps": "--steps", "scheduler": "--scheduler",
+    "guidance_rescale": "--guidance-rescale", "guidance_interval": "--guidance-interval",
+    "num_inference_steps": "--steps", "scheduler": "--scheduler",
     "eta": "--eta", "generator": "--seed",
 }  # fmt: skip
 
@@ -88,7 +92,7 @@ def run_sample(args: argparse.Namespace) -> None:
         pipe, args.out, args.gif, seed=args.seed, class_labels=label_arguments(pipe, args.labels),
         batch_size=next((n for n in (args.batch_size, args.num_images) if n is not None), 1),
         guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale, num_inference_steps=args.steps,
-        eta=args.eta,
+        eta=args.eta, guidance_interval=args.guidance_interval and tuple(args.guidance_interval),
     )  # fmt: skip
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
 
@@ -138,6 +142,9 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
                         help="denoising step counts to sweep (default: the scheduler's own default)")  # fmt: skip
     parser.add_argument("--scheduler", nargs="+", choices=sorted(SCHEDULERS), default=[None], metavar="NAME",
                         help=f"schedulers to sweep: {', '.join(sorted(SCHEDULERS))} (default: the saved one)")  # fmt: skip
+    parser.add_argument("--guidance-interval", type=float, nargs=2, action="append", metavar=("LOW", "HIGH"),
+                        help="sweep guidance limited to the steps with LOW <= t / training steps <= HIGH; repeat it to "
+                             "sweep several intervals ('0 1' guides every step; default: every step)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
     parser.add_argument("--classifier", help="a transformers image classifier (Hub id or folder) for agreement")
@@ -152,6 +159,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 EVALUATE_FLAGS = {
     "num_samples": "--num-samples", "guidance_scale": "--guidance-scale", "steps": "--steps",
     "scheduler": "--scheduler", "metrics": "--metrics", "batch_size": "--batch-size", "classifier": "--classifier",
+    "guidance_interval": "--guidance-interval",
     "dinov2_model": "--dinov2-model",
 }  # fmt: skip
 
@@ -168,6 +176,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     result = evaluate(
         pipe, args.dataset, metrics=args.metrics, num_samples=args.num_samples, guidance_scales=args.guidance_scale,
         steps=args.steps, schedulers=args.scheduler, batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
+        guidance_intervals=[tuple(pair) for pair in args.guidance_interval] if args.guidance_interval else [None],
         split=args.split, dataset_config_name=args.dataset_config, image_column=args.image_column,
         label_column=args.label_column, center_crop=args.center_crop, classifier=args.classifier,
         dinov2_model=args.dinov2_model, cache_dir=args.cache_dir,

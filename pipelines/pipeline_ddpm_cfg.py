@@ -429,7 +429,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             )
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale!r}.")
-        _check_guidance_interval(guidance_interval)
+        check_guidance_interval(guidance_interval)
         num_train_timesteps = self.scheduler.config.num_train_timesteps
         if num_inference_steps is None:
             ddpm = _uses_ddpm_steps(self.scheduler)
@@ -581,7 +581,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         return snapshot_download(pretrained_model_name, allow_patterns=patterns, **hub_kwargs)
 
 
-def _check_guidance_interval(guidance_interval) -> None:
+def check_guidance_interval(guidance_interval) -> None:
     """A `ValueError` unless `guidance_interval` is `None` or a pair `(low, high)` with `0 <= low < high <= 1`."""
     if guidance_interval is None:
         return

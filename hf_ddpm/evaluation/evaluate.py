@@ -388,8 +388,10 @@ def evaluate(
         for index, (name, count, scale, interval) in enumerate(combinations):
             pipe.scheduler = base_scheduler if name is None else scheduler_from_name(name, base_scheduler)
             started = time.perf_counter()
-            images = sample_images(pipe, range(num_samples), evaluator.class_ids, batch_size, seed, bar,
-                                   guidance_scale=scale, num_inference_steps=count, guidance_interval=interval)  # fmt: skip
+            images = sample_images(
+                pipe, range(num_samples), evaluator.class_ids, batch_size, seed, bar, guidance_scale=scale,
+                num_inference_steps=count, guidance_interval=interval,
+            )  # fmt: skip
             row = {
                 "scheduler": name or _scheduler_name(base_scheduler),
                 "steps": len(pipe.scheduler.timesteps),
