@@ -232,7 +232,79 @@ def run_push(args: argparse.Namespace) -> None:
     print(f"pushed {args.folder} to {pusher.repo_id}: {commit.commit_url}")
 
 
-SUBCOMMANDS = (add_noising_command, add_sample_command, add_evaluate_command, add_push_command)
+def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="a web page for a pipeline (Gradio): choose classes and guidance, watch the images being denoised",
+        description="Serves MODEL's web demo until interrupted. Sampling runs are queued: --concurrency at a time, "
+        "at most --max-queue waiting, each shown its place.",
+    )
+    parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a temporary public link through Gradio")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--concurrency", type=int, default=1, help="sampling runs at a time (default: 1)")
+    parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait (default: 16)")
+    parser.add_argument("--max-image-steps", type=int, default=4000,
+                        help="the most images x steps one request may ask for (default: 4000)")  # fmt: skip
+    parser.set_defaults(func=run_serve, parser=parser, flags={
+        "concurrency_limit": "--concurrency", "max_queue_size": "--max-queue", "max_image_steps": "--max-image-steps",
+    })  # fmt: skip
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from hf_ddpm.app import build_demo, launch
+
+    if not 0 <= args.port < 2**16:
+        raise ValueError(f"--port must be in [0, 65535], got {args.port}.")
+    if args.device is not None:
+        check_device(args.device)
+    demo = build_demo(args.model, device=args.device, max_image_steps=args.max_image_steps,
+                      concurrency_limit=args.concurrency, max_queue_size=args.max_queue)  # fmt: skip
+    launch(demo, host=args.host, port=args.port, share=args.share)
+
+
+def add_space_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "space",
+        help="make a Hugging Face Space that serves a model's web demo, and upload it",
+        description="Writes a Gradio Space for MODEL_REPO (app.py, requirements.txt, README.md with the Space's "
+        "settings) and uploads it to --space-id, created if missing; with --local-dir, writes the files there "
+        "and uploads nothing. The token is checked first.",
+    )
+    parser.add_argument("model_repo", help="the Hub id of the model (push a folder first with hf-ddpm push)")
+    parser.add_argument("--space-id", help="the Space, USER/NAME (needed to upload)")
+    parser.add_argument("--local-dir", help="write the Space's files into this folder instead of uploading them")
+    parser.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or the saved login)")
+    parser.add_argument("--private", action="store_true", help="create the Space private")
+    parser.add_argument("--requirement",
+                        help="how the Space installs hf-ddpm (default: hf-ddpm[app] at this version)")  # fmt: skip
+    parser.set_defaults(func=run_space, parser=parser, flags={})
+
+
+def run_space(args: argparse.Namespace) -> None:
+    from hf_ddpm.hub import HubPushError
+    from hf_ddpm.space import push_space, write_space
+
+    if args.local_dir is not None:
+        folder = write_space(args.local_dir, args.model_repo, space_id=args.space_id, requirement=args.requirement)
+        print(f"wrote {folder}/app.py, requirements.txt and README.md")
+        return
+    if args.space_id is None:
+        raise ValueError("--space-id USER/NAME is needed to upload the Space (or give --local-dir to only write it).")
+    try:
+        url = push_space(args.model_repo, args.space_id, token=args.token, requirement=args.requirement,
+                         private=args.private)  # fmt: skip
+    except HubPushError as error:
+        sys.exit(f"hf-ddpm space: error: {error}")
+    print(f"pushed the Space {args.space_id}: {url}")
+
+
+SUBCOMMANDS = (
+    add_noising_command, add_sample_command, add_evaluate_command, add_push_command, add_serve_command,
+    add_space_command,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

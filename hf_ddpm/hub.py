@@ -186,6 +186,7 @@ class HubPusher:
         endpoint (`str`, *optional*): the Hub to push to; by default `HF_ENDPOINT` or huggingface.co.
         retry ([`RetryPolicy`], *optional*): how uploads are retried; by default `DEFAULT_RETRY_POLICY`.
         flag (`str`): the command-line flag that gives `repo_id`, named in the messages.
+        repo_type (`str`): "model", or "space" for a Space (created with `space_sdk`, such as "gradio").
     """
 
     def __init__(
@@ -198,11 +199,16 @@ class HubPusher:
         endpoint: Optional[str] = None,
         retry: Optional[RetryPolicy] = None,
         flag: str = "--hub_model_id",
+        repo_type: str = "model",
+        space_sdk: Optional[str] = None,
     ):
         self._api = HfApi(endpoint=endpoint, token=token)
+        self.repo_type = repo_type
         self.retry = retry if retry is not None else DEFAULT_RETRY_POLICY
         try:
-            create = lambda: self._api.create_repo(repo_id, private=private, exist_ok=True)  # noqa: E731
+            create = lambda: self._api.create_repo(  # noqa: E731
+                repo_id, private=private, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk
+            )
             self.repo_id = _retrying(create, self.retry, f"Creating {repo_id}").repo_id
         except _Failure as failure:
             if not (failure.transient or isinstance(failure.error, HfHubHTTPError)):
@@ -264,6 +270,7 @@ class HubPusher:
         self._supersede_background()
         upload = lambda: self._api.upload_folder(  # noqa: E731
             repo_id=self.repo_id,
+            repo_type=self.repo_type,
             folder_path=folder,
             commit_message=commit_message,
             allow_patterns=self.allow_patterns,
@@ -335,7 +342,7 @@ class HubPusher:
 
     def _upload_snapshot(self, push: _Push) -> CommitInfo:
         upload = lambda: self._api.upload_folder(  # noqa: E731
-            repo_id=self.repo_id, folder_path=push.snapshot, commit_message=push.commit_message
+            repo_id=self.repo_id, repo_type=self.repo_type, folder_path=push.snapshot, commit_message=push.commit_message
         )
         return _retrying(upload, self.retry, f"Background push {push.commit_message!r} to {self.repo_id}", push.stop)
 

@@ -1,7 +1,8 @@
 """A loopback stand-in for the Hugging Face Hub, so that tests push and pull with the real `huggingface_hub` client
 and no network.
 
-It answers the requests that `huggingface_hub` makes for model repositories:
+It answers the requests that `huggingface_hub` makes for model repositories, and for Spaces those of creating one
+and committing small files to it (`/api/spaces/...`; kept as repository "spaces/{namespace}/{name}", no LFS):
 
 - `GET  /api/whoami-v2`: the user behind a Bearer token.
 - `POST /api/repos/create`, `DELETE /api/repos/delete`: repositories, public or private (409 when one exists).
@@ -60,6 +61,7 @@ LFS_TRACKED_PATTERNS = (
 GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in LFS_TRACKED_PATTERNS)
 
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
+KIND = r"(?P<kind>models|spaces)"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 # The requests that an injected failure can target by name; any other string is a regular expression searched in the
 # request's path.
@@ -125,7 +127,7 @@ class Repository:
 
     @property
     def owner(self) -> str:
-        return self.repo_id.split("/")[0]
+        return self.repo_id.removeprefix("spaces/").split("/")[0]
 
     @property
     def head(self) -> Commit:
@@ -316,8 +318,11 @@ class HubServer:
         for route_methods, pattern, handler in _ROUTES:
             match = re.fullmatch(pattern, path)
             if match and method in route_methods:
+                groups = match.groupdict()
+                if groups.pop("kind", None) == "spaces":
+                    groups["repo"] = f"spaces/{groups['repo']}"
                 with self._lock:
-                    return handler(self, role=role, query=query, body=body, method=method, **match.groupdict())
+                    return handler(self, role=role, query=query, body=body, method=method, **groups)
         raise HubError(404, f"{method} {split.path} is not something this Hub stand-in implements")
 
     def _readable_repo(self, repo_id: str, role: Optional[str]) -> Repository:
@@ -380,10 +385,13 @@ def _create_repo(server: HubServer, role, body, **_) -> tuple:
     if role is None:
         raise HubError(401, INVALID_CREDENTIALS)
     payload = json.loads(body)
-    if payload.get("type", "model") != "model":
-        raise HubError(400, "This Hub stand-in only hosts model repositories")
+    repo_type = payload.get("type", "model")
+    if repo_type not in ("model", "space"):
+        raise HubError(400, "This Hub stand-in only hosts model repositories and Spaces")
+    if repo_type == "space" and not payload.get("sdk"):
+        raise HubError(400, "A Space needs an sdk (gradio, docker or static)")
     namespace = payload.get("organization") or server.user
-    repo_id = f"{namespace}/{payload['name']}"
+    repo_id = ("spaces/" if repo_type == "space" else "") + f"{namespace}/{payload['name']}"
     if repo_id in server._repos:
         # The Hub answers 409 with the url: `create_repo(exist_ok=True)` reads it.
         return _json({"error": "You already created this model repo", "url": server._repo_url(repo_id)}, 409)
@@ -612,12 +620,12 @@ _ROUTES = (
     ({"POST"}, r"/api/repos/create", _create_repo),
     ({"DELETE"}, r"/api/repos/delete", _delete_repo),
     ({"POST"}, r"/api/validate-yaml", _validate_yaml),
-    ({"GET"}, rf"/api/models/{REPO}", _repo_info),
-    ({"GET"}, rf"/api/models/{REPO}/revision/(?P<rev>[^/]+)", _repo_info),
-    ({"GET"}, rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<subpath>.+))?", _tree),
-    ({"POST"}, rf"/api/models/{REPO}/paths-info/(?P<rev>[^/]+)", _paths_info),
-    ({"POST"}, rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)", _preupload),
-    ({"POST"}, rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)", _commit),
+    ({"GET"}, rf"/api/{KIND}/{REPO}", _repo_info),
+    ({"GET"}, rf"/api/{KIND}/{REPO}/revision/(?P<rev>[^/]+)", _repo_info),
+    ({"GET"}, rf"/api/{KIND}/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<subpath>.+))?", _tree),
+    ({"POST"}, rf"/api/{KIND}/{REPO}/paths-info/(?P<rev>[^/]+)", _paths_info),
+    ({"POST"}, rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)", _preupload),
+    ({"POST"}, rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)", _commit),
     ({"POST"}, rf"/{REPO}\.git/info/lfs/objects/batch", _lfs_batch),
     ({"POST"}, rf"/{REPO}\.git/info/lfs/objects/verify", _lfs_verify),
     ({"PUT"}, r"/lfs-upload/(?P<oid>[0-9a-f]{64})", _lfs_upload),

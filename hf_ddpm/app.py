@@ -1,0 +1,352 @@
+"""The web demo of a trained pipeline: a Gradio page that draws images of the chosen classes and shows the grid while
+it is being denoised, and that compares guidance scales on the same seeds.
+
+`hf-ddpm serve MODEL` runs it; a Space's `app.py` is `build_demo(MODEL)` and `launch`. Every value a page sends is
+checked here, on the server: the pipeline's own checks (their messages name the control), a seed in range, and a
+bound on the work of one request (images x steps), so that one visitor cannot hold the queue for long.
+"""
+
+import math
+import os
+import queue
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+import PIL.Image
+from diffusers.utils import make_image_grid
+from huggingface_hub import ModelCard
+
+from hf_ddpm.cli import with_flag_names
+from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels, grid_rows, variance_preserving
+from hf_ddpm.previews import name_rows
+from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, as_pil_images, load_pipeline, per_image_generators
+
+# The controls, by the pipeline argument they set: the pipeline's messages name its arguments in backquotes.
+CONTROL_NAMES = {
+    "class_labels": "Class", "batch_size": "Images per class", "guidance_scale": "Guidance scale",
+    "num_inference_steps": "Steps", "guidance_rescale": "Guidance rescale", "guidance_interval": "Guidance interval",
+    "generator": "Seed", "scheduler": "Scheduler",
+}  # fmt: skip
+MAX_SEED = 2**63 - 1  # image i starts from the noise of seed + i; a torch generator takes at most 64 bits
+PREVIEWS_PER_RUN = 10  # intermediate grids sent to the page during one run
+DISPLAY_SIDE = 384  # the live grid is enlarged (pixels kept sharp) to about this many pixels a side
+COMPARE_SCALES = (1.0, 2.0, 4.0)
+CSS = "img { image-rendering: pixelated; }"  # small images enlarged by the page stay sharp
+
+
+class SamplingCancelled(Exception):
+    """Raised from the step callback when the visitor pressed Cancel: the pipeline stops at that step."""
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What the page starts with, taken from the model: its resolution, and the guidance scale, steps and scheduler it
+    was shown with (its card's training settings, else its saved scheduler and the pipeline's own defaults)."""
+
+    resolution: int
+    guidance_scale: float
+    num_inference_steps: int
+    scheduler: str
+
+
+def model_defaults(pipe: DDPMCFGPipeline, model: str) -> ModelDefaults:
+    settings = card_settings(model)
+    conditional = pipe.config.null_class_id is not None
+    num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+    saved = [name for name, cls in SCHEDULERS.items() if cls.__name__ == type(pipe.scheduler).__name__]
+    sample_size = pipe.unet.config.sample_size
+    return ModelDefaults(
+        resolution=sample_size if isinstance(sample_size, int) else max(sample_size),
+        guidance_scale=_number(settings.get("guidance_scale"), float, 3.0) if conditional else 1.0,
+        num_inference_steps=min(_number(settings.get("num_inference_steps"), int, 50), num_train_timesteps),
+        scheduler=saved[0] if saved else "ddim",
+    )
+
+
+def card_settings(model: str) -> dict[str, str]:
+    """The training settings table of the model's card (hf_ddpm.hub writes it), or nothing when it has none."""
+    try:
+        card = ModelCard.load(os.path.join(model, "README.md") if os.path.isdir(model) else model)
+    except Exception:  # no card, or a Hub that cannot be reached: the page falls back to the pipeline's defaults
+        return {}
+    return dict(re.findall(r"^\| `(\w+)` \| (.*?) \|$", card.text, flags=re.MULTILINE))
+
+
+def _number(text: str | None, kind: type, default):
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return default
+
+
+class DemoApp:
+    """The functions behind the page's controls, callable without a browser.
+
+    Args:
+        pipe ([`DDPMCFGPipeline`]): the loaded pipeline; its UNet is shared by all requests, its scheduler copied for
+            each (so that concurrent runs never share a scheduler's state).
+        model_name (`str`): the model's folder or Hub id, shown on the page.
+        defaults ([`ModelDefaults`]): the controls' starting values.
+        max_image_steps (`int`): the most images x steps one request may ask for (guidance comparisons count every
+            scale).
+    """
+
+    def __init__(self, pipe: DDPMCFGPipeline, model_name: str, defaults: ModelDefaults, max_image_steps: int = 4000):
+        self.pipe, self.model_name, self.defaults, self.max_image_steps = pipe, model_name, defaults, max_image_steps
+        self.pipe.set_progress_bar_config(disable=True)
+        self.class_names = list((pipe.config.id2label or {}).values())
+        if pipe.config.null_class_id is not None and not self.class_names:
+            self.class_names = [str(label_id) for label_id in range(pipe.config.null_class_id)]
+        self._cancel_events: dict[str, threading.Event] = {}
+
+    @property
+    def conditional(self) -> bool:
+        return self.pipe.config.null_class_id is not None
+
+    # ----- the page's events -----
+    def generate(
+        self, classes, images_per_class, guidance_scale, steps, scheduler, seed, guidance_rescale=0.0,
+        interval_low=0.0, interval_high=1.0, request: gr.Request | None = None,
+    ) -> Iterator[tuple]:  # fmt: skip
+        """Draws `images_per_class` images of each class: yields (the grid being denoised, no final images yet, a
+        status line) every few steps, then (the final grid, the final images, a status line)."""
+        labels = self._labels(classes)
+        num_images = self._check_request(labels, images_per_class, steps, seed, runs=1)
+        call = dict(
+            class_labels=labels, batch_size=images_per_class, guidance_scale=guidance_scale,
+            num_inference_steps=steps, guidance_rescale=guidance_rescale,
+            guidance_interval=_interval(interval_low, interval_high),
+            generator=per_image_generators(int(seed), num_images),
+        )  # fmt: skip
+        pipe = self._pipeline_with(scheduler)
+        for step, grid, images in self._stream(pipe, call, request):
+            if images is None:
+                yield self._enlarged(grid, labels), None, f"Denoising: step {step} of {steps}"
+            else:
+                status = f"{len(images)} images, {steps} steps of {SCHEDULER_NAMES[scheduler]}, guidance {guidance_scale:g}"
+                yield self._enlarged(grid, labels), images, status
+
+    def compare_guidance(
+        self, classes, images_per_class, scales_text, steps, scheduler, seed, request: gr.Request | None = None
+    ) -> Iterator[tuple]:
+        """The same seeds at each guidance scale of `scales_text` ("1, 2, 4"), side by side: yields the gallery of
+        grids (one per scale, captioned) as each scale is done, and a status line."""
+        scales = self._scales(scales_text)
+        labels = self._labels(classes)
+        num_images = self._check_request(labels, images_per_class, steps, seed, runs=len(scales))
+        pipe = self._pipeline_with(scheduler)
+        grids = []
+        for scale in scales:
+            call = dict(class_labels=labels, batch_size=images_per_class, guidance_scale=scale,
+                        num_inference_steps=steps, generator=per_image_generators(int(seed), num_images))  # fmt: skip
+            *_, (_, grid, _) = self._stream(pipe, call, request)
+            grids.append((self._enlarged(grid, labels), f"guidance {scale:g}"))
+            yield grids, f"Guidance {', '.join(f'{s:g}' for s in scales[: len(grids)])} done of {len(scales)} scales"
+
+    def cancel(self, request: gr.Request | None = None) -> str:
+        """Stops this visitor's run at its next step."""
+        event = self._cancel_events.get(_session(request))
+        if event is not None:
+            event.set()
+        return "Cancelled."
+
+    # ----- checks -----
+    def _labels(self, classes) -> list[str] | None:
+        """The chosen classes as the pipeline takes them (names; it refuses unknown ones), `None` for none."""
+        if not self.conditional or not classes:
+            return None
+        return [classes] if isinstance(classes, str) else list(classes)
+
+    def _check_request(self, labels, images_per_class, steps, seed, runs: int) -> int:
+        """The number of images of one run; a `gr.Error` for a seed out of range or too much work."""
+        for name, value in (("Images per class", images_per_class), ("Steps", steps), ("Seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                raise gr.Error(f"{name} must be a whole number, got {value!r}.")
+        if not 0 <= seed <= MAX_SEED - 1000:
+            raise gr.Error(f"Seed must be in [0, {MAX_SEED - 1000}], got {int(seed)}.")
+        num_images = int(images_per_class) * (len(labels) if labels else 1)
+        work = num_images * int(steps) * runs
+        if work > self.max_image_steps:
+            per = f" x {runs} guidance scales" if runs > 1 else ""
+            raise gr.Error(f"Too much work for one request: {num_images} images x {int(steps)} steps{per} = {work} "
+                           f"image-steps; this server allows at most {self.max_image_steps}. Choose fewer classes, "
+                           "images or steps.")  # fmt: skip
+        return max(num_images, 1)
+
+    def _scales(self, text: str) -> list[float]:
+        try:
+            scales = [float(part) for part in re.split(r"[,\s]+", str(text).strip()) if part]
+        except ValueError:
+            raise gr.Error(f"Guidance scales must be numbers separated by commas, such as '1, 2, 4'; got {text!r}.")
+        if not 1 <= len(scales) <= 6:
+            raise gr.Error(f"Guidance scales: give 1 to 6 scales, got {len(scales)}.")
+        return scales
+
+    def _pipeline_with(self, scheduler: str) -> DDPMCFGPipeline:
+        """The pipeline with its own scheduler of kind `scheduler` (the saved noise schedule), for one run."""
+        if scheduler not in SCHEDULERS:
+            raise gr.Error(f"Scheduler must be one of {', '.join(sorted(SCHEDULERS))}, got {scheduler!r}.")
+        new_scheduler = SCHEDULERS[scheduler].from_config(self.pipe.scheduler.config)
+        pipe = DDPMCFGPipeline(self.pipe.unet, new_scheduler, id2label=self.pipe.config.id2label,
+                               null_class_id=self.pipe.config.null_class_id)  # fmt: skip
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    # ----- sampling on a worker thread, seen step by step -----
+    def _stream(self, pipe: DDPMCFGPipeline, call: dict, request) -> Iterator[tuple]:
+        """Runs `pipe(**call)` on a thread; yields (step, grid, None) every few steps, then (steps, final grid, final
+        images). The pipeline's `ValueError`s become `gr.Error`s naming the control; Cancel ends the run quietly."""
+        frames: queue.Queue = queue.Queue()
+        cancel = self._cancel_events[_session(request)] = threading.Event()
+        every = max(1, math.ceil(call["num_inference_steps"] / PREVIEWS_PER_RUN))
+
+        def grid_of(images: list[PIL.Image.Image]) -> PIL.Image.Image:
+            rows = grid_rows(len(images), count_labels(call["class_labels"]))
+            return make_image_grid(images, rows=rows, cols=len(images) // rows)
+
+        def on_step(pipe, step, timestep, callback_kwargs):
+            if cancel.is_set():
+                raise SamplingCancelled
+            if (step + 1) % every == 0 and step + 1 < pipe.num_timesteps:
+                latents = variance_preserving(pipe.scheduler, callback_kwargs["latents"])
+                frames.put((step + 1, grid_of(pipe.postprocess(latents, "pil"))))
+            return callback_kwargs
+
+        def run():
+            try:
+                images = pipe(**call, output_type="pt", callback_on_step_end=on_step).images
+                frames.put((call["num_inference_steps"], as_pil_images(images)))
+            except BaseException as error:  # the worker's error is raised where the page waits for it
+                frames.put(error)
+            frames.put(None)
+
+        worker = threading.Thread(target=run, name="sampling", daemon=True)
+        worker.start()
+        try:
+            while (item := frames.get()) is not None:
+                if isinstance(item, SamplingCancelled):
+                    raise gr.Error("Cancelled.")
+                if isinstance(item, ValueError):
+                    raise gr.Error(with_flag_names(str(item), CONTROL_NAMES))
+                if isinstance(item, BaseException):
+                    raise item
+                step, content = item
+                if isinstance(content, list):
+                    yield step, grid_of(content), content
+                else:
+                    yield step, content, None
+        finally:
+            cancel.set()  # a page that went away stops its run, at its next step
+            worker.join()
+
+    def _enlarged(self, grid: PIL.Image.Image, labels) -> PIL.Image.Image:
+        """The grid enlarged for the page (pixels kept sharp), each row named by its class."""
+        factor = max(1, DISPLAY_SIDE // max(grid.size))
+        grid = grid.resize((grid.width * factor, grid.height * factor), PIL.Image.NEAREST)
+        return name_rows(grid.convert("RGB"), labels) if labels else grid
+
+
+def _interval(low: float, high: float) -> tuple[float, float] | None:
+    return None if (low, high) == (0.0, 1.0) else (low, high)
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "direct"
+
+
+def build_demo(
+    model: str | DDPMCFGPipeline,
+    model_name: str | None = None,
+    device: str | None = None,
+    max_image_steps: int = 4000,
+    concurrency_limit: int = 1,
+    max_queue_size: int = 16,
+) -> gr.Blocks:
+    """
+    The Gradio page of a pipeline, queued: `concurrency_limit` sampling runs at a time (one per CPU device is what
+    a CPU serves well), at most `max_queue_size` requests waiting, each shown its place.
+
+    Args:
+        model (`str` or [`DDPMCFGPipeline`]): a folder written by `save_pretrained`, a Hub id, or a loaded pipeline.
+        model_name (`str`, *optional*): the name shown on the page and where the card is read (default: `model`).
+        device (`str`, *optional*): torch device (default: cuda if available, else cpu).
+        max_image_steps (`int`): the most images x steps one request may ask for.
+
+    Raises:
+        `ValueError`: the model cannot be loaded, or a setting is out of range.
+    """
+    for name, value in (("max_image_steps", max_image_steps), ("concurrency_limit", concurrency_limit),
+                        ("max_queue_size", max_queue_size)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    pipe = load_pipeline(model, device=device) if isinstance(model, str) else model
+    model_name = model_name or (model if isinstance(model, str) else "the pipeline")
+    app = DemoApp(pipe, model_name, model_defaults(pipe, model_name), max_image_steps=max_image_steps)
+    with gr.Blocks(title=f"hf-ddpm: {model_name}") as demo:
+        _page(app)
+    return demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
+
+
+def _page(app: DemoApp) -> None:
+    defaults, steps_limit = app.defaults, app.pipe.scheduler.config.num_train_timesteps
+    kind = "class-conditional" if app.conditional else "unconditional"
+    gr.Markdown(f"# {app.model_name}\nA {kind} pixel-space diffusion model ({defaults.resolution}x"
+                f"{defaults.resolution}), sampled with hf-ddpm. The grid updates while it is denoised.")  # fmt: skip
+    with gr.Row():
+        with gr.Column(scale=1):
+            classes = gr.Dropdown(app.class_names, value=app.class_names[:2], multiselect=True, label="Class",
+                                  visible=app.conditional, elem_id="classes")  # fmt: skip
+            images_per_class = gr.Slider(1, 16, value=4, step=1, label="Images per class", elem_id="images")
+            guidance = gr.Slider(0, 10, value=defaults.guidance_scale, step=0.1, label="Guidance scale",
+                                 visible=app.conditional, elem_id="guidance")  # fmt: skip
+            steps = gr.Slider(1, steps_limit, value=defaults.num_inference_steps, step=1, label="Steps", elem_id="steps")
+            scheduler = gr.Dropdown([(SCHEDULER_NAMES[key], key) for key in SCHEDULERS], value=defaults.scheduler,
+                                    label="Scheduler", elem_id="scheduler")  # fmt: skip
+            with gr.Row():
+                seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
+                random_seed = gr.Button("Random", elem_id="random-seed")
+            with gr.Accordion("Advanced", open=False, visible=app.conditional):
+                rescale = gr.Slider(0, 1, value=0, step=0.05, label="Guidance rescale", elem_id="rescale")
+                interval_low = gr.Slider(0, 1, value=0, step=0.05, label="Guide from noise level", elem_id="low")
+                interval_high = gr.Slider(0, 1, value=1, step=0.05, label="Guide up to noise level", elem_id="high")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+        with gr.Column(scale=2):
+            live = gr.Image(label="Denoising", type="pil", format="png", interactive=False, elem_id="live")
+            status = gr.Markdown(elem_id="status")
+            final = gr.Gallery(label="Images (click one to download it)", format="png", columns=8,
+                               buttons=["download", "download_all"], elem_id="final")  # fmt: skip
+    with gr.Accordion("Compare guidance: the same seeds at several guidance scales", open=False,
+                      visible=app.conditional):  # fmt: skip
+        scales = gr.Textbox(", ".join(f"{s:g}" for s in COMPARE_SCALES), label="Guidance scales", elem_id="scales")
+        compare = gr.Button("Compare", elem_id="compare")
+        compared = gr.Gallery(label="Side by side", format="png", columns=len(COMPARE_SCALES), elem_id="compared")
+
+    random_seed.click(lambda: int(secrets.randbelow(2**31)), outputs=seed, queue=False)
+    run = generate.click(app.generate, [classes, images_per_class, guidance, steps, scheduler, seed, rescale,
+                                        interval_low, interval_high], [live, final, status])  # fmt: skip
+    compare_run = compare.click(app.compare_guidance, [classes, images_per_class, scales, steps, scheduler, seed],
+                                [compared, status])  # fmt: skip
+    cancel.click(app.cancel, outputs=status, cancels=[run, compare_run], queue=False)
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, **kwargs) -> str:
+    """Serves `demo` (in the background with `prevent_thread_lock=True`); returns its local address.
+
+    Raises:
+        `ValueError`: the port is in use.
+    """
+    try:
+        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=True, **kwargs)
+    except OSError as error:
+        if "Cannot find empty port" not in str(error):
+            raise
+        raise ValueError(f"--port {port} on {host} is in use by another program: stop it, or choose another "
+                         "--port.") from None  # fmt: skip
+    return demo.local_url
