@@ -371,10 +371,20 @@ def test_timesteps_outside_training_are_refused_not_wrapped(scheduler_class, tim
     (dict(beta_end=1.5), r"Every beta must lie in \[0, 1\); `beta_start`=0.0001, `beta_end`=1.5"),
     (dict(beta_start=-0.1), r"Every beta must lie in \[0, 1\)"),
     (dict(num_train_timesteps=2, trained_betas=[0.5, 1.2]), r"`trained_betas` gives betas in \[0.5, 1.2\]"),
+    (dict(beta_start=0.02, beta_end=0.0001), r"`beta_start` \(0.02\) must not exceed `beta_end` \(0.0001\)"),
+    (dict(clip_sample_range=0.0), "`clip_sample_range` must be a positive number; got 0.0"),
+    (dict(steps_offset=-1), "`steps_offset` must be an integer >= 0; got -1"),
+    (dict(thresholding=True, dynamic_thresholding_ratio=2.0), r"`dynamic_thresholding_ratio` must be in \(0, 1\]"),
+    (dict(sample_max_value=0.0), "`sample_max_value` must be a positive number; got 0.0"),
 ])  # fmt: skip
 def test_configs_that_give_no_valid_noise_schedule_are_refused(scheduler_class, config, message):
     with pytest.raises(ValueError, match=message):
         scheduler_class(**config)
+
+
+def test_the_cosine_schedule_ignores_beta_start_and_end():
+    # squaredcos_cap_v2 has no use for the linear range: an unused pair in any order is no error (as in diffusers).
+    DDPMScheduler(beta_schedule="squaredcos_cap_v2", beta_start=0.02, beta_end=0.0001)
 
 
 def test_integral_float_timesteps_index_like_integers():

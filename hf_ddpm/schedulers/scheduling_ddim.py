@@ -7,6 +7,7 @@ too; diffusers' DDIMScheduler lacks it, so a config saved with it loads only int
 DDPMScheduler).
 """
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -94,6 +95,10 @@ class _NoiseScheduleMixin:
             self.register_to_config(beta_schedule="squaredcos_cap_v2")
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be an integer >= 1; got {num_train_timesteps!r}")
+        self._check_sampling_bounds()
+        if trained_betas is None and beta_schedule != "squaredcos_cap_v2" and not beta_start <= beta_end:
+            # diffusers takes it, but noise added ever more slowly is no diffusion schedule anyone trains with
+            raise ValueError(f"`beta_start` ({beta_start}) must not exceed `beta_end` ({beta_end})")
         if trained_betas is not None:
             self.betas = torch.tensor(trained_betas, dtype=torch.float32)
             if len(self.betas) != num_train_timesteps:
@@ -110,6 +115,19 @@ class _NoiseScheduleMixin:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self._noise_level_tables = {}
         self.num_inference_steps = None
+
+    def _check_sampling_bounds(self) -> None:
+        """The config values that bound x_0 or shift the timesteps, which would otherwise fail silently (a range of 0
+        clips every image to grey)."""
+        config = self.config
+        if isinstance(config.steps_offset, bool) or not isinstance(config.steps_offset, int) or config.steps_offset < 0:
+            raise ValueError(f"`steps_offset` must be an integer >= 0; got {config.steps_offset!r}")
+        if not 0 < config.clip_sample_range < math.inf:
+            raise ValueError(f"`clip_sample_range` must be a positive number; got {config.clip_sample_range!r}")
+        if not 0 < config.dynamic_thresholding_ratio <= 1:
+            raise ValueError(f"`dynamic_thresholding_ratio` must be in (0, 1]; got {config.dynamic_thresholding_ratio!r}")
+        if not 0 < config.sample_max_value < math.inf:
+            raise ValueError(f"`sample_max_value` must be a positive number; got {config.sample_max_value!r}")
 
     def set_timesteps(
         self,
