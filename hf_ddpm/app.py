@@ -54,8 +54,9 @@ class ModelDefaults:
     scheduler: str
 
 
-def model_defaults(pipe: DDPMCFGPipeline, model: str) -> ModelDefaults:
-    settings = card_settings(model)
+def model_defaults(pipe: DDPMCFGPipeline, model: str | None = None) -> ModelDefaults:
+    """The page's starting values for `pipe`, loaded from `model` (a folder or Hub id, where its card is read)."""
+    settings = card_settings(model) if model is not None else {}
     conditional = pipe.config.null_class_id is not None
     num_train_timesteps = pipe.scheduler.config.num_train_timesteps
     saved = [name for name, cls in SCHEDULERS.items() if cls.__name__ == type(pipe.scheduler).__name__]
@@ -273,7 +274,7 @@ def build_demo(
 
     Args:
         model (`str` or [`DDPMCFGPipeline`]): a folder written by `save_pretrained`, a Hub id, or a loaded pipeline.
-        model_name (`str`, *optional*): the name shown on the page and where the card is read (default: `model`).
+        model_name (`str`, *optional*): the name shown on the page (default: `model`).
         device (`str`, *optional*): torch device (default: cuda if available, else cpu).
         max_image_steps (`int`): the most images x steps one request may ask for.
 
@@ -286,7 +287,8 @@ def build_demo(
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     pipe = load_pipeline(model, device=device) if isinstance(model, str) else model
     model_name = model_name or (model if isinstance(model, str) else "the pipeline")
-    app = DemoApp(pipe, model_name, model_defaults(pipe, model_name), max_image_steps=max_image_steps)
+    defaults = model_defaults(pipe, model if isinstance(model, str) else None)
+    app = DemoApp(pipe, model_name, defaults, max_image_steps=max_image_steps)
     with gr.Blocks(title=f"hf-ddpm: {model_name}") as demo:
         _page(app)
     return demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
