@@ -458,12 +458,39 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--unconditional", "--guidance_scale", "2"], "--guidance_scale are for class-conditional training"),
         (["--unconditional", "--cond_drop_prob=0.2"], "--cond_drop_prob are for class-conditional training"),
         (["--label_column", "target"], "The built-in 'digits' dataset has no columns to choose: leave out --label_column"),
+        (["--guidance_scale", "inf"], "--guidance_scale must be a finite number >= 0, got inf"),
+        (["--hub_model_id", "me/model"], "--hub_model_id takes effect only with --push_to_hub"),
+        (["--hub_private_repo", "--hub_token=x"], "--hub_private_repo and --hub_token take effect only with --push_to_hub"),
+        (["--ema_max_decay", "0.99"], "--ema_max_decay takes effect only with --use_ema"),
+        (["--logging_dir", ""], "--logging_dir must be a folder inside --output_dir"),
+        (["--logging_dir", "../logs"], "--logging_dir must be a folder inside --output_dir"),
+        (["--logging_dir", "."], "--logging_dir must be a folder inside --output_dir"),
+        (["--logging_dir", "/var/log/run"], "--logging_dir must be a folder inside --output_dir"),
+        (["--logging_dir", "checkpoint-5/tb"], "--logging_dir 'checkpoint-5/tb' would mix the logs into the run's own"),
+        (["--logging_dir", "unet"], "--logging_dir 'unet' would mix the logs into the run's own 'unet'"),
     ],
 )
 def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, message, capsys):
     with pytest.raises(SystemExit):
         train_script.parse_args(["--dataset_name", "digits", *flags])
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "model").write_text("not a folder")
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--dataset_name", "digits", "--output_dir", str(tmp_path / "model")])
+    assert "is a file, not a folder" in capsys.readouterr().err and (tmp_path / "model").read_text() == "not a folder"
+
+
+def test_logs_in_a_nested_folder_are_accepted_and_overwritten_with_the_run(tmp_path):
+    output_dir = tmp_path / "run"
+    flags = tiny_flags(output_dir, "--max_train_steps", "1", "--report_to", "tensorboard", "--logging_dir", "tb/run")
+    train(flags)
+    assert os.listdir(output_dir / "tb" / "run")
+    (output_dir / "keep.txt").write_text("mine")
+    train(flags + ["--overwrite_output_dir"])
+    assert (output_dir / "keep.txt").read_text() == "mine" and (output_dir / "model_index.json").exists()
 
 
 # ----- the pieces of the loss -----

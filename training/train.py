@@ -75,6 +75,8 @@ BEST_CHECKPOINT = "checkpoint-best"  # --keep_best_checkpoint; never pruned, nev
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
 REPLACED_SUFFIX = ".replaced"  # the checkpoint a complete new one replaces, for the moment of the swap
 EVALUATION_DIR = "evaluation"  # the final evaluation: metrics.json and plots, shown in the model card
+# The folders of a run's output besides the logs and checkpoints: the previews, the evaluation, the pipeline's parts.
+RUN_FOLDERS = ("samples", EVALUATION_DIR, "unet", "scheduler")
 MANIFEST = "manifest.json"  # in a checkpoint: the size and SHA-256 of each of its files, to tell a damaged one
 UPLOAD_GRACE_S = 60.0  # how long a stopping run waits for its pending uploads
 # What a failed write says, for the errors a full or limited disk gives.
@@ -242,8 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ["adam_epsilon", "adam_weight_decay"]:
         if not 0.0 <= getattr(args, name) < math.inf:
             parser.error(f"--{name} must be at least 0, got {getattr(args, name)}.")
-    if args.guidance_scale < 0:
-        parser.error(f"--guidance_scale must be at least 0, got {args.guidance_scale}.")
+    if not 0 <= args.guidance_scale < math.inf:
+        parser.error(f"--guidance_scale must be a finite number >= 0, got {args.guidance_scale}.")
     if not 0 <= args.seed < 2**32:  # numpy's seed, which accelerate's set_seed sets too, takes 32 bits
         parser.error(f"--seed must be in [0, 2**32), got {args.seed}.")
     given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
@@ -257,6 +259,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"The built-in {DIGITS!r} dataset has no columns to choose: leave out "
             f"{' and '.join(sorted(given & {'--image_column', '--label_column'}))}."
         )
+    for flags, needed in [
+        (["--hub_model_id", "--hub_token", "--hub_private_repo"], "--push_to_hub"),
+        (["--ema_max_decay", "--ema_inv_gamma", "--ema_power"], "--use_ema"),
+    ]:
+        unused = sorted(given & set(flags))
+        if unused and needed not in given:
+            verb = "takes" if len(unused) == 1 else "take"
+            parser.error(f"{' and '.join(unused)} {verb} effect only with {needed}: add it, or leave them out.")
+    check_logging_dir(parser, args.logging_dir)
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output_dir {args.output_dir!r} is a file, not a folder.")
     if not args.max_grad_norm > 0:
         parser.error(f"--max_grad_norm must be positive (inf: no clipping), got {args.max_grad_norm}.")
     if not 0.0 <= args.ema_max_decay <= 1.0:
@@ -269,6 +282,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--num_inference_steps ({args.num_inference_steps}) cannot exceed --num_train_timesteps.")
     check_evaluation_flags(parser, args)
     return args
+
+
+def check_logging_dir(parser: argparse.ArgumentParser, logging_dir: str) -> None:
+    """--logging_dir names a folder of the run inside --output_dir, which --overwrite_output_dir deletes with the run:
+    it may not lead outside, be the output folder itself, or be another part of the run."""
+    parts = os.path.normpath(logging_dir).split(os.sep) if logging_dir else []
+    if not parts or os.path.isabs(logging_dir) or parts[0] in (".", "..") or ".." in parts:
+        parser.error(f"--logging_dir must be a folder inside --output_dir (a relative path, no '..'), got {logging_dir!r}.")
+    if parts[0] in RUN_FOLDERS or is_checkpoint_folder(parts[0]):
+        parser.error(f"--logging_dir {logging_dir!r} would mix the logs into the run's own {parts[0]!r}: choose another name.")
 
 
 def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
