@@ -226,6 +226,30 @@ def seeded_generator(seed: int, *keys: int) -> torch.Generator:
 DATA_ORDER, MICRO_BATCH = 0, 1
 
 
+class CpuBf16Support(NamedTuple):
+    """Whether this CPU has bfloat16 instructions, and a line that says so and what follows for --mixed_precision."""
+
+    native: bool
+    message: str
+
+
+def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
+    """Whether bf16 autocast can pay on this CPU: only with bf16 instructions (the flags `avx512_bf16` or `amx_bf16`).
+    Elsewhere bf16 matrix products are computed in fp32 with conversions around them: no faster than fp32."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    if found:
+        return CpuBf16Support(True, f"bf16 on CPU: this CPU has bf16 instructions ({', '.join(found)}; torch uses "
+                                    f"{capability}): bf16 autocast can pay here.")  # fmt: skip
+    return CpuBf16Support(False, f"bf16 on CPU: this CPU has no bf16 instructions (no avx512_bf16 or amx_bf16; torch "
+                                 f"uses {capability}): expect bf16 autocast to be no faster than fp32 here.")  # fmt: skip
+
+
 def cpu_threads_per_process(
     num_processes_on_node: int, dataloader_num_workers: int, idle_cores: int | None = None
 ) -> int:

@@ -59,6 +59,7 @@ from hf_ddpm.training_utils import (
     UNET_PRESETS,
     check_resolution,
     choose_torch_threads,
+    cpu_bf16_support,
     diffusion_loss,
     drop_class_labels,
     min_snr_weights,
@@ -158,7 +159,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--max_grad_norm", type=float, default=1.0,
                        help="Clip the gradient norm to this (inf: measure it, clip nothing).")
     optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
-                       help="Autocast precision (default: what `accelerate launch` or its config says).")
+                       help="Autocast precision (default: what `accelerate launch` or its config says). bf16 on a "
+                            "CPU pays only where the CPU has bf16 instructions (AVX512-BF16, AMX): the log says.")
+    optim.add_argument("--torch_compile", action="store_true",
+                       help="Compile the UNet's training forward with torch.compile (inductor; on CPU it needs a C "
+                            "compiler). Checkpoints and the saved pipeline are the eager model's, interchangeable "
+                            "with runs without it.")
     optim.add_argument("--use_ema", action="store_true",
                        help="Keep an exponential moving average of the weights; previews and the saved pipeline "
                             "use it.")
@@ -385,6 +391,8 @@ def make_accelerator(args: argparse.Namespace, plan: RunPlan) -> Accelerator:
     if plan.resume_path is not None:
         check_checkpoint_matches(plan.resume_path, args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu":
+        logger.info(cpu_bf16_support().message)
     # On a CPU each process takes its share of the idle cores, unless the user chose a count: a torch thread sharing
     # a core with another busy process stalls every parallel region, and accelerate launch's own default is 1.
     threads = choose_torch_threads(accelerator.device.type, args.dataloader_num_workers)
@@ -484,6 +492,9 @@ class TrainingRun:
         self.model, self.optimizer, self.dataloader, self.lr_scheduler = accelerator.prepare(
             model, optimizer, dataloader, lr_scheduler
         )
+        # Only the training forward runs compiled; the compiled wrapper shares the eager model's parameters, and
+        # everything else (checkpoints, EMA, previews, the saved pipeline) sees the eager model and its own names.
+        self.training_model = torch.compile(self.model) if args.torch_compile else self.model
         self.progress = TrainingProgress(args.seed, args.use_ema, full_config)
         accelerator.register_for_checkpointing(self.progress)
         if self.ema is not None:
@@ -610,7 +621,9 @@ class TrainingRun:
                 args.seed, MICRO_BATCH, accelerator.process_index, epoch * self.batches_per_epoch + batch_index
             )
             with accelerator.accumulate(self.model):
-                loss = training_loss(self.model, self.noise_scheduler, batch, generator, args, self.null_class_id)
+                loss = training_loss(
+                    self.training_model, self.noise_scheduler, batch, generator, args, self.null_class_id
+                )
                 accelerator.backward(loss)
                 losses.append(loss.detach())
                 if accelerator.sync_gradients:
