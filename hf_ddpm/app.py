@@ -34,7 +34,7 @@ CONTROL_NAMES = {
 }  # fmt: skip
 MAX_SEED = 2**63 - 1  # image i starts from the noise of seed + i; a torch generator takes at most 64 bits
 PREVIEWS_PER_RUN = 10  # intermediate grids sent to the page during one run
-DISPLAY_SIDE = 384  # the live grid is enlarged (pixels kept sharp) to about this many pixels a side
+DISPLAY_SIDE = 768  # the live grid is enlarged (pixels kept sharp) to about this many pixels a side
 COMPARE_SCALES = (1.0, 2.0, 4.0)
 CSS = "img { image-rendering: pixelated; }"  # small images enlarged by the page stay sharp
 
@@ -252,6 +252,11 @@ class DemoApp:
         return name_rows(grid.convert("RGB"), labels) if labels else grid
 
 
+def _display_name(model: str) -> str:
+    """A Hub id as it is; a folder by its own name (where it lies on this machine is nobody's business)."""
+    return os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model
+
+
 def _interval(low: float, high: float) -> tuple[float, float] | None:
     return None if (low, high) == (0.0, 1.0) else (low, high)
 
@@ -274,7 +279,7 @@ def build_demo(
 
     Args:
         model (`str` or [`DDPMCFGPipeline`]): a folder written by `save_pretrained`, a Hub id, or a loaded pipeline.
-        model_name (`str`, *optional*): the name shown on the page (default: `model`).
+        model_name (`str`, *optional*): the name shown on the page (default: the Hub id, or the folder's name).
         device (`str`, *optional*): torch device (default: cuda if available, else cpu).
         max_image_steps (`int`): the most images x steps one request may ask for.
 
@@ -286,7 +291,7 @@ def build_demo(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     pipe = load_pipeline(model, device=device) if isinstance(model, str) else model
-    model_name = model_name or (model if isinstance(model, str) else "the pipeline")
+    model_name = model_name or (_display_name(model) if isinstance(model, str) else "the pipeline")
     defaults = model_defaults(pipe, model if isinstance(model, str) else None)
     app = DemoApp(pipe, model_name, defaults, max_image_steps=max_image_steps)
     with gr.Blocks(title=f"hf-ddpm: {model_name}") as demo:

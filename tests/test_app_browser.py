@@ -165,11 +165,13 @@ def test_screenshot_of_the_page_mid_denoising(tmp_path, browser):
     demo = build_demo(model, device="cpu")
     try:
         open_page(browser, launched(demo))
-        browser.set_window_size(1280, 820)
-        set_number(browser, "images", 4)
+        browser.set_window_size(1280, 1000)
+        set_number(browser, "images", 8)
         set_number(browser, "steps", 200)
         browser.find_element(By.ID, "generate").click()
-        wait(browser, lambda: len(browser.execute_script("return window.frames_seen;")) >= 4)
+        # Three quarters of the way, where the digits come out of the noise.
+        wait(browser, lambda: len(browser.execute_script("return window.frames_seen;")) >= 7)
+        browser.execute_script("window.scrollTo(0, 0);")
         assert "Denoising: step" in status_text(browser)
         browser.save_screenshot(os.environ["HF_DDPM_SCREENSHOT"])
         wait(browser, lambda: "images," in status_text(browser), timeout=120)
