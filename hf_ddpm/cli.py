@@ -61,6 +61,8 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="samples.png", help="the grid of the images (default: samples.png)")
     parser.add_argument("--gif", help="also write the grid being denoised as a GIF here")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="compile the UNet with torch.compile (pays for many images; the first wait for it)")
     parser.set_defaults(func=run_sample, parser=parser, flags=SAMPLE_FLAGS)
 
 
@@ -83,7 +85,7 @@ def run_sample(args: argparse.Namespace) -> None:
         check_image_path("--gif", args.gif, ".gif", allowed={".gif"})
     if args.device is not None:
         check_device(args.device)
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, torch_compile=args.torch_compile)
     if args.labels is None and pipe.config.null_class_id is not None:
         names = ", ".join((pipe.config.id2label or {}).values()) or f"ids 0..{pipe.config.null_class_id - 1}"
         print(f"{args.model} is class-conditional and no --labels were given: drawing unconditional samples (the null "

@@ -39,10 +39,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(model: str, scheduler: str | None = None, device: str | None = None) -> DDPMCFGPipeline:
+def load_pipeline(
+    model: str, scheduler: str | None = None, device: str | None = None, torch_compile: bool = False
+) -> DDPMCFGPipeline:
     """
     Loads a saved [`DDPMCFGPipeline`] from a folder or a Hub id, optionally swaps its scheduler for one of
     `SCHEDULERS` (built from the saved scheduler's config, so the noise schedule is kept), and moves it to `device`.
+    `torch_compile` compiles the UNet's forward in place (`torch.compile`; the first call waits for the compiler):
+    the module, its weights and their names stay the eager ones, so the pipeline saves as it loaded.
     A model that cannot be loaded raises a ValueError saying whether it was read as a folder or as a Hub id.
     """
     if not os.path.isdir(model) and not _is_hub_repo_id(model):
@@ -57,7 +61,10 @@ def load_pipeline(model: str, scheduler: str | None = None, device: str | None =
         ) from error
     if scheduler is not None:
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler)
-    return pipe.to(device or default_device())
+    pipe = pipe.to(device or default_device())
+    if torch_compile:
+        pipe.unet.compile()
+    return pipe
 
 
 def _is_hub_repo_id(name: str) -> bool:
@@ -84,11 +91,13 @@ def sample_to_files(
     *,
     scheduler: str | None = None,
     device: str | None = None,
+    torch_compile: bool = False,
     seed: int | None = 0,
     **call_kwargs,
 ):
-    """`hf-ddpm sample`: `load_pipeline(model, scheduler, device)`, then `save_grid_and_gif`. Returns the output."""
-    pipe = load_pipeline(model, scheduler=scheduler, device=device)
+    """`hf-ddpm sample`: `load_pipeline(model, scheduler, device, torch_compile)`, then `save_grid_and_gif`. Returns
+    the output."""
+    pipe = load_pipeline(model, scheduler=scheduler, device=device, torch_compile=torch_compile)
     return save_grid_and_gif(pipe, grid_path, gif_path, seed=seed, **call_kwargs)
 
 

@@ -1,11 +1,15 @@
 """Guidance in a limited interval (Kynkäänniemi et al. 2024): CFG on the steps whose noise level lies in the interval,
 the conditional half alone elsewhere."""
 
+import json
+
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from test_evaluation import tiny_pipeline as evaluation_pipeline
 from test_pipeline import TRAIN_STEPS, ForwardLog, reference_sample, tiny_pipeline
 
+from hf_ddpm.cli import main as cli_main
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -64,3 +68,21 @@ def test_bad_guidance_intervals_raise_before_any_work(interval):
     with pytest.raises(ValueError, match=r"`guidance_interval` must be None or a pair \(low, high\)"):
         pipe(0, guidance_scale=2.0, num_inference_steps=2, guidance_interval=interval)
     assert log.calls == []
+
+
+def test_cli_evaluate_sweeps_intervals_and_counts_the_network_evaluations(tmp_path, capsys):
+    evaluation_pipeline().save_pretrained(tmp_path / "model")  # DDIM, 50 training steps
+    cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "4",
+              "--guidance-scale", "2", "--guidance-interval", "0", "1", "--guidance-interval", "0.3", "0.7",
+              "--batch-size", "12", "--out", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache"),
+              "--device", "cpu"])  # fmt: skip
+    assert "interval" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
+    # 4 steps at t = 36, 24, 12, 0 (t/T = 0.72, 0.48, 0.24, 0): all four guided, or only t = 24.
+    counts = [(row["guidance_interval"], row["unet_evals_per_image"], row["nfe_per_image"]) for row in rows]
+    assert counts == [([0.0, 1.0], 4, 8), ([0.3, 0.7], 4, 5)]
+    assert rows[0]["fd_digits"] != rows[1]["fd_digits"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--guidance-interval", "0.7", "0.3"])
+    assert exit_info.value.code == 2
+    assert "--guidance-interval must be None or a pair (low, high)" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""--torch_compile: the training forward runs compiled, and checkpoints and the saved pipeline are the eager model's,
-so that runs with and without it resume each other. --mixed_precision bf16 on a CPU says whether the CPU has bf16
+"""torch.compile in training and sampling. --torch_compile: the training forward runs compiled, and checkpoints and
+the saved pipeline are the eager model's, so that runs with and without it resume each other; `hf-ddpm sample
+--torch-compile` draws what the eager pipeline draws. --mixed_precision bf16 on a CPU says whether the CPU has bf16
 instructions.
 
 Inductor's code generation takes minutes on a small CPU, too long for the suite: these runs compile with the
@@ -9,12 +10,17 @@ its C++ code). `benchmarks/bench_training.py` compiles with inductor and measure
 import functools
 import logging
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from helpers import tiny_flags
+from test_cli_sample import save_tiny_pipeline
 from test_train import train
 
+from hf_ddpm.cli import main as cli_main
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.sampling import load_pipeline, save_grid_and_gif
 from hf_ddpm.training_utils import cpu_bf16_support
 
 
@@ -49,6 +55,29 @@ def test_compiled_and_eager_runs_resume_each_other(first, then, aot_eager_compil
     assert resumed.keys() == expected.keys()  # the eager module's names: no `_orig_mod.` prefix
     for name, weight in expected.items():  # the same run, whichever half was compiled
         torch.testing.assert_close(resumed[name], weight, atol=1e-6, rtol=0, msg=name)
+
+
+def test_sample_with_torch_compile_draws_what_the_eager_pipeline_draws(aot_eager_compile, tmp_path):
+    save_tiny_pipeline(tmp_path / "model")
+    options = ["--labels", "Sneaker", "Bag", "--batch-size", "2", "--guidance-scale", "3", "--guidance-interval", "0.2",
+               "0.8", "--steps", "4", "--seed", "5", "--device", "cpu"]  # fmt: skip
+    cli_main(["sample", str(tmp_path / "model"), *options, "--torch-compile", "--out", str(tmp_path / "compiled.png")])
+    assert aot_eager_compile["stats"]["calls_captured"] > 0
+    eager = load_pipeline(str(tmp_path / "model"), device="cpu")
+    save_grid_and_gif(eager, tmp_path / "eager.png", seed=5, class_labels=["Sneaker", "Bag"], batch_size=2,
+                      guidance_scale=3.0, guidance_interval=(0.2, 0.8), num_inference_steps=4)  # fmt: skip
+    compiled, expected = (np.asarray(PIL.Image.open(tmp_path / name)) for name in ("compiled.png", "eager.png"))
+    assert np.abs(compiled.astype(int) - expected).max() <= 1  # the same images, up to rounding to 8 bits
+
+
+def test_a_compiled_pipeline_saves_and_loads_as_the_eager_one(aot_eager_compile, tmp_path):
+    save_tiny_pipeline(tmp_path / "model")
+    pipe = load_pipeline(str(tmp_path / "model"), device="cpu", torch_compile=True)
+    pipe(1, num_inference_steps=2)
+    pipe.save_pretrained(tmp_path / "saved")
+    saved, original = (DDPMCFGPipeline.from_pretrained(tmp_path / name).unet.state_dict() for name in ("saved", "model"))
+    assert saved.keys() == original.keys()
+    assert all(torch.equal(saved[name], original[name]) for name in original)
 
 
 def test_bf16_on_cpu_logs_whether_the_cpu_has_bf16_instructions(tmp_path, caplog):
