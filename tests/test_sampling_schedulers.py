@@ -1,0 +1,41 @@
+"""Every scheduler that `hf-ddpm sample --scheduler` and the evaluation sweeps offer (`SCHEDULERS`) samples a
+v-prediction model with guidance and a guidance interval: the images are finite, repeat with the same seed, and
+equal the sampling loop written out; our DDPM and DDIM give diffusers' images."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler as DiffusersDDIMScheduler
+from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+from test_pipeline import TRAIN_STEPS, reference_sample, tiny_pipeline
+
+from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
+from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
+from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+
+# A v-prediction model on the cosine schedule, as the demo trains; the saved scheduler is the training one.
+TRAINED_WITH = dict(num_train_timesteps=TRAIN_STEPS, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+CALL = dict(class_labels=[0, 1, 2], guidance_scale=2.0, guidance_interval=(0.2, 0.8), num_inference_steps=5)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_samples_a_v_prediction_model_with_guidance_in_an_interval(name):
+    saved = DDPMScheduler(**TRAINED_WITH)
+    pipe = tiny_pipeline(scheduler_from_name(name, saved))
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    images = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert torch.isfinite(images).all() and 0 < pipe.num_guided_steps < pipe.num_timesteps
+    again = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert torch.equal(images, again)
+    expected = reference_sample(pipe.unet, scheduler_from_name(name, saved), [0, 1, 2], 3, 2.0, 5, seed=0,
+                                guidance_interval=(0.2, 0.8))  # fmt: skip
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ours, theirs", [(DDPMScheduler, DiffusersDDPMScheduler),
+                                          (DDIMScheduler, DiffusersDDIMScheduler)])  # fmt: skip
+def test_our_ddpm_and_ddim_give_diffusers_images_with_guidance_in_an_interval(ours, theirs):
+    images = [
+        tiny_pipeline(scheduler(**TRAINED_WITH))(**CALL, generator=torch.Generator().manual_seed(4), output_type="pt")
+        for scheduler in (ours, theirs)
+    ]
+    torch.testing.assert_close(images[0].images, images[1].images, atol=1e-5, rtol=0)
