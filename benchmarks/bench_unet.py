@@ -52,7 +52,7 @@ def build_ours(config: dict) -> DDPMUNet2DModel:
     )
 
 
-def build_diffusers(config: dict, attention_head_dim: int) -> UNet2DModel:
+def build_diffusers(config: dict, attention_head_dim: int, num_class_embeds: int | None = None) -> UNet2DModel:
     down = tuple("AttnDownBlock2D" if flag else "DownBlock2D" for flag in config["attention"])
     up = tuple("AttnUpBlock2D" if flag else "UpBlock2D" for flag in reversed(config["attention"]))
     return UNet2DModel(
@@ -66,6 +66,7 @@ def build_diffusers(config: dict, attention_head_dim: int) -> UNet2DModel:
         attention_head_dim=attention_head_dim,
         attn_norm_num_groups=32,
         resnet_time_scale_shift="scale_shift",
+        num_class_embeds=num_class_embeds,
     )
 
 
