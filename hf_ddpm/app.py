@@ -294,7 +294,7 @@ def build_demo(
     model_name = model_name or (_display_name(model) if isinstance(model, str) else "the pipeline")
     defaults = model_defaults(pipe, model if isinstance(model, str) else None)
     app = DemoApp(pipe, model_name, defaults, max_image_steps=max_image_steps)
-    with gr.Blocks(title=f"hf-ddpm: {model_name}") as demo:
+    with gr.Blocks(title=f"hf-ddpm: {model_name}", analytics_enabled=False) as demo:
         _page(app)
     return demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
 

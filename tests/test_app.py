@@ -2,7 +2,10 @@
 control against the pipeline called directly, the checks, cancelling, the queue, and the ways the server refuses to
 start."""
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -230,3 +233,30 @@ def test_scheduler_choices_are_the_samplers_of_hf_ddpm_sample(app):
     [dropdown] = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Scheduler"]
     assert sorted(value for _, value in dropdown.choices) == sorted(SCHEDULERS)
     assert [name for name, _ in dropdown.choices] == ["DDPM", "DDIM", "DPM-Solver++ (2M)", "Euler", "UniPC"]
+
+
+def test_hf_ddpm_serve_serves_the_page_until_interrupted(model):
+    for _ in range(5):
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "hf_ddpm", "serve", model, "--port", str(port)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            page = wait_for_page(f"http://127.0.0.1:{port}/", server)
+        finally:
+            server.send_signal(signal.SIGINT)
+            output = server.communicate(timeout=30)[0]
+        if page is not None or "is in use by another program" not in output:
+            break
+    assert page is not None, output
+    assert '"elem_id":"generate"' in page.replace(" ", "") and "Running on local URL" in output
+
+
+def wait_for_page(url: str, server: subprocess.Popen, timeout: float = 60) -> str | None:
+    """The page at `url` once the server answers, or None if it ended first."""
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            time.sleep(0.2)
+    return None

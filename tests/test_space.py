@@ -2,9 +2,12 @@
 Hub stand-in."""
 
 import ast
+import runpy
 
+import gradio as gr
 import pytest
 import yaml
+from test_cli_sample import save_tiny_pipeline
 
 from hf_ddpm.cli import main
 
@@ -67,3 +70,12 @@ def test_a_local_folder_is_not_a_model_repo_for_a_space(tmp_path, capsys, monkey
         main(["space", "user/model", "--local-dir", "space"])
     assert exit_info.value.code == 2
     assert "MODEL_REPO 'user/model' is a local folder; a Space loads its model from the Hub" in capsys.readouterr().err
+
+
+def test_the_space_app_builds_the_demo_of_the_model_on_the_hub(hub_server, tmp_path):
+    save_tiny_pipeline(tmp_path / "model").push_to_hub("tester/tiny", token=hub_server.token)
+    main(["space", "tester/tiny", "--local-dir", str(tmp_path / "space")])
+    demo = runpy.run_path(str(tmp_path / "space" / "app.py"))["demo"]  # as a Space imports it, without serving
+    assert isinstance(demo, gr.Blocks) and demo.title == "hf-ddpm: tester/tiny"
+    labels = {block.label for block in demo.blocks.values() if getattr(block, "label", None)}
+    assert {"Class", "Guidance scale", "Steps", "Scheduler", "Seed"} <= labels
