@@ -129,7 +129,8 @@ class DemoApp:
             if images is None:
                 yield self._enlarged(grid, labels), None, f"Denoising: step {step} of {steps}"
             else:
-                status = f"{len(images)} images, {steps} steps of {SCHEDULER_NAMES[scheduler]}, guidance {guidance_scale:g}"
+                sampler = SCHEDULER_NAMES[scheduler]
+                status = f"{len(images)} images, {steps} steps of {sampler}, guidance {guidance_scale:g}"
                 yield self._enlarged(grid, labels), images, status
 
     def compare_guidance(
@@ -311,7 +312,8 @@ def _page(app: DemoApp) -> None:
             images_per_class = gr.Slider(1, 16, value=4, step=1, label="Images per class", elem_id="images")
             guidance = gr.Slider(0, 10, value=defaults.guidance_scale, step=0.1, label="Guidance scale",
                                  visible=app.conditional, elem_id="guidance")  # fmt: skip
-            steps = gr.Slider(1, steps_limit, value=defaults.num_inference_steps, step=1, label="Steps", elem_id="steps")
+            steps = gr.Slider(1, steps_limit, value=defaults.num_inference_steps, step=1, label="Steps",
+                              elem_id="steps")  # fmt: skip
             scheduler = gr.Dropdown([(SCHEDULER_NAMES[key], key) for key in SCHEDULERS], value=defaults.scheduler,
                                     label="Scheduler", elem_id="scheduler")  # fmt: skip
             with gr.Row():

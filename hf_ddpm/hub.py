@@ -342,7 +342,10 @@ class HubPusher:
 
     def _upload_snapshot(self, push: _Push) -> CommitInfo:
         upload = lambda: self._api.upload_folder(  # noqa: E731
-            repo_id=self.repo_id, repo_type=self.repo_type, folder_path=push.snapshot, commit_message=push.commit_message
+            repo_id=self.repo_id,
+            repo_type=self.repo_type,
+            folder_path=push.snapshot,
+            commit_message=push.commit_message,
         )
         return _retrying(upload, self.retry, f"Background push {push.commit_message!r} to {self.repo_id}", push.stop)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from gradio_client import Client
-from test_cli_sample import LABELS, save_tiny_pipeline
+from test_cli_sample import save_tiny_pipeline
 
 from hf_ddpm.app import DemoApp, build_demo, launch, model_defaults
 from hf_ddpm.cli import main
@@ -75,7 +75,8 @@ def test_every_control_reaches_the_pipeline(app, model, control):
     settings, call = {
         "scheduler": ({"scheduler": "dpm", "steps": 10}, {"scheduler": "dpm", "num_inference_steps": 10}),
         "rescale": ({"guidance": 4.0, "rescale": 0.7}, {"guidance_scale": 4.0, "guidance_rescale": 0.7}),
-        "interval": ({"guidance": 4.0, "low": 0.2, "high": 0.6}, {"guidance_scale": 4.0, "guidance_interval": (0.2, 0.6)}),
+        "interval": ({"guidance": 4.0, "low": 0.2, "high": 0.6},
+                     {"guidance_scale": 4.0, "guidance_interval": (0.2, 0.6)}),
         "images": ({"images": 3, "classes": ["T-shirt"]}, {"batch_size": 3, "labels": ["T-shirt"]}),
         "seed": ({"seed": 123}, {"seed": 123}),
     }[control]  # fmt: skip

@@ -8,7 +8,6 @@ mid-denoising is written to PATH, of the model in HF_DDPM_SCREENSHOT_MODEL (a fo
 import os
 import shutil
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -19,8 +18,8 @@ from hf_ddpm.app import build_demo
 
 BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (BROWSER and DRIVER):
-    message = ("the browser tests need headless Chromium: install it with `apt-get install -y chromium chromium-driver` "
-               "(as root; .ci/run does this in CI)")  # fmt: skip
+    message = ("the browser tests need headless Chromium: install it with "
+               "`apt-get install -y chromium chromium-driver` (as root; .ci/run does this in CI)")  # fmt: skip
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the browser tests, but {message}", pytrace=False)
     pytest.skip(message, allow_module_level=True)
@@ -85,7 +84,8 @@ def choose_class(driver, name: str) -> None:
     field = driver.find_element(By.CSS_SELECTOR, "#classes input")
     field.click()
     field.send_keys(name)
-    wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, f"#classes li[role=option][aria-label='{name}']"))[0].click()
+    option = f"#classes li[role=option][aria-label='{name}']"
+    wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, option))[0].click()
     driver.find_element(By.TAG_NAME, "h1").click()  # closes the list
 
 
