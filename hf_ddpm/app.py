@@ -32,7 +32,7 @@ CONTROL_NAMES = {
     "num_inference_steps": "Steps", "guidance_rescale": "Guidance rescale", "guidance_interval": "Guidance interval",
     "generator": "Seed", "scheduler": "Scheduler",
 }  # fmt: skip
-MAX_SEED = 2**63 - 1  # image i starts from the noise of seed + i; a torch generator takes at most 64 bits
+SEED_LIMIT = 2**63  # image i starts from the noise of seed + i, and a torch generator takes at most 64 bits
 PREVIEWS_PER_RUN = 10  # intermediate grids sent to the page during one run
 DISPLAY_SIDE = 768  # the live grid is enlarged (pixels kept sharp) to about this many pixels a side
 COMPARE_SCALES = (1.0, 2.0, 4.0)
@@ -119,8 +119,8 @@ class DemoApp:
         labels = self._labels(classes)
         num_images = self._check_request(labels, images_per_class, steps, seed, runs=1)
         call = dict(
-            class_labels=labels, batch_size=images_per_class, guidance_scale=guidance_scale,
-            num_inference_steps=steps, guidance_rescale=guidance_rescale,
+            class_labels=labels, batch_size=int(images_per_class), guidance_scale=guidance_scale,
+            num_inference_steps=int(steps), guidance_rescale=guidance_rescale,
             guidance_interval=_interval(interval_low, interval_high),
             generator=per_image_generators(int(seed), num_images),
         )  # fmt: skip
@@ -144,8 +144,9 @@ class DemoApp:
         pipe = self._pipeline_with(scheduler)
         grids = []
         for scale in scales:
-            call = dict(class_labels=labels, batch_size=images_per_class, guidance_scale=scale,
-                        num_inference_steps=steps, generator=per_image_generators(int(seed), num_images))  # fmt: skip
+            call = dict(class_labels=labels, batch_size=int(images_per_class), guidance_scale=scale,
+                        num_inference_steps=int(steps),
+                        generator=per_image_generators(int(seed), num_images))  # fmt: skip
             *_, (_, grid, _) = self._stream(pipe, call, request)
             grids.append((self._enlarged(grid, labels), f"guidance {scale:g}"))
             yield grids, f"Guidance {', '.join(f'{s:g}' for s in scales[: len(grids)])} done of {len(scales)} scales"
@@ -169,16 +170,16 @@ class DemoApp:
         for name, value in (("Images per class", images_per_class), ("Steps", steps), ("Seed", seed)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
                 raise gr.Error(f"{name} must be a whole number, got {value!r}.")
-        if not 0 <= seed <= MAX_SEED - 1000:
-            raise gr.Error(f"Seed must be in [0, {MAX_SEED - 1000}], got {int(seed)}.")
-        num_images = int(images_per_class) * (len(labels) if labels else 1)
+        num_images = max(int(images_per_class), 1) * (len(labels) if labels else 1)
+        if not 0 <= seed <= SEED_LIMIT - num_images:
+            raise gr.Error(f"Seed must be in [0, {SEED_LIMIT - num_images}] for {num_images} images, got {int(seed)}.")
         work = num_images * int(steps) * runs
         if work > self.max_image_steps:
             per = f" x {runs} guidance scales" if runs > 1 else ""
             raise gr.Error(f"Too much work for one request: {num_images} images x {int(steps)} steps{per} = {work} "
                            f"image-steps; this server allows at most {self.max_image_steps}. Choose fewer classes, "
                            "images or steps.")  # fmt: skip
-        return max(num_images, 1)
+        return num_images
 
     def _scales(self, text: str) -> list[float]:
         try:

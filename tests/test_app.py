@@ -131,7 +131,8 @@ def test_an_unconditional_model_hides_the_class_and_guidance_controls(tmp_path):
     ({"guidance": 2.0, "low": 0.6, "high": 0.2}, "Guidance interval must be None or a pair (low, high)"),
     ({"classes": ["Hat"]}, "Class: unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
     ({"images": 0}, "Images per class must be an integer >= 1"),
-    ({"seed": -1}, "Seed must be in [0, "),
+    ({"seed": -1}, "Seed must be in [0, 9223372036854775804] for 4 images, got -1"),
+    ({"seed": 2**63 - 2}, "Seed must be in [0, 9223372036854775804] for 4 images, got 9223372036854775806"),
     ({"scheduler": "heun"}, "Scheduler must be one of ddim, ddpm, dpm, euler, unipc, got 'heun'"),
     ({"images": 16, "steps": 20}, "Too much work for one request: 32 images x 20 steps = 640 image-steps; this "
                                   "server allows at most 500"),
