@@ -203,9 +203,10 @@ class DemoApp:
     # ----- sampling on a worker thread, seen step by step -----
     def _stream(self, pipe: DDPMCFGPipeline, call: dict, request) -> Iterator[tuple]:
         """Runs `pipe(**call)` on a thread; yields (step, grid, None) every few steps, then (steps, final grid, final
-        images). The pipeline's `ValueError`s become `gr.Error`s naming the control; Cancel ends the run quietly."""
+        images). The pipeline's `ValueError`s become `gr.Error`s naming the control, and Cancel a "Cancelled." one."""
         frames: queue.Queue = queue.Queue()
-        cancel = self._cancel_events[_session(request)] = threading.Event()
+        session = _session(request)
+        cancel = self._cancel_events[session] = threading.Event()
         every = max(1, math.ceil(call["num_inference_steps"] / PREVIEWS_PER_RUN))
 
         def grid_of(images: list[PIL.Image.Image]) -> PIL.Image.Image:
@@ -246,6 +247,8 @@ class DemoApp:
         finally:
             cancel.set()  # a page that went away stops its run, at its next step
             worker.join()
+            if self._cancel_events.get(session) is cancel:
+                del self._cancel_events[session]
 
     def _enlarged(self, grid: PIL.Image.Image, labels) -> PIL.Image.Image:
         """The grid enlarged for the page (pixels kept sharp), each row named by its class."""
