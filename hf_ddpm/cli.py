@@ -22,7 +22,7 @@ def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
         "--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0], help="fractions of the way to T"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    parser.set_defaults(func=run_noising, parser=parser, flags={"fractions": "--fractions", "images": "--num-images"})
+    parser.set_defaults(func=run_noising, parser=parser, flags={"fractions": "--fractions", "num_images": "--num-images"})
 
 
 def run_noising(args: argparse.Namespace) -> None:
@@ -106,7 +106,8 @@ def check_image_path(flag: str, path: str, example: str, allowed: set[str] | Non
     extension = os.path.splitext(path)[1].lower()
     writable = allowed or {ext for ext, kind in PIL.Image.registered_extensions().items() if kind in PIL.Image.SAVE}
     if extension not in writable:
-        raise ValueError(f"{flag} {path!r} must name an image file such as 'samples{example}' (got no known extension).")
+        got = f"{extension!r}, not one of {sorted(allowed)}" if allowed and extension else extension or "no extension"
+        raise ValueError(f"{flag} {path!r} must name an image file such as 'samples{example}' (got {got}).")
     folder = os.path.dirname(os.path.abspath(path))
     existing = folder
     while not os.path.exists(existing):

@@ -80,7 +80,7 @@ def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler
     (["--labels", "1", "--batch-size", "0"], "error: --batch-size must be an integer >= 1"),
     (["--labels", "1", "--eta", "nan"], "error: --eta must be a finite number, got nan"),
     (["--device", "tpu:3"], "--device 'tpu:3' cannot be used here"),
-    (["--gif", "denoise.png"], "--gif 'denoise.png' must name an image file such as 'samples.gif'"),
+    (["--gif", "denoise.png"], "--gif 'denoise.png' must name an image file such as 'samples.gif' (got '.png', not one of"),
     (["--seed", str(2**64)], "--seed must be in [0, 2**63), got 18446744073709551616"),
 ])  # fmt: skip
 def test_bad_arguments_exit_with_status_2_and_the_reason(tmp_path, capsys, arguments, message):
