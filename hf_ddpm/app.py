@@ -6,6 +6,7 @@ checked here, on the server: the pipeline's own checks (their messages name the 
 bound on the work of one request (images x steps), so that one visitor cannot hold the queue for long.
 """
 
+import atexit
 import math
 import os
 import queue
@@ -103,7 +104,9 @@ class DemoApp:
         self.class_names = list((pipe.config.id2label or {}).values())
         if pipe.config.null_class_id is not None and not self.class_names:
             self.class_names = [str(label_id) for label_id in range(pipe.config.null_class_id)]
-        self._cancel_events: dict[str, threading.Event] = {}
+        self._cancel_events: dict[str, threading.Event] = {}  # the run of each visitor, by session
+        self._runs: dict[threading.Thread, threading.Event] = {}  # every sampling thread, and its cancel flag
+        atexit.register(self.stop_runs)  # a sampling thread still running when Python exits would abort it
 
     @property
     def conditional(self) -> bool:
@@ -157,6 +160,12 @@ class DemoApp:
         if event is not None:
             event.set()
         return "Cancelled."
+
+    def stop_runs(self) -> None:
+        """Cancels every run and waits for its thread to end (at its next step)."""
+        for worker, cancel in list(self._runs.items()):
+            cancel.set()
+            worker.join()
 
     # ----- checks -----
     def _labels(self, classes) -> list[str] | None:
@@ -230,6 +239,7 @@ class DemoApp:
             frames.put(None)
 
         worker = threading.Thread(target=run, name="sampling", daemon=True)
+        self._runs[worker] = cancel
         worker.start()
         try:
             while (item := frames.get()) is not None:
@@ -247,6 +257,7 @@ class DemoApp:
         finally:
             cancel.set()  # a page that went away stops its run, at its next step
             worker.join()
+            self._runs.pop(worker, None)
             if self._cancel_events.get(session) is cancel:
                 del self._cancel_events[session]
 
