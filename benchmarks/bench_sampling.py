@@ -15,7 +15,7 @@ digits (898) for figures to publish.
 
     python -m hf_ddpm.demo                                            # trains digits-demo/
     python benchmarks/bench_sampling.py digits-demo --out sampling-eval   # the full sweep, 898 samples
-    python benchmarks/bench_sampling.py digits-demo --num-samples 100 --schedulers ddim dpm --steps 5 50 --quick
+    python benchmarks/bench_sampling.py digits-demo --num-samples 100 --schedulers ddim dpm --steps 5 --parts steps
 """
 
 import argparse
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("model", help="a digits pipeline folder (what `python -m hf_ddpm.demo` writes)")
     parser.add_argument("--num-samples", type=int, default=EVAL_SAMPLES)
     parser.add_argument("--batch-size", type=int, default=300)
-    parser.add_argument("--schedulers", nargs="+", choices=sorted(SCHEDULERS), default=["ddpm", "ddim", "dpm", "euler", "unipc"])
+    parser.add_argument("--schedulers", nargs="+", choices=sorted(SCHEDULERS), default=list(SCHEDULERS))
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 8, 10, 15, 20, 50],
                         help="step counts of every scheduler (DDIM 50, the reference, is added when missing)")
     parser.add_argument("--guidance-scale", type=float, default=demo.guidance_scale,
@@ -52,7 +52,8 @@ def main() -> None:
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=[0.17, 0.88], metavar=("LOW", "HIGH"),
                         help="fractions of the training timesteps (default 0.17 0.88: sigma 0.28 to 5.42 on the "
                              "cosine schedule, the interval Kynkäänniemi et al. found for EDM2)")
-    parser.add_argument("--quick", action="store_true", help="part 1 only")
+    parser.add_argument("--parts", nargs="+", choices=["steps", "interval"], default=["steps", "interval"],
+                        help="steps: part 1, interval: part 2 (default: both)")
     parser.add_argument("--out", help="folder for each part's metrics.json and plots (quality_vs_steps.png, ...)")
     parser.add_argument("--cache-dir", help="the real-feature cache (default: in the HF cache)")
     args = parser.parse_args()  # fmt: skip
@@ -62,6 +63,13 @@ def main() -> None:
     print(f"{cpu_description()}, {torch.get_num_threads()} torch threads; {args.num_samples} samples per row")
     common = dict(num_samples=args.num_samples, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=False)
 
+    if "steps" in args.parts:
+        quality_against_steps(pipe, args, common)
+    if "interval" in args.parts:
+        guidance_with_and_without_interval(pipe, args, common)
+
+
+def quality_against_steps(pipe, args: argparse.Namespace, common: dict) -> None:
     started = time.perf_counter()
     rows = evaluate(pipe, "digits", schedulers=args.schedulers, steps=args.steps, guidance_scales=[args.guidance_scale],
                     out_dir=args.out and f"{args.out}/steps", **common).rows  # fmt: skip
@@ -71,8 +79,8 @@ def main() -> None:
     print(f"\n1. Quality against steps, guidance {args.guidance_scale:g} ({time.perf_counter() - started:.0f} s)")
     print(steps_table(rows))
 
-    if args.quick:
-        return
+
+def guidance_with_and_without_interval(pipe, args: argparse.Namespace, common: dict) -> None:
     started = time.perf_counter()
     interval = tuple(args.guidance_interval)
     result = evaluate(pipe, "digits", schedulers=[args.interval_scheduler], steps=[args.interval_steps],
