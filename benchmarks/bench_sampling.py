@@ -110,8 +110,8 @@ def steps_table(rows: list[dict]) -> str:
     good = [r for r in rows if r["fd_digits"] <= target and r["unet_evals_per_image"] <= MAX_UNET_EVALS]
     if good:
         best = min(good, key=lambda r: (r["unet_evals_per_image"], r["fd_digits"]))
-        lines.append(f"recommended: {best['scheduler']} {best['steps']} steps, fd_digits {best['fd_digits']:.3f} "
-                     f"<= {target:.3f} (DDIM 50 + {FD_TOLERANCE:.0%}) in {best['unet_evals_per_image']} UNet forwards")  # fmt: skip
+        lines.append(f"recommended: {best['scheduler']} {best['steps']} steps, fd_digits {best['fd_digits']:.3f} <= "
+                     f"{target:.3f} (DDIM 50 + {FD_TOLERANCE:.0%}) in {best['unet_evals_per_image']} UNet forwards")  # fmt: skip
     else:
         lines.append(f"no setting of at most {MAX_UNET_EVALS} UNet forwards reaches fd_digits {target:.3f}")
     return "\n".join(lines)

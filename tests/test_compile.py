@@ -75,7 +75,7 @@ def test_a_compiled_pipeline_saves_and_loads_as_the_eager_one(aot_eager_compile,
     pipe = load_pipeline(str(tmp_path / "model"), device="cpu", torch_compile=True)
     pipe(1, num_inference_steps=2)
     pipe.save_pretrained(tmp_path / "saved")
-    saved, original = (DDPMCFGPipeline.from_pretrained(tmp_path / name).unet.state_dict() for name in ("saved", "model"))
+    saved, original = (DDPMCFGPipeline.from_pretrained(tmp_path / n).unet.state_dict() for n in ("saved", "model"))
     assert saved.keys() == original.keys()
     assert all(torch.equal(saved[name], original[name]) for name in original)
 
