@@ -152,7 +152,8 @@ class DemoApp:
                         generator=per_image_generators(int(seed), num_images))  # fmt: skip
             *_, (_, grid, _) = self._stream(pipe, call, request)
             grids.append((self._enlarged(grid, labels), f"guidance {scale:g}"))
-            yield grids, f"Guidance {', '.join(f'{s:g}' for s in scales[: len(grids)])} done of {len(scales)} scales"
+            done = ", ".join(f"{done_scale:g}" for done_scale in scales[: len(grids)])
+            yield grids, f"Guidance {done}: {len(grids)} of {len(scales)} scales done"
 
     def cancel(self, request: gr.Request | None = None) -> str:
         """Stops this visitor's run at its next step."""
@@ -350,7 +351,8 @@ def _page(app: DemoApp) -> None:
                       visible=app.conditional):  # fmt: skip
         scales = gr.Textbox(", ".join(f"{s:g}" for s in COMPARE_SCALES), label="Guidance scales", elem_id="scales")
         compare = gr.Button("Compare", elem_id="compare")
-        compared = gr.Gallery(label="Side by side", format="png", columns=len(COMPARE_SCALES), elem_id="compared")
+        compared = gr.Gallery(label="Side by side", format="png", columns=len(COMPARE_SCALES), object_fit="contain",
+                              elem_id="compared")  # fmt: skip
 
     random_seed.click(lambda: int(secrets.randbelow(2**31)), outputs=seed, queue=False)
     run = generate.click(app.generate, [classes, images_per_class, guidance, steps, scheduler, seed, rescale,

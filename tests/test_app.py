@@ -94,7 +94,7 @@ def test_compare_guidance_draws_the_same_seeds_at_each_scale(app, model):
     updates = list(app.compare_guidance(["Bag"], 2, "1, 3", STEPS, "ddim", 7))
     grids, status = updates[-1]
     assert [caption for _, caption in grids] == ["guidance 1", "guidance 3"] and len(updates) == 2
-    assert status == "Guidance 1, 3 done of 2 scales"
+    assert status == "Guidance 1, 3: 2 of 2 scales done"
     # Each block is the enlarged grid of what `generate` draws at that scale.
     for (grid, _), scale in zip(grids, (1.0, 3.0)):
         assert np.array_equal(np.asarray(grid), np.asarray(run(app, classes=["Bag"], guidance=scale)[-1][0]))
