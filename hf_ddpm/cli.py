@@ -162,8 +162,10 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 EVALUATE_FLAGS = {
     "num_samples": "--num-samples", "guidance_scale": "--guidance-scale", "steps": "--steps",
     "scheduler": "--scheduler", "metrics": "--metrics", "batch_size": "--batch-size", "classifier": "--classifier",
-    "guidance_interval": "--guidance-interval",
-    "dinov2_model": "--dinov2-model",
+    "guidance_interval": "--guidance-interval", "dinov2_model": "--dinov2-model",
+    # the data loader's, which speaks the training script's flags
+    "dataset_name": "--dataset", "dataset_config_name": "--dataset-config", "image_column": "--image-column",
+    "label_column": "--label-column",
 }  # fmt: skip
 
 
@@ -330,5 +332,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def with_flag_names(message: str, flags: dict[str, str]) -> str:
-    """The message with each `python_name` that has a flag written as that flag (`num_inference_steps` -> --steps)."""
-    return re.sub(r"`(\w+)`", lambda match: flags.get(match.group(1), match.group(0)), message)
+    """The message with each `python_name` or --python_name (the training script's flag, which the data loader's
+    messages name) that has a flag here written as that flag (`num_inference_steps` -> --steps)."""
+    return re.sub(r"`(\w+)`|--(\w+)", lambda match: flags.get(match.group(1) or match.group(2), match.group(0)), message)

@@ -489,6 +489,8 @@ def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, cap
         (["--scheduler", "heun"], "invalid choice: 'heun'"),
         (["--num-samples", "1"], "hf-ddpm evaluate: error: --num-samples must be an integer >= 2"),
         (["--device", "tpu:7"], "--device 'tpu:7' cannot be used here"),
+        # the data loader's message, in this command's flags (it speaks the training script's --dataset_name)
+        (["--dataset", str(tmp_path / "none")], f"error: --dataset '{tmp_path / 'none'}' looks like a local path"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", *argv])
