@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -177,26 +178,32 @@ def launched(demo):
 
 
 def test_the_queue_runs_one_at_a_time_bounds_its_size_and_the_server_stays_responsive(model):
-    demo = build_demo(model, device="cpu", concurrency_limit=1, max_queue_size=1, max_image_steps=10**6)
+    pipe = load_pipeline(model, device="cpu")
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, num_train_timesteps=1000)  # long runs
+    demo = build_demo(pipe, model_name="tiny", concurrency_limit=1, max_queue_size=1, max_image_steps=10**6)
     url = launched(demo)
     try:
-        client = Client(url, verbose=False)
-        long_run = ([], 16, 1.0, STEPS, "ddpm", 0, 0.0, 0.0, 1.0)
-        first = client.submit(*long_run, api_name="/generate")
+        first_visitor, second_visitor = Client(url, verbose=False), Client(url, verbose=False)
+        first = first_visitor.submit([], 16, 1.0, 1000, "ddpm", 0, 0.0, 0.0, 1.0, api_name="/generate")
         while first.status().code.name not in ("PROCESSING", "ITERATING"):
             time.sleep(0.02)
-        second = client.submit(*long_run, api_name="/generate")
-        # While the first samples, the page still answers at once, and the second waits with its place.
+        # While it samples, the page answers at once, and a second run waits in the queue with its place.
         started = time.monotonic()
         urllib.request.urlopen(url, timeout=5).read()
         assert time.monotonic() - started < 1.0
-        while second.status().code.name == "STARTING":
+        second = second_visitor.submit([], 1, 1.0, 2, "ddpm", 0, 0.0, 0.0, 1.0, api_name="/generate")
+        while second.status().code.name != "IN_QUEUE" or second.status().rank is None:
             time.sleep(0.02)
-        assert second.status().rank == 0 and second.status().queue_size >= 1
-        third = client.submit(*long_run, api_name="/generate")
-        with pytest.raises(Exception, match="[Qq]ueue is full"):
-            third.result()
-        assert len(first.result()[1]) == 16 and len(second.result()[1]) == 16
+        assert second.status().rank == 0 and not first.done()
+        with pytest.raises(Exception, match="[Qq]ueue is full"):  # max_queue_size=1
+            second_visitor.submit([], 1, 1.0, 2, "ddpm", 0, 0.0, 0.0, 1.0, api_name="/generate").result()
+        # Cancelled (as the Cancel button cancels the event), the first run stops sampling, and the second one runs.
+        first.cancel()
+        assert len(second.result(timeout=30)[1]) == 1
+        deadline = time.monotonic() + 10
+        while any(thread.name == "sampling" for thread in threading.enumerate()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(thread.name == "sampling" for thread in threading.enumerate())
     finally:
         demo.close()
 
