@@ -293,6 +293,11 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 tensors = {"latents": latents}
                 callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, step, t, callback_kwargs)
+                if not isinstance(callback_outputs, dict):
+                    raise ValueError(
+                        "`callback_on_step_end` must return a dict (the `callback_kwargs` it was given, changed or "
+                        f"not), got {type(callback_outputs).__name__}."
+                    )
                 latents = callback_outputs.pop("latents", latents)
 
         images = self.postprocess(latents, output_type)

@@ -380,6 +380,14 @@ def test_bad_arguments_raise_before_any_work(kwargs, message):
     assert log.calls == []
 
 
+def test_a_callback_that_returns_no_dict_is_named_at_its_first_step():
+    pipe = tiny_pipeline()
+    log = ForwardLog(pipe.unet)
+    with pytest.raises(ValueError, match="`callback_on_step_end` must return a dict .* got NoneType"):
+        pipe(class_labels=0, num_inference_steps=3, callback_on_step_end=lambda pipe, step, t, kwargs: None)
+    assert len(log.calls) == 1
+
+
 def test_eta_on_a_scheduler_without_eta_raises():
     pipe = tiny_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=TRAIN_STEPS))
     with pytest.raises(ValueError, match="eta.*DPMSolverMultistepScheduler"):
