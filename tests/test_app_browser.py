@@ -159,6 +159,23 @@ def test_two_browsers_at_once_are_both_served_one_after_the_other(server, browse
         second.quit()
 
 
+def test_cancel_stops_the_run(tmp_path, browser):
+    pipe = save_tiny_pipeline(tmp_path)
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, num_train_timesteps=1000)  # long runs
+    demo = build_demo(pipe, model_name="tiny", device="cpu", max_image_steps=10**6)
+    try:
+        open_page(browser, launched(demo))
+        set_number(browser, "steps", 1000)
+        browser.find_element(By.ID, "generate").click()
+        wait(browser, lambda: browser.execute_script("return window.frames_seen.length;") >= 1)
+        browser.find_element(By.ID, "cancel").click()
+        wait(browser, lambda: status_text(browser) == "Cancelled.")
+        wait(browser, lambda: not any(thread.name == "sampling" for thread in threading.enumerate()), timeout=10)
+        assert not final_images(browser)
+    finally:
+        demo.close()
+
+
 @pytest.mark.skipif(not os.environ.get("HF_DDPM_SCREENSHOT"), reason="set HF_DDPM_SCREENSHOT=PATH to write one")
 def test_screenshot_of_the_page_mid_denoising(tmp_path, browser):
     model = os.environ.get("HF_DDPM_SCREENSHOT_MODEL") or str(save_tiny_pipeline(tmp_path) and tmp_path)
