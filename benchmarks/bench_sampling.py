@@ -19,7 +19,10 @@ digits (898) for figures to publish.
 """
 
 import argparse
+import json
+import os
 import time
+from pathlib import Path
 
 import torch
 from bench_evaluation import cpu_description
@@ -27,6 +30,7 @@ from bench_evaluation import cpu_description
 from hf_ddpm.demo import EVAL_SAMPLES, parse_args as demo_defaults
 from hf_ddpm.evaluation import evaluate
 from hf_ddpm.evaluation.evaluate import best_guidance
+from hf_ddpm.evaluation.report import plot_quality_vs_steps
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
 
 REFERENCE = ("ddim", 50)  # the quality to keep: DDIM with 50 steps
@@ -71,13 +75,18 @@ def main() -> None:
 
 def quality_against_steps(pipe, args: argparse.Namespace, common: dict) -> None:
     started = time.perf_counter()
-    rows = evaluate(pipe, "digits", schedulers=args.schedulers, steps=args.steps, guidance_scales=[args.guidance_scale],
-                    out_dir=args.out and f"{args.out}/steps", **common).rows  # fmt: skip
-    if not any((row["scheduler"], row["steps"]) == REFERENCE for row in rows):
-        rows += evaluate(pipe, "digits", schedulers=[REFERENCE[0]], steps=[REFERENCE[1]],
-                         guidance_scales=[args.guidance_scale], **common).rows  # fmt: skip
+    result = evaluate(pipe, "digits", schedulers=args.schedulers, steps=args.steps,
+                      guidance_scales=[args.guidance_scale], **common)  # fmt: skip
+    if not any((row["scheduler"], row["steps"]) == REFERENCE for row in result.rows):
+        result.rows += evaluate(pipe, "digits", schedulers=[REFERENCE[0]], steps=[REFERENCE[1]],
+                                guidance_scales=[args.guidance_scale], **common).rows  # fmt: skip
     print(f"\n1. Quality against steps, guidance {args.guidance_scale:g} ({time.perf_counter() - started:.0f} s)")
-    print(steps_table(rows))
+    print(steps_table(result.rows))
+    if args.out:
+        os.makedirs(f"{args.out}/steps", exist_ok=True)
+        with open(f"{args.out}/steps/metrics.json", "w", encoding="utf-8") as file:
+            json.dump({"info": result.info, "floors": result.floors, "rows": result.rows}, file, indent=2, default=str)
+        plot_quality_vs_steps(result, "fd_digits", Path(f"{args.out}/steps/quality_vs_steps.png"))
 
 
 def guidance_with_and_without_interval(pipe, args: argparse.Namespace, common: dict) -> None:

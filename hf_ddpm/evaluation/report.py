@@ -112,6 +112,7 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
     axes.set_xscale("log")
     steps = sorted({row["steps"] for row in result.rows})
     axes.set_xticks(steps, [str(s) for s in steps])
+    axes.minorticks_off()  # the log axis's own minor labels (6x10^0, ...) would sit among the step counts
     axes.set_xlabel("denoising steps (UNet evaluations per image)")
     axes.set_ylabel(f"{distance} (lower is better)")
     axes.set_ylim(bottom=0)
