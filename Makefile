@@ -11,14 +11,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[train,test]"
+# The torch pin first, so that installing the project never pulls another torch.
+PIP_INSTALL = $(BIN)/pip install --quiet "$(TORCH_SPEC)" && $(BIN)/pip install --quiet -e
+
+# The demo needs the training extra alone; the tests add theirs (the web demo's gradio, selenium).
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) ".[train]"
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) ".[train,test]"
+	touch $@
 
-demo: install
+install: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m hf_ddpm.demo
 
 test: install
