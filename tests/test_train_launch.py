@@ -48,7 +48,8 @@ def test_push_to_hub_uploads_the_pipeline_and_diffusers_alone_samples_the_same_i
     flags = tiny_flags(output_dir, "--max_train_steps", "3", "--checkpointing_steps", "2", "--push_to_hub",
                        "--hub_model_id", repo_id, "--hub_private_repo", "--report_to", "tensorboard")  # fmt: skip
     env = dict(os.environ, HF_TOKEN=hub_server.token)
-    launch(["--num_processes", "1", "-m", "hf_ddpm.training.train", *flags], env=env)
+    run = launch(["--num_processes", "1", "-m", "hf_ddpm.training.train", *flags], env=env)
+    assert hub_server.token not in run.stdout + run.stderr  # the whole run's output, logs and progress included
 
     files = hub_server.repo_files(repo_id)
     assert {"model_index.json", "pipeline_ddpm_cfg.py", "README.md", "samples.png", "unet/config.json",
