@@ -23,6 +23,7 @@ import torch
 
 from hf_ddpm.evaluation import EvaluationResult, evaluate
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
 from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif, scheduler_from_name
 from hf_ddpm.training.train import main as train
 from hf_ddpm.training_utils import cpu_threads_per_process
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
                         help="Sampler of the grid and the evaluation (dpm: DPM-Solver++ 2M).")
     parser.add_argument("--num_inference_steps", type=int, default=20, help="Sampling steps.")
+    parser.add_argument("--guidance_interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="Guide only the steps with LOW <= t / training steps <= HIGH, in the grid and the "
+                             "evaluation (default: every step).")
     parser.add_argument("--eval_num_samples", type=int, default=EVAL_SAMPLES,
                         help="Images per guidance scale in the evaluation (at least 10: one per digit).")
     parser.add_argument("--sweep_guidance_scales", type=float, nargs="*", default=list(SWEEP_GUIDANCE_SCALES),
@@ -87,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--eval_num_samples must be at least {len(DIGITS)} (one per digit), got {args.eval_num_samples}.")
     if not args.learning_rate > 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if args.guidance_interval is not None:
+        args.guidance_interval = tuple(args.guidance_interval)
+        try:
+            check_guidance_interval(args.guidance_interval)
+        except ValueError:
+            parser.error(f"--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1, got "
+                         f"{args.guidance_interval}.")  # fmt: skip
     for scale in [args.guidance_scale, *args.sweep_guidance_scales]:
         if not scale >= 0:
             parser.error(f"Guidance scales must be at least 0, got {scale}.")
@@ -140,11 +151,14 @@ def main(argv: list[str] | None = None) -> DemoResult:
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler)
     sampler = f"{SCHEDULER_NAMES[args.scheduler]} {args.num_inference_steps} steps"
+    if args.guidance_interval is not None:
+        sampler += f", guided at t/T in [{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
     grid_path = os.path.join(args.output_dir, "digits_grid.png")
     gif_path = os.path.join(args.output_dir, "digits_denoising.gif")
     save_grid_and_gif(
         pipe, grid_path, gif_path, seed=args.seed, class_labels=DIGITS, batch_size=args.samples_per_digit,
         guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
+        guidance_interval=args.guidance_interval,
     )  # fmt: skip
     sampled = time.perf_counter()
 
@@ -153,7 +167,8 @@ def main(argv: list[str] | None = None) -> DemoResult:
     scales = sorted({args.guidance_scale, *args.sweep_guidance_scales})
     evaluation = evaluate(
         pipe, "digits", num_samples=args.eval_num_samples, guidance_scales=scales, steps=[args.num_inference_steps],
-        schedulers=[args.scheduler], batch_size=300, seed=args.seed, out_dir=evaluation_dir,
+        schedulers=[args.scheduler], guidance_intervals=[args.guidance_interval], batch_size=300, seed=args.seed,
+        out_dir=evaluation_dir,
     )  # fmt: skip
     finished = time.perf_counter()
     row = next(row for row in evaluation.rows if row["guidance_scale"] == args.guidance_scale)
