@@ -5,12 +5,14 @@ Each step is the training script's: `training_loss` (noise, timesteps, label dro
 through the model built from the preset, backward, fused AdamW. Every variant trains its own copy of the same
 initial weights on the same batches; the variants alternate round by round after a warm-up (whose first step is the
 compilation for compiled variants) and the table gives median steps/s, images/s, the ratio to the first variant, and
-the mean loss over the timed steps (comparable across precisions: bf16 should not change the loss curve).
+the mean loss over the timed steps (comparable across precisions: bf16 should not change the loss curve; `--loss-curve`
+trains the variants side by side on the real digits and prints their curves).
 
     python benchmarks/bench_training.py                       # digits and CIFAR configs, fp32/bf16 x eager/compile
     python benchmarks/bench_training.py --configs ddpm-cifar10 --models ours diffusers \\
         --variants bf16 bf16+channels_last bf16+channels_last+compile --device cuda --batch-size 128
     python benchmarks/bench_training.py --quick               # a smoke run: digits, fp32 and bf16, 2 rounds
+    python benchmarks/bench_training.py --configs digits --variants fp32 bf16 --loss-curve 600   # loss curves
 
 Timings need a quiet machine: run nothing else beside it.
 """
@@ -25,6 +27,7 @@ import torch
 from bench_evaluation import cpu_description
 from bench_unet import CONFIGS, build_diffusers
 
+from hf_ddpm.data import load_image_data
 from hf_ddpm.models import DDPMUNet2DModel
 from hf_ddpm.schedulers import DDPMScheduler
 from hf_ddpm.training.train import parse_args as training_args
@@ -53,6 +56,19 @@ def build_model(name: str, setup: str) -> torch.nn.Module:
     return build_diffusers(CONFIGS["cifar"], attention_head_dim=8, num_class_embeds=spec["num_classes"] + 1)
 
 
+def training_images(setup: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real digits (and labels) for the digits config, so that loss curves mean something; random images of the
+    CIFAR shape otherwise (the timing does not depend on the pixels)."""
+    spec = SETUPS[setup]
+    if setup == "digits":
+        data = load_image_data(dataset_name="digits", resolution=spec["resolution"])
+        return data.images, data.labels
+    generator = torch.Generator().manual_seed(0)
+    shape = (256, spec["channels"], spec["resolution"], spec["resolution"])
+    images = torch.rand(shape, generator=generator) * 2 - 1
+    return images, torch.randint(0, spec["num_classes"], (len(images),), generator=generator)
+
+
 def step_function(model_name: str, variant: str, setup: str, initial: torch.nn.Module, device: torch.device):
     """One training step of `variant` ("bf16+compile", ...) on its own copy of `initial`; returns the loss."""
     options = variant.split("+")
@@ -66,16 +82,16 @@ def step_function(model_name: str, variant: str, setup: str, initial: torch.nn.M
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)  # fmt: skip
     null_class_id = spec["num_classes"]
-    generator = torch.Generator().manual_seed(0)
-    shape = (spec["batch_size"], spec["channels"], spec["resolution"], spec["resolution"])
-    images = (torch.rand(shape, generator=generator) * 2 - 1).to(device, memory_format=memory_format)
-    labels = torch.randint(0, spec["num_classes"], (shape[0],), generator=generator).to(device)
+    images, labels = training_images(setup)
+    images, labels = images.to(device, memory_format=memory_format), labels.to(device)
     calls = iter(range(10**9))
 
     def step() -> float:
         batch_generator = torch.Generator().manual_seed(next(calls))  # the same batches for every variant
+        batch = torch.randint(0, len(images), (spec["batch_size"],), generator=batch_generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in options):
-            loss = training_loss(forward, noise_scheduler, [images, labels], batch_generator, args, null_class_id)
+            loss = training_loss(forward, noise_scheduler, [images[batch], labels[batch]], batch_generator, args,
+                                 null_class_id)  # fmt: skip
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -105,6 +121,19 @@ def measure(steps: dict[str, Callable[[], float]], warmup: int, repeats: int) ->
     }
 
 
+def loss_curves(steps: dict[str, Callable[[], float]], total: int, windows: int = 10) -> None:
+    """Trains every variant `total` steps on the same batches (alternating) and prints the mean loss per window."""
+    losses = {name: [] for name in steps}
+    for _ in range(total):
+        for name, step in steps.items():
+            losses[name].append(step())
+    size = max(1, total // windows)
+    print(f"{'steps':>11} " + " ".join(f"{name:>18}" for name in steps))
+    for start in range(0, total, size):
+        means = [statistics.mean(values[start : start + size]) for values in losses.values()]
+        print(f"{start + 1:>5}-{min(start + size, total):<5} " + " ".join(f"{mean:18.4f}" for mean in means))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", choices=list(SETUPS), default=list(SETUPS))
@@ -117,6 +146,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="digits, fp32 and bf16, 1 warm-up step, 2 rounds")
+    parser.add_argument("--loss-curve", type=int, metavar="STEPS",
+                        help="instead of timing, train each variant STEPS steps on the same batches (the real digits "
+                             "for the digits config) and print the mean loss of every tenth of the run")
     args = parser.parse_args()  # fmt: skip
     if args.quick:
         args.configs, args.variants, args.warmup, args.repeats = ["digits"], ["fp32", "bf16"], 1, 2
@@ -142,6 +174,10 @@ def main() -> None:
             for variant in args.variants:
                 steps[f"{model_name} {variant}"] = step_function(model_name, variant, setup, initial, device)
         batch = SETUPS[setup]["batch_size"]
+        if args.loss_curve:
+            print(f"\n[{setup}] batch {batch}, mean loss of each variant over {args.loss_curve} steps")
+            loss_curves(steps, args.loss_curve)
+            continue
         print(f"\n[{setup}] batch {batch}, {args.warmup} warm-up steps, {args.repeats} rounds")
         results = measure(steps, args.warmup, args.repeats)
         baseline = next(iter(results.values()))["seconds"]
