@@ -4,7 +4,7 @@ of every digit with classifier-free guidance, and measure the samples against re
     python -m hf_ddpm.demo
 
 It trains on scikit-learn's 1,797 8x8 digits (no download), shown at 16x16, in a few minutes on a 2-core CPU; then
-draws 10 samples of each digit (DPM-Solver++ 20 steps, guidance 1.3) from the saved pipeline and writes them as a grid
+draws 10 samples of each digit (DPM-Solver++ 15 steps, guidance 1.3) from the saved pipeline and writes them as a grid
 (one row per digit) and as a GIF of the denoising. Last it measures 898 samples at that guidance scale, as many as
 the held-out half of the real digits: the share that a classifier trained on real digits reads as the digit asked
 for, and the Fréchet distance to real digits in an offline digits feature space beside its real-vs-real floor (the
@@ -74,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Classifier-free guidance of the grid and of the headline evaluation.")
     parser.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
                         help="Sampler of the grid and the evaluation (dpm: DPM-Solver++ 2M).")
-    parser.add_argument("--num_inference_steps", type=int, default=20, help="Sampling steps.")
+    # DPM-Solver++ reaches DDIM 50's Fréchet distance (within 5%) from 8 steps on this model, and is as close to the
+    # data at 15 as at 20 (README, "How few steps"); fewer steps cost agreement at the demo's low guidance.
+    parser.add_argument("--num_inference_steps", type=int, default=15, help="Sampling steps.")
     parser.add_argument("--guidance_interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="Guide only the steps with LOW <= t / training steps <= HIGH, in the grid and the "
                              "evaluation (default: every step).")
