@@ -4,9 +4,10 @@
     python tests/mutation/run.py --ci         # the mutants marked in_ci, as the test suite runs them
     python tests/mutation/run.py --list       # what the mutants are
 
-Each mutant is applied in a temporary copy of the package (laid out as it installs: `hf_ddpm/`, with `pipelines/` and
-`training/` inside it) and of the tests, never in the working tree, and its tests run there in a fresh interpreter
-that imports that copy. The unmutated copy must pass the same tests first, or nothing is learned. Exit status 0 when
+Each mutant is applied in its own temporary copy of the package (laid out as it installs: `hf_ddpm/`, with
+`pipelines/` and `training/` inside it) and of the tests, never in the working tree, and its tests run there in a
+fresh interpreter that imports that copy, one thread each, as many at a time as there are cores. An unmutated copy
+must pass the same tests, or nothing is learned. Exit status 0 when
 every mutant is killed.
 """
 
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,39 +49,47 @@ def run_tests(copy: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess
     return subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def apply(copy: Path, mutant: Mutant) -> str:
-    """Writes the mutant into the copy; returns the original text of the file."""
+def apply(copy: Path, mutant: Mutant) -> None:
+    """Writes the mutant into the copy."""
     path = copy / installed_path(mutant.path)
     text = path.read_text(encoding="utf-8")
     count = text.count(mutant.original)
     if count != 1:
         raise SystemExit(f"mutant {mutant.name!r}: its line occurs {count} times in {mutant.path}; update mutants.py")
     path.write_text(text.replace(mutant.original, mutant.mutated), encoding="utf-8")
-    return text
 
 
-def check(mutants: tuple[Mutant, ...]) -> int:
+def run_in_copy(tests: tuple[str, ...], mutant: Mutant | None = None) -> tuple[int, float, str]:
+    """Runs `tests` in a fresh copy of the package, with `mutant` applied; (pytest's exit status, seconds, output)."""
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder)
         copy_tree(copy)
-        baseline = run_tests(copy, tuple(sorted({test for mutant in mutants for test in mutant.tests})))
-        if baseline.returncode != 0:
-            print(baseline.stdout[-3000:], baseline.stderr[-3000:])
+        if mutant is not None:
+            apply(copy, mutant)
+        result = run_tests(copy, tests)
+    return result.returncode, time.perf_counter() - started, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def check(mutants: tuple[Mutant, ...]) -> int:
+    # One copy per run, so the runs can share the cores (each test process is held to one thread).
+    all_tests = tuple(sorted({test for mutant in mutants for test in mutant.tests}))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        baseline = pool.submit(run_in_copy, all_tests)
+        runs = [pool.submit(run_in_copy, mutant.tests, mutant) for mutant in mutants]
+        status, _, output = baseline.result()
+        if status != 0:
+            print(output)
             raise SystemExit("the unmutated code fails the mutants' tests: fix that first")
         killed = 0
-        for mutant in mutants:
-            started = time.perf_counter()
-            original = apply(copy, mutant)
-            try:
-                result = run_tests(copy, mutant.tests)
-            finally:
-                (copy / installed_path(mutant.path)).write_text(original, encoding="utf-8")
+        for mutant, run in zip(mutants, runs):
+            status, seconds, _ = run.result()
             # pytest exits 1 when a test failed; anything else (an error, no test run) proves nothing.
-            verdict = "killed" if result.returncode == 1 else f"SURVIVED (pytest exit {result.returncode})"
-            killed += result.returncode == 1
-            print(f"{verdict:>28}  {mutant.name}  [{mutant.path}, {time.perf_counter() - started:.0f} s]", flush=True)
-        print(f"mutation score: {killed}/{len(mutants)} mutants killed")
-        return 0 if killed == len(mutants) else 1
+            verdict = "killed" if status == 1 else f"SURVIVED (pytest exit {status})"
+            killed += status == 1
+            print(f"{verdict:>28}  {mutant.name}  [{mutant.path}, {seconds:.0f} s]", flush=True)
+    print(f"mutation score: {killed}/{len(mutants)} mutants killed")
+    return 0 if killed == len(mutants) else 1
 
 
 def main() -> int:
