@@ -12,7 +12,6 @@ each setting the seconds spent sampling, in features (and the judge), and in the
 
 import argparse
 import platform
-import re
 import tempfile
 import time
 
@@ -20,19 +19,14 @@ import torch
 
 from hf_ddpm.evaluation import Evaluator, evaluate
 from hf_ddpm.sampling import load_pipeline
+from hf_ddpm.training_utils import read_cpuinfo
 
 
 def cpu_description() -> str:
     """The CPU's model and its widest vector extensions, as figures should be reported beside them."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            text = cpuinfo.read()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
+    model, flags = read_cpuinfo()
     vector = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
-    return f"{model.group(1).strip() if model else platform.machine()} ({', '.join(vector) or 'no AVX2'})"
+    return f"{model or platform.processor() or platform.machine()} ({', '.join(vector) or 'no AVX2'})"
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import inspect
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,15 +234,24 @@ class CpuBf16Support(NamedTuple):
     message: str
 
 
+def read_cpuinfo(cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
+    """The CPU's model name and its feature flags (`avx2`, `avx512_bf16`, ...), as Linux lists them; `(None, set())`
+    where there is no such file."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
+            text = cpuinfo.read()
+    except OSError:
+        return None, set()
+    model = re.search(r"^model name\s*:\s*(.*)$", text, flags=re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.*)$", text, flags=re.MULTILINE)
+    return (model.group(1).strip() if model else None), set(flags.group(1).split() if flags else ())
+
+
 def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
     """Whether bf16 autocast can pay on this CPU: only with bf16 instructions (the flags `avx512_bf16` or `amx_bf16`).
     Elsewhere bf16 matrix products are computed in fp32 with conversions around them: no faster than fp32."""
     capability = torch.backends.cpu.get_cpu_capability()
-    try:
-        with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    _, flags = read_cpuinfo(cpuinfo_path)
     found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
     if found:
         return CpuBf16Support(True, f"bf16 on CPU: this CPU has bf16 instructions ({', '.join(found)}; torch uses "
