@@ -19,7 +19,6 @@ digits (898) for figures to publish.
 """
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from bench_evaluation import cpu_description
 from hf_ddpm.demo import EVAL_SAMPLES, parse_args as demo_defaults
 from hf_ddpm.evaluation import evaluate
 from hf_ddpm.evaluation.evaluate import best_guidance
-from hf_ddpm.evaluation.report import plot_quality_vs_steps
+from hf_ddpm.evaluation.report import plot_quality_vs_steps, write_metrics
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
 
 REFERENCE = ("ddim", 50)  # the quality to keep: DDIM with 50 steps
@@ -84,8 +83,7 @@ def quality_against_steps(pipe, args: argparse.Namespace, common: dict) -> None:
     print(steps_table(result.rows))
     if args.out:
         os.makedirs(f"{args.out}/steps", exist_ok=True)
-        with open(f"{args.out}/steps/metrics.json", "w", encoding="utf-8") as file:
-            json.dump({"info": result.info, "floors": result.floors, "rows": result.rows}, file, indent=2, default=str)
+        write_metrics(result, Path(f"{args.out}/steps/metrics.json"))
         plot_quality_vs_steps(result, "fd_digits", Path(f"{args.out}/steps/quality_vs_steps.png"))
 
 

@@ -29,9 +29,7 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[s
     """Writes `metrics.json` and whichever plots the sweep has the axes for; returns their paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": str(out_dir / "metrics.json")}
-    with open(paths["metrics"], "w", encoding="utf-8") as file:
-        json.dump({"info": result.info, "floors": result.floors, "rows": result.rows}, file, indent=2, default=str)
+    paths = {"metrics": write_metrics(result, out_dir / "metrics.json")}
     distance = result.distance
     if distance is not None and len({row["guidance_scale"] for row in result.rows}) > 1:
         paths["cfg_tradeoff"] = plot_cfg_tradeoff(result, distance, out_dir / "cfg_tradeoff.png")
@@ -39,6 +37,13 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[s
         paths["quality_vs_steps"] = plot_quality_vs_steps(result, distance, out_dir / "quality_vs_steps.png")
     paths["samples"] = save_samples_by_guidance(result, out_dir / "samples_by_guidance.png")
     return paths
+
+
+def write_metrics(result: EvaluationResult, path: Path) -> str:
+    """`metrics.json`: the evaluation's info, its real-vs-real floors and its rows."""
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump({"info": result.info, "floors": result.floors, "rows": result.rows}, file, indent=2, default=str)
+    return str(path)
 
 
 def _label(group: tuple, by: str) -> str:
