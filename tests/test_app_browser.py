@@ -31,13 +31,16 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 TIMEOUT = 30  # seconds any one thing may take on the page before the test fails
-# Records every picture the live image shows, and whether the page ever said it was queued.
+# Records every picture the live image shows, whether the status ever said a run was denoising (the page still shows
+# the last run's images until the next one starts), and whether the page ever said it was queued.
 RECORDER = """
 window.frames_seen = [];
+window.denoising_seen = false;
 window.queued = false;
 new MutationObserver(() => {
     const image = document.querySelector('#live img');
     if (image && image.src && window.frames_seen.at(-1) !== image.src) window.frames_seen.push(image.src);
+    if (/Denoising: step/.test(document.querySelector('#status')?.innerText)) window.denoising_seen = true;
     if (/queue/i.test(document.body.innerText)) window.queued = true;
 }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
 """
@@ -102,9 +105,11 @@ def final_images(driver) -> list:
 def generate(driver, count: int) -> list[bytes]:
     """Clicks Generate and waits for `count` final images; returns their files' bytes, downloaded as a person would
     download them."""
-    driver.execute_script("window.frames_seen = [];")
+    driver.execute_script("window.frames_seen = []; window.denoising_seen = false;")
     driver.find_element(By.ID, "generate").click()
-    wait(driver, lambda: len(final_images(driver)) == count and "images," in status_text(driver))
+    # This run's images: it has been seen denoising, and its final status and images have replaced the grid.
+    wait(driver, lambda: driver.execute_script("return window.denoising_seen;") and len(final_images(driver)) == count
+         and "images," in status_text(driver))  # fmt: skip
     return [urllib.request.urlopen(image.get_attribute("src"), timeout=10).read() for image in final_images(driver)]
 
 
