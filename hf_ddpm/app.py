@@ -23,9 +23,21 @@ from huggingface_hub import ModelCard
 
 from hf_ddpm.cli import with_flag_names
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels, grid_rows, variance_preserving
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import (
+    count_labels,
+    default_num_inference_steps,
+    grid_rows,
+    variance_preserving,
+)
 from hf_ddpm.previews import name_rows
-from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, as_pil_images, load_pipeline, per_image_generators
+from hf_ddpm.sampling import (
+    SCHEDULER_NAMES,
+    SCHEDULERS,
+    as_pil_images,
+    load_pipeline,
+    per_image_generators,
+    scheduler_from_name,
+)
 
 # The controls, by the pipeline argument they set: the pipeline's messages name its arguments in backquotes.
 CONTROL_NAMES = {
@@ -62,10 +74,11 @@ def model_defaults(pipe: DDPMCFGPipeline, model: str | None = None) -> ModelDefa
     num_train_timesteps = pipe.scheduler.config.num_train_timesteps
     saved = [name for name, cls in SCHEDULERS.items() if cls.__name__ == type(pipe.scheduler).__name__]
     sample_size = pipe.unet.config.sample_size
+    steps = _number(settings.get("num_inference_steps"), int, default_num_inference_steps(pipe.scheduler))
     return ModelDefaults(
         resolution=sample_size if isinstance(sample_size, int) else max(sample_size),
         guidance_scale=_number(settings.get("guidance_scale"), float, 3.0) if conditional else 1.0,
-        num_inference_steps=min(_number(settings.get("num_inference_steps"), int, 50), num_train_timesteps),
+        num_inference_steps=min(steps, num_train_timesteps),
         scheduler=saved[0] if saved else "ddim",
     )
 
@@ -204,7 +217,7 @@ class DemoApp:
         """The pipeline with its own scheduler of kind `scheduler` (the saved noise schedule), for one run."""
         if scheduler not in SCHEDULERS:
             raise gr.Error(f"Scheduler must be one of {', '.join(sorted(SCHEDULERS))}, got {scheduler!r}.")
-        new_scheduler = SCHEDULERS[scheduler].from_config(self.pipe.scheduler.config)
+        new_scheduler = scheduler_from_name(scheduler, self.pipe.scheduler)
         pipe = DDPMCFGPipeline(self.pipe.unet, new_scheduler, id2label=self.pipe.config.id2label,
                                null_class_id=self.pipe.config.null_class_id)  # fmt: skip
         pipe.set_progress_bar_config(disable=True)

@@ -24,7 +24,7 @@ import torch
 from hf_ddpm.evaluation import EvaluationResult, evaluate
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
-from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif, scheduler_from_name
+from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif
 from hf_ddpm.training.train import main as train
 from hf_ddpm.training_utils import cpu_threads_per_process
 
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance_scale", type=float, default=1.3,
                         help="Classifier-free guidance of the grid and of the headline evaluation.")
     parser.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
-                        help="Sampler of the grid and the evaluation (dpm: DPM-Solver++ 2M).")
+                        help="The pipeline's sampler, of the grid and the evaluation (dpm: DPM-Solver++ 2M).")
     # DPM-Solver++ reaches DDIM 50's Fréchet distance (within 5%) from 8 steps on this model, and is as close to the
     # data at 15 as at 20 (README, "How few steps"); fewer steps cost agreement at the demo's low guidance.
     parser.add_argument("--num_inference_steps", type=int, default=15, help="Sampling steps.")
@@ -133,7 +133,8 @@ def training_flags(args: argparse.Namespace) -> list[str]:
         "--checkpointing_steps", str(steps),
         "--save_images_steps", str(max(1, steps // 2)),
         "--eval_batch_size", "20",
-        # The training previews: DDIM at the demo's guidance scale and step count.
+        # The pipeline's sampler, and the training previews at the demo's guidance scale and step count.
+        "--scheduler", args.scheduler,
         "--guidance_scale", str(args.guidance_scale),
         "--num_inference_steps", str(args.num_inference_steps),
     ]  # fmt: skip
@@ -151,7 +152,6 @@ def main(argv: list[str] | None = None) -> DemoResult:
     torch.set_num_threads(cpu_threads_per_process(1, 0))
     pipe = DDPMCFGPipeline.from_pretrained(args.output_dir)
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler)
     sampler = f"{SCHEDULER_NAMES[args.scheduler]} {args.num_inference_steps} steps"
     if args.guidance_interval is not None:
         sampler += f", guided at t/T in [{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"

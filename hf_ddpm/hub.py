@@ -556,7 +556,8 @@ def write_model_card(
         repo_id (`str`, *optional*): the Hub repository, for the usage snippet (else the folder's path).
         dataset_name (`str`, *optional*): what the model was trained on; Hub ids are linked in the metadata.
         training_args (`dict`, *optional*): the training settings, shown as a table. Keys that name secrets
-            (tokens, passwords, ...) are left out.
+            (tokens, passwords, ...) are left out. Their `guidance_scale` and `num_inference_steps` (the previews')
+            go into the usage snippet.
         sample_grid_path (`str`, *optional*): an image of samples; copied into `output_dir` if it lies elsewhere.
         id2label (`dict[int, str]`, *optional*): class names of a class-conditional model.
         evaluation_dir (`str`, *optional*): a folder inside `output_dir` written by `hf_ddpm.evaluation.write_report`
@@ -576,7 +577,7 @@ def write_model_card(
         f"# {title}",
         _description(dataset_name, conditional),
         _samples_section(output_dir, sample_grid_path),
-        _usage_section(model_id, id2label),
+        _usage_section(model_id, id2label, training_args or {}),
         _classes_section(id2label),
         _evaluation_section(output_dir, evaluation_dir),
         _settings_section(training_args),
@@ -618,12 +619,15 @@ def _samples_section(output_dir: str, sample_grid_path: Optional[str]) -> str:
     return f"## Samples\n\n![Samples]({relative})"
 
 
-def _usage_section(model_id: str, id2label: Optional[dict]) -> str:
+def _usage_section(model_id: str, id2label: Optional[dict], training_args: dict) -> str:
+    """How to sample, with the guidance scale and steps that the training previews used (if known)."""
+    steps = training_args.get("num_inference_steps") or 50
     if id2label:
         names = [id2label[class_id] for class_id in sorted(id2label)[:2]]
-        call = f"pipe(class_labels={names!r}, guidance_scale=3.0, num_inference_steps=50)"
+        guidance = float(training_args.get("guidance_scale", 3.0))
+        call = f"pipe(class_labels={names!r}, guidance_scale={guidance!r}, num_inference_steps={steps})"
     else:
-        call = "pipe(batch_size=4, num_inference_steps=50)"
+        call = f"pipe(batch_size=4, num_inference_steps={steps})"
     return (
         "## Usage\n\n"
         "With diffusers alone (the pipeline and model code come with the repository):\n\n"

@@ -29,6 +29,8 @@ SCHEDULERS: dict[str, type[SchedulerMixin]] = {
     "euler": EulerDiscreteScheduler,
     "unipc": UniPCMultistepScheduler,
 }
+# The beta schedules that every diffusers scheduler implements by name.
+DIFFUSERS_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 # How each of SCHEDULERS is named to people.
 SCHEDULER_NAMES = {
     "ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++ (2M)", "euler": "Euler", "unipc": "UniPC",
@@ -78,10 +80,18 @@ def _is_hub_repo_id(name: str) -> bool:
 
 
 def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
-    """A scheduler of kind `name` (a key of `SCHEDULERS`) with the noise schedule of `current`."""
+    """
+    A scheduler of kind `name` (a key of `SCHEDULERS`) with the noise schedule of `current`, built from its config as
+    saved: a value that `current` took by default counts as set (diffusers' `from_config` would give the new class its
+    own default instead, but only until the pipeline is saved and loaded), so the result is the same before and after.
+    A schedule that diffusers' own schedulers do not implement ("sigmoid") reaches them as its betas.
+    """
     if name not in SCHEDULERS:
         raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)}, got {name!r}.")
-    return SCHEDULERS[name].from_config(current.config)
+    config = {key: value for key, value in current.config.items() if key != "_use_default_values"}
+    if config.get("trained_betas") is None and config["beta_schedule"] not in DIFFUSERS_BETA_SCHEDULES:
+        config["trained_betas"] = current.betas.tolist()
+    return SCHEDULERS[name].from_config(config)
 
 
 def sample_to_files(

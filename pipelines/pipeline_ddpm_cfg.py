@@ -86,6 +86,23 @@ def _uses_ddpm_steps(scheduler: SchedulerMixin) -> bool:
     return any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__)
 
 
+def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
+    """
+    The denoising steps of a call that leaves out `num_inference_steps`, by the kind of sampler: every training step
+    for ancestral DDPM; 15 for multistep solvers of second order or higher (DPM-Solver++ (2M), UniPC, ...: a
+    `solver_order` of at least 2), which reach DDIM's 50-step quality in 10 to 20 steps (Lu et al. 2022,
+    https://huggingface.co/papers/2211.01095; measured for hf-ddpm in its README, "How few steps"); 50 for the
+    first-order others (DDIM, Euler, ...). Never more than the scheduler's training steps.
+    """
+    num_train_timesteps = scheduler.config.num_train_timesteps
+    if _uses_ddpm_steps(scheduler):
+        return num_train_timesteps
+    # The class's own parameter, not a key that rode along in a config converted from another scheduler's.
+    takes_order = "solver_order" in inspect.signature(type(scheduler).__init__).parameters
+    higher_order = takes_order and scheduler.config.solver_order >= 2
+    return min(15 if higher_order else 50, num_train_timesteps)
+
+
 class DDPMCFGPipeline(DiffusionPipeline):
     r"""
     Pipeline for unconditional or class-conditional image generation with classifier-free guidance
@@ -200,8 +217,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 halves through the UNet in one batched forward (0 samples unconditionally). The weights sum to one,
                 so guiding the model output is the same whether it predicts epsilon, the sample or v.
             num_inference_steps (`int`, *optional*):
-                Denoising steps. `None` takes the scheduler's natural default: every training step for DDPM
-                schedulers, 50 (or the training steps, if fewer) for the others (DDIM, DPM-Solver, Euler, ...).
+                Denoising steps. `None` takes the scheduler's natural default (`default_num_inference_steps`):
+                every training step for DDPM, 15 for second-order multistep solvers (DPM-Solver++ (2M), the sampler
+                that hf-ddpm's training saves, and UniPC), 50 for the others (DDIM, Euler, ...); never more than the
+                training steps.
             eta (`float`, *optional*, defaults to 0.0):
                 DDIM's eta (0: deterministic DDIM, 1: DDPM-like noise); only for schedulers whose `step` takes it.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
@@ -437,8 +456,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         check_guidance_interval(guidance_interval)
         num_train_timesteps = self.scheduler.config.num_train_timesteps
         if num_inference_steps is None:
-            ddpm = _uses_ddpm_steps(self.scheduler)
-            num_inference_steps = num_train_timesteps if ddpm else min(50, num_train_timesteps)
+            num_inference_steps = default_num_inference_steps(self.scheduler)
         if (
             not isinstance(num_inference_steps, numbers.Integral)
             or isinstance(num_inference_steps, bool)

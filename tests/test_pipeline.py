@@ -12,13 +12,15 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     UNet2DModel,
+    UniPCMultistepScheduler,
 )
 from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
 
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import variance_preserving
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps, variance_preserving
+from hf_ddpm.sampling import scheduler_from_name
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -216,18 +218,26 @@ def test_return_dict_false_gives_a_tuple():
     assert isinstance(output, tuple) and output[0].shape == (1, 8, 8, 1)
 
 
-@pytest.mark.parametrize("scheduler_class, train_steps, expected_steps", [
-    (DDPMScheduler, TRAIN_STEPS, TRAIN_STEPS),  # DDPM: every training step
-    (DiffusersDDPMScheduler, TRAIN_STEPS, TRAIN_STEPS),
-    (DDIMScheduler, 100, 50),  # the others: 50 ...
-    (DiffusersDDIMScheduler, 100, 50),
-    (EulerDiscreteScheduler, TRAIN_STEPS, TRAIN_STEPS),  # ... or the training steps if fewer
+@pytest.mark.parametrize("make_scheduler, expected_steps", [
+    (lambda: DDPMScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),  # DDPM: every training step
+    (lambda: DiffusersDDPMScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),
+    (lambda: DDIMScheduler(num_train_timesteps=100), 50),  # first order: 50 ...
+    (lambda: DiffusersDDIMScheduler(num_train_timesteps=100), 50),
+    (lambda: EulerDiscreteScheduler(num_train_timesteps=100), 50),
+    (lambda: EulerDiscreteScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),  # ... or the training steps
+    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=100), 15),  # second-order multistep solvers: 15
+    (lambda: UniPCMultistepScheduler(num_train_timesteps=100), 15),
+    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=10), 10),
+    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=100, solver_order=1), 50),  # first order: DDIM
+    # A DDIM made from a DPM-Solver config (as saved) carries its solver_order along, and is still first order.
+    (lambda: scheduler_from_name("ddim", DPMSolverMultistepScheduler(num_train_timesteps=100)), 50),
 ])  # fmt: skip
-def test_default_steps_are_the_schedulers_natural_default(scheduler_class, train_steps, expected_steps):
-    pipe = tiny_pipeline(scheduler_class(num_train_timesteps=train_steps))
+def test_default_steps_are_the_schedulers_natural_default(make_scheduler, expected_steps):
+    scheduler = make_scheduler()
+    pipe = tiny_pipeline(scheduler)
     log = ForwardLog(pipe.unet)
     pipe(1)
-    assert len(log.calls) == expected_steps == pipe.num_timesteps
+    assert len(log.calls) == expected_steps == pipe.num_timesteps == default_num_inference_steps(scheduler)
 
 
 def test_callback_sees_every_step_and_can_replace_latents():

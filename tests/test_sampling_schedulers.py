@@ -39,3 +39,45 @@ def test_our_ddpm_and_ddim_give_diffusers_images_with_guidance_in_an_interval(ou
         for scheduler in (ours, theirs)
     ]
     torch.testing.assert_close(images[0].images, images[1].images, atol=1e-5, rtol=0)
+
+
+def public_config(scheduler) -> dict:
+    return {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
+
+
+def saved_and_loaded(scheduler, folder):
+    scheduler.save_pretrained(folder)
+    return type(scheduler).from_pretrained(folder)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_a_scheduler_made_by_name_is_the_same_before_and_after_the_pipeline_is_saved(name, tmp_path):
+    # The trainer's sampler: DPM-Solver++ from DDIM's config without x0 clipping.
+    saved = scheduler_from_name("dpm", DDIMScheduler(**TRAINED_WITH, clip_sample=False))
+    fresh, loaded = scheduler_from_name(name, saved), scheduler_from_name(name, saved_and_loaded(saved, tmp_path))
+    assert public_config(fresh) == public_config(loaded)
+    for scheduler in (fresh, loaded):
+        scheduler.set_timesteps(7)
+    assert torch.equal(fresh.timesteps, loaded.timesteps)
+    if name in ("ddpm", "ddim"):  # the setting rode along in the saved DPM-Solver config
+        assert loaded.config.clip_sample is False
+
+
+def test_our_ddpm_made_from_a_dpm_solver_config_steps_as_diffusers_ddpm_does(tmp_path):
+    saved = saved_and_loaded(scheduler_from_name("dpm", DDIMScheduler(**TRAINED_WITH)), tmp_path)
+    ours = scheduler_from_name("ddpm", saved)
+    assert ours.config.variance_type == "fixed_small"  # DPM-Solver's variance_type is None: no learned variance
+    images = [
+        tiny_pipeline(scheduler)(**CALL, generator=torch.Generator().manual_seed(1), output_type="pt").images
+        for scheduler in (ours, DiffusersDDPMScheduler.from_config(saved.config))
+    ]
+    torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_takes_a_schedule_that_diffusers_lacks_as_its_betas(name):
+    saved = DDPMScheduler(**{**TRAINED_WITH, "beta_schedule": "sigmoid"})
+    scheduler = scheduler_from_name(name, saved)
+    torch.testing.assert_close(scheduler.alphas_cumprod.float(), saved.alphas_cumprod, atol=1e-6, rtol=0)
+    images = tiny_pipeline(scheduler)(**CALL, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert torch.isfinite(images).all()

@@ -226,7 +226,10 @@ def test_learning_rate_schedule_is_laid_out_in_optimizer_steps_under_gradient_ac
 def test_output_dir_is_a_pipeline_with_ema_weights_and_a_model_card(uninterrupted):
     pipe = DDPMCFGPipeline.from_pretrained(uninterrupted)
     assert pipe.config.id2label == {i: str(i) for i in range(10)} and pipe.config.null_class_id == 10
-    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    # The sampler chosen by the steps sweep, on the training noise schedule, without x0 clipping for DDIM and DDPM.
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert pipe.scheduler.config.algorithm_type == "dpmsolver++" and pipe.scheduler.config.solver_order == 2
+    assert pipe.scheduler.config.beta_schedule == "linear" and pipe.scheduler.config.clip_sample is False
     ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
     for parameter, shadow in zip(pipe.unet.parameters(), ema["shadow_params"]):
         assert torch.equal(parameter, shadow)
@@ -235,6 +238,7 @@ def test_output_dir_is_a_pipeline_with_ema_weights_and_a_model_card(uninterrupte
     assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
     card = (uninterrupted / "README.md").read_text()
     assert "![Samples](samples.png)" in card and "| `use_ema` | True |" in card
+    assert "guidance_scale=3.0, num_inference_steps=2)" in card  # the previews' settings, in the usage snippet
     assert (uninterrupted / "samples.png").exists() and (uninterrupted / "samples.gif").exists()
 
 
@@ -478,6 +482,18 @@ def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, messa
     with pytest.raises(SystemExit):
         train_script.parse_args(["--dataset_name", "digits", *flags])
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("flags, steps", [
+    ([], 15),  # DPM-Solver++ (2M), the default sampler
+    (["--scheduler", "unipc"], 15),
+    (["--scheduler", "ddim"], 50),
+    (["--scheduler", "euler", "--num_train_timesteps", "40"], 40),
+    (["--scheduler", "ddpm", "--num_train_timesteps", "200"], 200),
+    (["--scheduler", "ddim", "--num_inference_steps", "7"], 7),
+])  # fmt: skip
+def test_preview_steps_default_to_the_pipelines_default_for_the_scheduler(flags, steps):
+    assert train_script.parse_args(["--dataset_name", "digits", *flags]).num_inference_steps == steps
 
 
 def test_an_output_dir_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):

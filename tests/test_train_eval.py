@@ -70,7 +70,7 @@ def test_final_evaluation_writes_metrics_json_the_tradeoff_plot_and_the_model_ca
     report = read_json(evaluated / "evaluation" / "metrics.json")
     rows = report["rows"]
     assert [row["guidance_scale"] for row in rows] == [1.0, 3.0]  # --eval_guidance_scales and --guidance_scale
-    assert all(row["num_samples"] == 20 and row["steps"] == 2 and row["scheduler"] == "ddim" for row in rows)
+    assert all(row["num_samples"] == 20 and row["steps"] == 2 and row["scheduler"] == "dpm" for row in rows)
     assert set(VALUES) <= set(rows[0]) and report["info"]["step"] == 5
     assert (evaluated / "evaluation" / "cfg_tradeoff.png").read_bytes().startswith(b"\x89PNG")
 

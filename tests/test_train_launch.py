@@ -45,8 +45,10 @@ def launch(arguments: list[str], env: dict | None = None) -> subprocess.Complete
 
 def test_push_to_hub_uploads_the_pipeline_and_diffusers_alone_samples_the_same_images_from_it(hub_server, tmp_path):
     output_dir, repo_id = tmp_path / "run", f"{hub_server.user}/digits-tiny"
+    # Our DDIM as the sampler, so that the scheduler's code file travels too (the default, DPM-Solver++, is diffusers').
     flags = tiny_flags(output_dir, "--max_train_steps", "3", "--checkpointing_steps", "2", "--push_to_hub",
-                       "--hub_model_id", repo_id, "--hub_private_repo", "--report_to", "tensorboard")  # fmt: skip
+                       "--hub_model_id", repo_id, "--hub_private_repo", "--report_to", "tensorboard",
+                       "--scheduler", "ddim")  # fmt: skip
     env = dict(os.environ, HF_TOKEN=hub_server.token)
     run = launch(["--num_processes", "1", "-m", "hf_ddpm.training.train", *flags], env=env)
     assert hub_server.token not in run.stdout + run.stderr  # the whole run's output, logs and progress included

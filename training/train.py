@@ -37,6 +37,7 @@ from accelerate import Accelerator
 from accelerate.checkpointing import load_custom_state
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import SchedulerMixin
 from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -46,7 +47,9 @@ from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps
 from hf_ddpm.previews import log_preview, write_preview
+from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
 from hf_ddpm.stopping import PreemptionSignals, Preempted, StopRequested, TrainingStopped, USAGE_EXIT_STATUS
@@ -190,8 +193,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument("--eval_batch_size", type=int, default=16,
                         help="Images per preview (rounded up to a whole number per class); also images per pipeline "
                              "call, on each process, of the --eval_steps evaluations.")
-    output.add_argument("--num_inference_steps", type=int, default=50,
-                        help="DDIM steps of the previews and evaluations.")
+    output.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
+                        help="The sampler saved with the pipeline, on the training noise schedule, and used by the "
+                             "previews and evaluations (dpm: DPM-Solver++ (2M)); any other can be swapped in later.")
+    output.add_argument("--num_inference_steps", type=int, default=None,
+                        help="Sampling steps of the previews and evaluations, and the model card's (default: the "
+                             "pipeline's for --scheduler: 15 for dpm and unipc, 50 for ddim and euler, "
+                             "--num_train_timesteps for ddpm).")
     output.add_argument("--guidance_scale", type=float, default=3.0,
                         help="Classifier-free guidance of the previews and of the periodic evaluations.")
     output.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"],
@@ -284,10 +292,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint would resume: give one."
         )
+    if args.num_inference_steps is None:
+        args.num_inference_steps = default_num_inference_steps(sampling_scheduler(args))
     if args.num_inference_steps > args.num_train_timesteps:
         parser.error(f"--num_inference_steps ({args.num_inference_steps}) cannot exceed --num_train_timesteps.")
     check_evaluation_flags(parser, args)
     return args
+
+
+def sampling_scheduler(args: argparse.Namespace) -> SchedulerMixin:
+    """--scheduler on the training noise schedule: the sampler of the saved pipeline and of the previews.
+
+    It is built from DDIM's config without clipping of the predicted x0, and that setting rides along in the saved
+    config, so that DDIM or DDPM swapped in later (`from_config`) do not clip either. DDIM clips x0 but steps on with
+    the unclipped noise estimate, and under guidance (which pushes x0 past [-1, 1]) the two disagree at every step, so
+    backgrounds drift to gray: on digits at guidance 3 that takes the share of recognisable samples from ~100% to
+    ~35% (epsilon prediction) or ~0% (v prediction). The output is clamped to [0, 1] at the end either way.
+    """
+    no_clipping = DDIMScheduler(
+        num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type, clip_sample=False,
+    )  # fmt: skip
+    return scheduler_from_name(args.scheduler, no_clipping)
 
 
 def check_logging_dir(parser: argparse.ArgumentParser, logging_dir: str) -> None:
@@ -544,16 +570,10 @@ class TrainingRun:
     # ----- the model as a pipeline -----
 
     def pipeline(self) -> DDPMCFGPipeline:
-        """The model as a sampling pipeline: DDIM on the training noise schedule.
-
-        Without clipping of the predicted x0: DDIM clips x0 but steps on with the unclipped noise estimate, and under
-        guidance (which pushes x0 past [-1, 1]) the two disagree at every step, so backgrounds drift to gray. On
-        digits at guidance 3 that takes the share of recognisable samples from ~100% to ~35% (epsilon prediction)
-        or ~0% (v prediction). The output is clamped to [0, 1] at the end either way.
-        """
+        """The model as a sampling pipeline, with --scheduler (`sampling_scheduler`)."""
         pipe = DDPMCFGPipeline(
             unet=self.accelerator.unwrap_model(self.model),
-            scheduler=DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False),
+            scheduler=sampling_scheduler(self.args),
             id2label=self.data.id2label if self.conditional else None,
             null_class_id=self.null_class_id,
         )

@@ -276,7 +276,8 @@ class DDPMScheduler(_NoiseScheduleMixin, SchedulerMixin, ConfigMixin):
             beta_tilde_t, the posterior variance; `"fixed_large"`: beta_t (section 3.2 of Ho et al.); the `"_log"`
             variants give the same sigma_t through its log; `"learned"`: the model outputs sigma_t^2 in a second half
             of its channels; `"learned_range"`: it outputs v in [-1, 1] interpolating log beta_tilde_t and log beta_t
-            (eq. (15) of Nichol & Dhariwal 2021).
+            (eq. (15) of Nichol & Dhariwal 2021). `None`, as in the configs of DPM-Solver and UniPC (where it means
+            that the model learned no variance), is `"fixed_small"`, as diffusers' DDPMScheduler takes it.
         clip_sample (`bool`, defaults to `True`): clamp the predicted x_0 to [-clip_sample_range, clip_sample_range].
         prediction_type (`str`, defaults to `"epsilon"`): what the model predicts: `"epsilon"` (the noise),
             `"sample"` (x_0) or `"v_prediction"` (v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0).
@@ -303,7 +304,7 @@ class DDPMScheduler(_NoiseScheduleMixin, SchedulerMixin, ConfigMixin):
         beta_end: float = 0.02,
         beta_schedule: str = "linear",
         trained_betas: np.ndarray | list[float] | None = None,
-        variance_type: str = "fixed_small",
+        variance_type: str | None = "fixed_small",
         clip_sample: bool = True,
         prediction_type: str = "epsilon",
         thresholding: bool = False,
@@ -315,6 +316,9 @@ class DDPMScheduler(_NoiseScheduleMixin, SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr: bool = False,
     ):
         check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        if variance_type is None:  # from the config of a scheduler whose variance_type means no learned variance
+            variance_type = "fixed_small"
+            self.register_to_config(variance_type=variance_type)
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
