@@ -16,6 +16,7 @@ digits (898) for figures to publish.
     python -m hf_ddpm.demo                                            # trains digits-demo/
     python benchmarks/bench_sampling.py digits-demo --out sampling-eval   # the full sweep, 898 samples
     python benchmarks/bench_sampling.py digits-demo --num-samples 100 --schedulers ddim dpm --steps 5 --parts steps
+    python benchmarks/bench_sampling.py digits-demo --parts steps --schedulers dpm --steps 8 15 --timestep-spacing trailing
 """
 
 import argparse
@@ -57,11 +58,15 @@ def main() -> None:
                              "cosine schedule, the interval Kynkäänniemi et al. found for EDM2)")
     parser.add_argument("--parts", nargs="+", choices=["steps", "interval"], default=["steps", "interval"],
                         help="steps: part 1, interval: part 2 (default: both)")
+    parser.add_argument("--timestep-spacing", choices=["leading", "linspace", "trailing"],
+                        help="sample every scheduler with this spacing of the timesteps (default: the saved one)")
     parser.add_argument("--out", help="folder for each part's metrics.json and plots (quality_vs_steps.png, ...)")
     parser.add_argument("--cache-dir", help="the real-feature cache (default: in the HF cache)")
     args = parser.parse_args()  # fmt: skip
 
     pipe = load_pipeline(args.model, device="cpu")
+    if args.timestep_spacing is not None:  # the schedulers of the sweep are built from this config
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=args.timestep_spacing)
     pipe.set_progress_bar_config(disable=True)
     print(f"{cpu_description()}, {torch.get_num_threads()} torch threads; {args.num_samples} samples per row")
     common = dict(num_samples=args.num_samples, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=False)

@@ -53,7 +53,9 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="guide only the steps whose timestep t has LOW <= t / training steps <= HIGH; the others "
                              "run the conditional half alone (default: guide every step)")  # fmt: skip
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the scheduler's natural default)")
+    parser.add_argument("--steps", type=int,
+                        help="denoising steps (default: the scheduler's: 15 for dpm and unipc, 50 for ddim and euler, "
+                             "every training step for ddpm)")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS),
                         help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
