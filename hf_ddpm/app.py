@@ -7,11 +7,13 @@ bound on the work of one request (images x steps), so that one visitor cannot ho
 """
 
 import atexit
+import contextlib
 import math
 import os
 import queue
 import re
 import secrets
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -375,17 +377,56 @@ def _page(app: DemoApp) -> None:
     cancel.click(app.cancel, outputs=status, cancels=[run, compare_run], queue=False)
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, **kwargs) -> str:
-    """Serves `demo` (in the background with `prevent_thread_lock=True`); returns its local address.
+def launch(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    share: bool = False,
+    prevent_thread_lock: bool = False,
+    **kwargs,
+) -> str:
+    """Serves `demo` and returns its local address: at once with `prevent_thread_lock=True` (the server runs in the
+    background), else once SIGINT (Ctrl+C) or SIGTERM has stopped it and the server is closed.
+
+    Until then those signals only set a flag that this function waits for. Gradio's own wait takes Ctrl+C as a
+    KeyboardInterrupt, which strikes wherever the main thread is, its start-up included (a traceback instead of a
+    clean stop, or a process that never exits), and it leaves SIGTERM to kill the process.
 
     Raises:
         `ValueError`: the port is in use.
     """
+    if prevent_thread_lock:
+        return _start(demo, host, port, share, **kwargs)
+    with _stop_on_signals() as stop:
+        try:
+            url = _start(demo, host, port, share, **kwargs)
+            while not stop.wait(timeout=0.5):
+                pass
+            print("Stopping: closing the server.", flush=True)
+        finally:
+            demo.close()
+    return url
+
+
+def _start(demo: gr.Blocks, host: str, port: int | None, share: bool, **kwargs) -> str:
     try:
-        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=True, **kwargs)
+        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=True,
+                    prevent_thread_lock=True, **kwargs)  # fmt: skip
     except OSError as error:
         if "Cannot find empty port" not in str(error):
             raise
         raise ValueError(f"--port {port} on {host} is in use by another program: stop it, or choose another "
                          "--port.") from None  # fmt: skip
     return demo.local_url
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT and SIGTERM set, in place of their handlers, until the block ends."""
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

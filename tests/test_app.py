@@ -244,7 +244,8 @@ def test_scheduler_choices_are_the_samplers_of_hf_ddpm_sample(app):
     assert [name for name, _ in dropdown.choices] == ["DDPM", "DDIM", "DPM-Solver++ (2M)", "Euler", "UniPC"]
 
 
-def test_hf_ddpm_serve_serves_the_page_until_interrupted(model):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_hf_ddpm_serve_serves_the_page_until_interrupted_then_closes_the_server_and_exits(model, stop_signal):
     for _ in range(5):
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "hf_ddpm", "serve", model, "--port", str(port)],
@@ -252,12 +253,13 @@ def test_hf_ddpm_serve_serves_the_page_until_interrupted(model):
         try:
             page = wait_for_page(f"http://127.0.0.1:{port}/", server)
         finally:
-            server.send_signal(signal.SIGINT)
+            server.send_signal(stop_signal)
             output = server.communicate(timeout=30)[0]
         if page is not None or "is in use by another program" not in output:
             break
     assert page is not None, output
     assert '"elem_id":"generate"' in page.replace(" ", "") and "Running on local URL" in output
+    assert server.returncode == 0 and "Stopping: closing the server." in output and "Traceback" not in output, output
 
 
 def wait_for_page(url: str, server: subprocess.Popen, timeout: float = 60) -> str | None:
