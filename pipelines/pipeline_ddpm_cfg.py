@@ -82,10 +82,6 @@ def variance_preserving(scheduler: SchedulerMixin, latents: torch.Tensor) -> tor
     return latents / (sigma**2 + 1) ** 0.5
 
 
-def _uses_ddpm_steps(scheduler: SchedulerMixin) -> bool:
-    return any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__)
-
-
 def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
     """
     The denoising steps of a call that leaves out `num_inference_steps`, by the kind of sampler: every training step
@@ -95,7 +91,7 @@ def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
     first-order others (DDIM, Euler, ...). Never more than the scheduler's training steps.
     """
     num_train_timesteps = scheduler.config.num_train_timesteps
-    if _uses_ddpm_steps(scheduler):
+    if any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__):  # ours, diffusers' or a subclass
         return num_train_timesteps
     # The class's own parameter, not a key that rode along in a config converted from another scheduler's.
     takes_order = "solver_order" in inspect.signature(type(scheduler).__init__).parameters

@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler as DiffusersDDIMScheduler
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+from helpers import public_config
 from test_pipeline import TRAIN_STEPS, reference_sample, tiny_pipeline
 
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
@@ -41,10 +42,6 @@ def test_our_ddpm_and_ddim_give_diffusers_images_with_guidance_in_an_interval(ou
     torch.testing.assert_close(images[0].images, images[1].images, atol=1e-5, rtol=0)
 
 
-def public_config(scheduler) -> dict:
-    return {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
-
-
 def saved_and_loaded(scheduler, folder):
     scheduler.save_pretrained(folder)
     return type(scheduler).from_pretrained(folder)
@@ -55,7 +52,7 @@ def test_a_scheduler_made_by_name_is_the_same_before_and_after_the_pipeline_is_s
     # The trainer's sampler: DPM-Solver++ from DDIM's config without x0 clipping.
     saved = scheduler_from_name("dpm", DDIMScheduler(**TRAINED_WITH, clip_sample=False))
     fresh, loaded = scheduler_from_name(name, saved), scheduler_from_name(name, saved_and_loaded(saved, tmp_path))
-    assert public_config(fresh) == public_config(loaded)
+    assert public_config(fresh.config) == public_config(loaded.config)
     for scheduler in (fresh, loaded):
         scheduler.set_timesteps(7)
     assert torch.equal(fresh.timesteps, loaded.timesteps)
