@@ -56,6 +56,11 @@ class ImageData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def select(self, indices: torch.Tensor, source: str) -> "ImageData":
+        """The images (and labels) at `indices`, every class name kept; `source` says what they are."""
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageData(images=self.images[indices], labels=labels, id2label=self.id2label, source=source)
+
 
 def load_image_data(
     dataset_name: Optional[str] = None,

@@ -84,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Images per guidance scale in the evaluation (at least 10: one per digit).")
     parser.add_argument("--sweep_guidance_scales", type=float, nargs="*", default=list(SWEEP_GUIDANCE_SCALES),
                         help="Guidance scales that the evaluation sweeps besides --guidance_scale (none: just that).")
+    parser.add_argument("--exclude_eval_reference", action="store_true",
+                        help="Train on the held-out half of the digits only, so that the evaluation compares samples "
+                             "with real digits the model never saw.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)  # fmt: skip
     for name in ["resolution", "max_train_steps", "train_batch_size", "samples_per_digit", "num_inference_steps"]:
@@ -137,7 +140,7 @@ def training_flags(args: argparse.Namespace) -> list[str]:
         "--scheduler", args.scheduler,
         "--guidance_scale", str(args.guidance_scale),
         "--num_inference_steps", str(args.num_inference_steps),
-    ]  # fmt: skip
+    ] + (["--exclude_eval_reference"] if args.exclude_eval_reference else [])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> DemoResult:

@@ -579,7 +579,7 @@ def write_model_card(
         _samples_section(output_dir, sample_grid_path),
         _usage_section(model_id, id2label, training_args or {}),
         _classes_section(id2label),
-        _evaluation_section(output_dir, evaluation_dir),
+        _evaluation_section(output_dir, evaluation_dir, training_args or {}),
         _settings_section(training_args),
     ]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(section for section in sections if section) + "\n"
@@ -652,7 +652,7 @@ def _classes_section(id2label: Optional[dict]) -> str:
     return f"## Classes\n\n| Id | Label |\n|---:|---|\n{rows}"
 
 
-def _evaluation_section(output_dir: str, evaluation_dir: Optional[str]) -> str:
+def _evaluation_section(output_dir: str, evaluation_dir: Optional[str], training_args: dict) -> str:
     if evaluation_dir is None or not os.path.isfile(os.path.join(evaluation_dir, "metrics.json")):
         return ""
     from .evaluation.evaluate import LOWER_IS_BETTER  # torch and the metrics: only for a card that has them
@@ -673,7 +673,8 @@ def _evaluation_section(output_dir: str, evaluation_dir: Optional[str]) -> str:
         "## Evaluation",
         f"{first['num_samples']} samples per guidance scale{step} ({first['steps']} {first['scheduler'].upper()} "
         f"steps, image i from seed {info.get('seed', 0)} + i), against the real images of `{info.get('dataset')}`. "
-        "The floor is what as many held-out real images score: the best a model can reach with this many samples.",
+        "The floor is what as many held-out real images score: the best a model can reach with this many samples."
+        + _reference_sentence(training_args),
         "\n".join(lines),
     ]
     if info.get("judge"):
@@ -683,6 +684,19 @@ def _evaluation_section(output_dir: str, evaluation_dir: Optional[str]) -> str:
         relative = Path(os.path.relpath(plot, output_dir)).as_posix()
         text.append(f"![Guidance trade-off]({relative})")
     return "\n\n".join(text)
+
+
+def _reference_sentence(training_args: dict) -> str:
+    """Whether the real images that samples are compared with were trained on: a model that memorised them could
+    score below the floor."""
+    if not training_args:
+        return ""
+    if training_args.get("exclude_eval_reference"):
+        return " The model never saw those reference images: it trained on the held-out half only."
+    return (
+        " The model trained on the reference images too, so these distances can flatter it; train with "
+        "`--exclude_eval_reference` to measure on images it never saw."
+    )
 
 
 def _number(value) -> str:

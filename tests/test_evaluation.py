@@ -25,6 +25,7 @@ from hf_ddpm.evaluation import (
     precision_recall,
     real_features,
     sample_images,
+    split_halves,
 )
 from hf_ddpm.evaluation.evaluate import best_guidance
 from hf_ddpm.evaluation.judges import (
@@ -219,9 +220,12 @@ def test_real_features_are_cached_and_a_different_dataset_is_recomputed(tmp_path
     again = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path), batch_size=64)
     assert CountingFeatures.calls == calls and again.cache_path == first.cache_path
     assert torch.equal(again.reference, first.reference) and torch.equal(again.held_out, first.held_out)
-    # The halves are the fixed permutation's, 20 and 20.
+    # The halves are the fixed permutation's, 20 and 20, as split_halves gives them to training.
     order = torch.randperm(40, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    torch.testing.assert_close(first.held_out, extractor.features(images[order[:20]]))
+    held_out, reference = split_halves(40)
+    assert torch.equal(held_out, order[:20]) and torch.equal(reference, order[20:])
+    torch.testing.assert_close(first.held_out, extractor.features(images[held_out]))
+    torch.testing.assert_close(first.reference, extractor.features(images[reference]))
     # Other pixels under the same name: another identity, computed afresh.
     calls = CountingFeatures.calls
     changed = images.clone()

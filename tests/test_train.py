@@ -355,6 +355,12 @@ def test_demo_rejects_bad_values_naming_its_own_flags(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, excluded", [([], False), (["--exclude_eval_reference"], True)])
+def test_demo_trains_without_the_evaluation_reference_when_asked(flags, excluded):
+    trained = train_script.parse_args(demo.training_flags(demo.parse_args(flags)))
+    assert trained.exclude_eval_reference is excluded and trained.dataset_name == "digits"
+
+
 # ----- bad input: errors before any training -----
 def assert_nothing_trained(output_dir) -> None:
     assert not os.path.exists(output_dir) or not any(

@@ -11,9 +11,11 @@ import re
 import shutil
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import tiny_flags, train_on_two_processes
+from hf_ddpm.evaluation import split_halves
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.training import train as train_script
 from test_train import assert_nothing_trained, train
@@ -82,6 +84,33 @@ def test_final_evaluation_writes_metrics_json_the_tradeoff_plot_and_the_model_ca
     assert f"| fd_digits (lower is better) | {values} | {floor:.4g} |" in section
     assert "| agreement (higher is better) |" in section
     assert "![Guidance trade-off](evaluation/cfg_tradeoff.png)" in section
+    assert "The model trained on the reference images too, so these distances can flatter it" in section
+
+
+def test_exclude_eval_reference_trains_on_the_held_out_half_and_measures_against_the_unseen_reference(
+    tmp_path, monkeypatch
+):
+    """The evaluation compares samples with the reference half of the whole split; with --exclude_eval_reference
+    no image of that half is trained on (the --max_train_samples subset is drawn from the other half)."""
+    returned = {}
+    for name in ["load_training_data", "real_images"]:
+        function = getattr(train_script, name)
+        monkeypatch.setattr(train_script, name, lambda *args, name=name, function=function:
+                            returned.setdefault(name, function(*args)))  # fmt: skip
+    output_dir = tmp_path / "run"
+    train(evaluated_flags(output_dir, "--exclude_eval_reference"))
+    data, real = returned["load_training_data"], returned["real_images"]
+    held_out, reference = split_halves(len(real))
+    assert len(real) == 1797 and len(data) == 64  # the whole split is measured against; 64 images are trained on
+    assert "the held-out half, 64 of 1797 images (evaluation's reference half left out)" in data.source
+    flat_real, flat_data = real.images.flatten(1), data.images.flatten(1)
+    matches = [(flat_real == image).all(dim=1).nonzero().flatten() for image in flat_data]
+    assert all(set(found.tolist()) & set(held_out.tolist()) for found in matches)
+    found_in_reference = [set(found.tolist()) & set(reference.tolist()) for found in matches]
+    assert sum(bool(found) for found in found_in_reference) <= 1  # digits that also occur, pixel for pixel, there
+    assert all(torch.equal(data.labels[i], real.labels[found[0]]) for i, found in enumerate(matches))
+    card = (output_dir / "README.md").read_text()
+    assert "The model never saw those reference images: it trained on the held-out half only." in card
 
 
 def test_keep_best_checkpoint_holds_the_best_logged_value_and_latest_resume_ignores_it(evaluated):

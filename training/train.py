@@ -43,7 +43,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_ddpm.data import DIGITS, ImageData, load_image_data, random_flip
-from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics
+from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics, split_halves
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
@@ -109,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--cache_dir", default=None, help="Where `datasets` keeps downloaded and converted data.")
     data.add_argument("--max_train_samples", type=int, default=None,
                       help="Train on a random subset of N examples (drawn with --seed).")
+    data.add_argument("--exclude_eval_reference", action="store_true",
+                      help="Train only on the held-out half of the data: leave out the reference half, the real "
+                           "images that evaluation (--eval_steps, hf-ddpm evaluate) compares samples with, so that "
+                           "its distances measure generalisation, not memory. With --max_train_samples the subset "
+                           "is drawn from the held-out half.")
     data.add_argument("--resolution", type=int, default=32, help="Side of the square training images.")
     data.add_argument("--center_crop", action="store_true",
                       help="Resize the shorter side and cut the centre square (default: resize the whole image).")
@@ -429,12 +434,10 @@ def make_accelerator(args: argparse.Namespace, plan: RunPlan) -> Accelerator:
 
 def load_training_data(args: argparse.Namespace) -> ImageData:
     """The training images, decoded once into memory (batches are then slices of one tensor)."""
-    data = load_image_data(
-        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
-        resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
-        max_samples=args.max_train_samples, seed=args.seed, skip_corrupt_images=args.skip_corrupt_images,
-    )  # fmt: skip
+    if args.exclude_eval_reference:
+        data = held_out_half(read_split(args), args.max_train_samples, args.seed)
+    else:
+        data = read_split(args, max_samples=args.max_train_samples)
     if args.class_conditional and data.labels is None:
         raise ValueError(
             f"--class_conditional needs class labels, but {data.source} has none: give --label_column, or train "
@@ -893,8 +896,9 @@ def as_json(config: dict) -> dict:
 
 
 def check_same_unet(path: str, unet_config: dict) -> None:
-    """Raises a ValueError naming the keys of the UNet config (`unet_config`, as JSON gives it back) (from --model_config, --resolution or the data) in which the
-    run to resume differs from the one `path` saved: its weights would not fit."""
+    """Raises a ValueError naming the keys of the UNet config (`unet_config`, as JSON gives it back; from
+    --model_config, --resolution and the data) in which the run to resume differs from the one `path` saved: its
+    weights would not fit."""
     saved = saved_progress(path).unet_config
     if saved is None:
         return
@@ -1183,20 +1187,39 @@ def evaluation_settings(args: argparse.Namespace, conditional: bool) -> tuple[li
     return metrics, args.guidance_scale, sorted({args.guidance_scale, *(args.eval_guidance_scales or [])})
 
 
-def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
-    """The real side of evaluation: the dataset's whole split at the training resolution, as `evaluate` (and
-    `hf-ddpm evaluate`) read it, so that the numbers and the cached real features are theirs. That is the training
-    data, unless --max_train_samples drew a subset: then the split is read again, whole, because the model is meant to
-    learn the distribution, not the subset, and the real-vs-real floor needs more images than a small subset has.
-    Never flipped: --random_flip augments training; it does not change the data the model is measured against."""
-    if args.max_train_samples is None:
-        return data
+def read_split(args: argparse.Namespace, max_samples: int | None = None) -> ImageData:
+    """The dataset's split at the training resolution (a random subset of `max_samples`, if given)."""
     return load_image_data(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
         resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
-        skip_corrupt_images=args.skip_corrupt_images,
+        max_samples=max_samples, seed=args.seed, skip_corrupt_images=args.skip_corrupt_images,
     )  # fmt: skip
+
+
+def held_out_half(data: ImageData, max_samples: int | None, seed: int) -> ImageData:
+    """The images of `data` outside evaluation's reference half (a random subset of `max_samples` of them, drawn with
+    `seed`, if given), in their order in the dataset."""
+    if len(data) < 2:
+        raise ValueError(f"--exclude_eval_reference needs at least 2 images to halve; {data.source} has {len(data)}.")
+    held_out, _ = split_halves(len(data))
+    if max_samples is not None and max_samples < len(held_out):
+        held_out = held_out[torch.randperm(len(held_out), generator=torch.Generator().manual_seed(seed))[:max_samples]]
+    held_out = held_out.sort().values
+    kept = f"the held-out half, {len(held_out)} of {len(data)} images (evaluation's reference half left out)"
+    return data.select(held_out, source=f"{data.source}: {kept}")
+
+
+def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
+    """The real side of evaluation: the dataset's whole split at the training resolution, as `evaluate` (and
+    `hf-ddpm evaluate`) read it, so that the numbers and the cached real features are theirs. That is the training
+    data, unless --max_train_samples or --exclude_eval_reference trained on part of it: then the split is read
+    again, whole, because the model is meant to learn the distribution, not the subset, the real-vs-real floor needs
+    more images than a small subset has, and the reference half is the one left out of training.
+    Never flipped: --random_flip augments training; it does not change the data the model is measured against."""
+    if args.max_train_samples is None and not args.exclude_eval_reference:
+        return data
+    return read_split(args)
 
 
 def loggable(config: dict) -> dict:

@@ -58,6 +58,15 @@ class RealFeatures:
     cache_path: str | None = None
 
 
+def split_halves(num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The indices of the held-out half (the first `num_images // 2` of a fixed permutation) and of the reference
+    half (the rest) of `num_images` real images. Training with `--exclude_eval_reference` keeps to the held-out half,
+    so that generated images are compared with real ones the model never saw."""
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    half = num_images // 2
+    return order[:half], order[half:]
+
+
 def pixels_fingerprint(images: torch.Tensor) -> str:
     return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
@@ -104,10 +113,12 @@ def real_features(
         cached = _read_cache(path, identity)
         if cached is not None:
             return cached
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))
-    features = extract_features(extractor, images[order], batch_size, f"real features ({extractor.name})")
-    half = images.shape[0] // 2
-    result = RealFeatures(reference=features[half:], held_out=features[:half], identity=identity, cache_path=path)
+    held_out, reference = split_halves(images.shape[0])
+    features = extract_features(extractor, images[torch.cat([held_out, reference])], batch_size,
+                                f"real features ({extractor.name})")  # fmt: skip
+    result = RealFeatures(
+        reference=features[len(held_out) :], held_out=features[: len(held_out)], identity=identity, cache_path=path
+    )
     if path is not None:
         _write_cache(path, result)
     return result
