@@ -338,6 +338,7 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
     out = capsys.readouterr().out
     assert f"label accuracy  {result.agreement:.1%} read as the digit asked for" in out
     assert f"{result.fd_ratio:.2f}x the real-vs-real floor" in out and "Guidance sweep" in out
+    assert "against real digits that the model was trained on:" in out
 
 
 @pytest.mark.parametrize(
