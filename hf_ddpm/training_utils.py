@@ -249,7 +249,7 @@ def read_cpuinfo(cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str | None, set[s
 
 def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
     """Whether bf16 autocast can pay on this CPU: only with bf16 instructions (the flags `avx512_bf16` or `amx_bf16`).
-    Elsewhere bf16 matrix products are computed in fp32 with conversions around them: no faster than fp32."""
+    Elsewhere bf16 runs emulated, in kernels that make training several times slower than fp32."""
     capability = torch.backends.cpu.get_cpu_capability()
     _, flags = read_cpuinfo(cpuinfo_path)
     found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
@@ -257,7 +257,8 @@ def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
         return CpuBf16Support(True, f"bf16 on CPU: this CPU has bf16 instructions ({', '.join(found)}; torch uses "
                                     f"{capability}): bf16 autocast can pay here.")  # fmt: skip
     return CpuBf16Support(False, f"bf16 on CPU: this CPU has no bf16 instructions (no avx512_bf16 or amx_bf16; torch "
-                                 f"uses {capability}): expect bf16 autocast to be no faster than fp32 here.")  # fmt: skip
+                                 f"uses {capability}): bf16 autocast is emulated here and trains several times slower "
+                                 f"than fp32. Use --mixed_precision no.")  # fmt: skip
 
 
 def cpu_threads_per_process(

@@ -83,7 +83,10 @@ def test_a_compiled_pipeline_saves_and_loads_as_the_eager_one(aot_eager_compile,
 def test_bf16_on_cpu_logs_whether_the_cpu_has_bf16_instructions(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         train(run_flags(tmp_path / "bf16", 1, "--mixed_precision", "bf16"))
-    assert cpu_bf16_support().message in caplog.text
+    support = cpu_bf16_support()
+    [record] = [record for record in caplog.records if support.message in record.getMessage()]
+    # Emulated bf16 trains several times slower than fp32: that is a warning, not news.
+    assert record.levelno == (logging.INFO if support.native else logging.WARNING)
 
 
 @pytest.mark.parametrize("flags, native", [("fpu sse avx2 avx512f avx512_bf16", True), ("fpu amx_bf16", True),
@@ -94,3 +97,4 @@ def test_cpu_bf16_support_reads_the_cpu_flags(flags, native, tmp_path):
     support = cpu_bf16_support(str(cpuinfo))
     assert support.native is native
     assert ("has bf16 instructions" if native else "has no bf16 instructions") in support.message
+    assert ("--mixed_precision no" in support.message) is not native

@@ -423,7 +423,8 @@ def make_accelerator(args: argparse.Namespace, plan: RunPlan) -> Accelerator:
         check_checkpoint_matches(plan.resume_path, args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu":
-        logger.info(cpu_bf16_support().message)
+        bf16_support = cpu_bf16_support()
+        (logger.info if bf16_support.native else logger.warning)(bf16_support.message)
     # On a CPU each process takes its share of the idle cores, unless the user chose a count: a torch thread sharing
     # a core with another busy process stalls every parallel region, and accelerate launch's own default is 1.
     threads = choose_torch_threads(accelerator.device.type, args.dataloader_num_workers)
