@@ -2,6 +2,7 @@
 end to end, and every bad input refused before any sampling."""
 
 import json
+import warnings
 
 import datasets
 import numpy as np
@@ -104,6 +105,13 @@ def test_kernel_distance_is_the_unbiased_mmd_and_near_zero_for_one_distribution(
     assert abs(same) < 0.2 * kid
     exact, _ = kernel_distance(real[:100], fake[:100], subset_size=100, subsets=3)
     assert exact == pytest.approx(independent_mmd(real[:100], fake[:100]), rel=1e-9)
+
+
+def test_kernel_distance_does_not_warn_about_keeping_the_features_it_is_given():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kernel_distance(gaussian_features(50, 6, 0), gaussian_features(50, 6, 1), subset_size=50, subsets=2)
+    assert [str(warning.message) for warning in caught] == []
 
 
 def test_precision_recall_matches_brute_force_and_the_textbook_cases():

@@ -72,9 +72,12 @@ def kernel_distance(
 
     check_feature_sets(real, fake)
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = KernelInceptionDistance(  # no sync on compute, as in `frechet_distance`
-        feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size, sync_on_compute=False
-    )
+    with warnings.catch_warnings():
+        # Its warning that it keeps every feature in memory: these are the features, already held.
+        warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance` will save all extracted")
+        metric = KernelInceptionDistance(  # no sync on compute, as in `frechet_distance`
+            feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size, sync_on_compute=False
+        )
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng(devices=[]):  # torchmetrics draws the subsets from the global generator
