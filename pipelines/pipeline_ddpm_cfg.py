@@ -88,7 +88,8 @@ def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
     for ancestral DDPM; 15 for multistep solvers of second order or higher (DPM-Solver++ (2M), UniPC, ...: a
     `solver_order` of at least 2), which reach DDIM's 50-step quality in 10 to 20 steps (Lu et al. 2022,
     https://huggingface.co/papers/2211.01095; measured for hf-ddpm in its README, "How few steps"); 50 for the
-    first-order others (DDIM, Euler, ...). Never more than the scheduler's training steps.
+    first-order others (DDIM, Euler, ...). Never more than the scheduler's training steps, nor so many that its
+    timestep spacing repeats a timestep (a multistep solver divides by the step between two equal timesteps).
     """
     num_train_timesteps = scheduler.config.num_train_timesteps
     if any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__):  # ours, diffusers' or a subclass
@@ -96,7 +97,16 @@ def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
     # The class's own parameter, not a key that rode along in a config converted from another scheduler's.
     takes_order = "solver_order" in inspect.signature(type(scheduler).__init__).parameters
     higher_order = takes_order and scheduler.config.solver_order >= 2
-    return min(15 if higher_order else 50, num_train_timesteps)
+    steps = min(15 if higher_order else 50, num_train_timesteps)
+    while steps > 1 and _repeats_a_timestep(scheduler, steps):
+        steps -= 1
+    return steps
+
+
+def _repeats_a_timestep(scheduler: SchedulerMixin, num_inference_steps: int) -> bool:
+    probe = scheduler.__class__.from_config(scheduler.config)  # leaves the caller's scheduler as it is
+    probe.set_timesteps(num_inference_steps)
+    return len(torch.unique(probe.timesteps)) < len(probe.timesteps)
 
 
 class DDPMCFGPipeline(DiffusionPipeline):
