@@ -11,6 +11,7 @@ from diffusers import (
     DDPMScheduler as DiffusersDDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     UNet2DModel,
     UniPCMultistepScheduler,
 )
@@ -240,6 +241,14 @@ def test_default_steps_are_the_schedulers_natural_default(make_scheduler, expect
     log = ForwardLog(pipe.unet)
     images = pipe(1, output_type="np").images
     assert len(log.calls) == expected_steps == pipe.num_timesteps == default_num_inference_steps(scheduler)
+    assert np.isfinite(images).all()
+
+
+def test_default_steps_of_heun_count_steps_not_its_repeated_timesteps():
+    # Heun lists each timestep twice (predictor, corrector): by design, not a spacing that ran out of timesteps.
+    pipe = tiny_pipeline(HeunDiscreteScheduler(num_train_timesteps=100))
+    images = pipe(1, output_type="np").images
+    assert default_num_inference_steps(pipe.scheduler) == 50 == len(torch.unique(pipe.scheduler.timesteps))
     assert np.isfinite(images).all()
 
 
