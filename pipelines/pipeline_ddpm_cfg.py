@@ -228,7 +228,8 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 Denoising steps. `None` takes the scheduler's natural default (`default_num_inference_steps`):
                 every training step for DDPM, 15 for second-order multistep solvers (DPM-Solver++ (2M), the sampler
                 that hf-ddpm's training saves, and UniPC), 50 for the others (DDIM, Euler, ...); never more than the
-                training steps.
+                training steps, nor so many that the scheduler's spacing repeats a timestep (a count that would is
+                refused: a multistep solver turns a repeated timestep into NaN).
             eta (`float`, *optional*, defaults to 0.0):
                 DDIM's eta (0: deterministic DDIM, 1: DDPM-like noise); only for schedulers whose `step` takes it.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
@@ -473,6 +474,13 @@ class DDPMCFGPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
                 f"steps), got {num_inference_steps!r}."
+            )
+        if _repeats_a_timestep(self.scheduler, num_inference_steps):
+            spacing = self.scheduler.config.get("timestep_spacing", "its")
+            raise ValueError(
+                f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(self.scheduler).__name__}'s "
+                f"{spacing!r} spacing of {num_train_timesteps} training steps, which a multistep solver turns into "
+                f"NaN: use fewer steps (the default here is {default_num_inference_steps(self.scheduler)})."
             )
         step_parameters = inspect.signature(self.scheduler.step).parameters
         if eta != 0 and "eta" not in step_parameters:

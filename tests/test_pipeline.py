@@ -402,6 +402,15 @@ def test_bad_arguments_raise_before_any_work(kwargs, message):
     assert log.calls == []
 
 
+def test_steps_that_would_repeat_a_timestep_raise_before_any_work():
+    pipe = tiny_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=10))
+    log = ForwardLog(pipe.unet)
+    message = r"`num_inference_steps`=10 repeats a timestep in DPMSolverMultistepScheduler's 'linspace' spacing of 10"
+    with pytest.raises(ValueError, match=message + r" training steps.*the default here is 9"):
+        pipe(class_labels=0, num_inference_steps=10)
+    assert log.calls == []
+
+
 def test_a_callback_that_returns_no_dict_is_named_at_its_first_step():
     pipe = tiny_pipeline()
     log = ForwardLog(pipe.unet)
