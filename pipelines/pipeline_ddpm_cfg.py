@@ -476,11 +476,12 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 f"steps), got {num_inference_steps!r}."
             )
         if _repeats_a_timestep(self.scheduler, num_inference_steps):
-            spacing = self.scheduler.config.get("timestep_spacing", "its")
+            spacing = self.scheduler.config.get("timestep_spacing")
             raise ValueError(
                 f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(self.scheduler).__name__}'s "
-                f"{spacing!r} spacing of {num_train_timesteps} training steps, which a multistep solver turns into "
-                f"NaN: use fewer steps (the default here is {default_num_inference_steps(self.scheduler)})."
+                f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps, which a "
+                f"multistep solver turns into NaN: use fewer steps (the default here is "
+                f"{default_num_inference_steps(self.scheduler)})."
             )
         step_parameters = inspect.signature(self.scheduler.step).parameters
         if eta != 0 and "eta" not in step_parameters:
