@@ -51,8 +51,9 @@ def main() -> None:
                         help=f"guidance of the steps sweep (default: the demo's, {demo.guidance_scale:g})")
     parser.add_argument("--interval-scheduler", default=demo.scheduler, choices=sorted(SCHEDULERS))
     parser.add_argument("--interval-steps", type=int, default=demo.num_inference_steps)
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 1.3, 1.5, 2.0, 3.0, 4.0],
-                        help="the guidance sweep, with and without the interval")
+    parser.add_argument("--guidance-scales", type=float, nargs="+",
+                        default=sorted({1.0, demo.guidance_scale, 1.5, 2.0, 3.0, 4.0}),
+                        help="the guidance sweep, with and without the interval (default: the demo's scale among them)")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=[0.17, 0.88], metavar=("LOW", "HIGH"),
                         help="fractions of the training timesteps (default 0.17 0.88: sigma 0.28 to 5.42 on the "
                              "cosine schedule, the interval Kynkäänniemi et al. found for EDM2)")
