@@ -28,7 +28,8 @@ from hf_ddpm.evaluation import (
     sample_images,
     split_halves,
 )
-from hf_ddpm.evaluation.evaluate import best_guidance
+from hf_ddpm.evaluation.evaluate import EvaluationResult, best_guidance
+from hf_ddpm.evaluation.report import plot_cfg_tradeoff, plot_quality_vs_steps
 from hf_ddpm.evaluation.judges import (
     HELD_OUT_FRACTION,
     ImageClassifierJudge,
@@ -355,6 +356,39 @@ def test_evaluate_sweeps_every_combination_and_writes_metrics_and_plots(tmp_path
     assert again.rows[0]["agreement"] == row["agreement"]
 
 
+def plotted_figures(monkeypatch) -> list:
+    """The matplotlib figures that the report's plots save, kept open for the test to read."""
+    from matplotlib.figure import Figure
+
+    figures, savefig = [], Figure.savefig
+
+    def keep_and_save(figure, *args, **kwargs):
+        figures.append(figure)
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_and_save)
+    return figures
+
+
+def test_the_plots_tell_every_line_apart_even_where_two_samplers_draw_the_same_curve(tmp_path, monkeypatch):
+    # DDIM and Euler step alike on the same timesteps: the same distances, one curve on top of the other. A sweep
+    # with and without a guidance interval: two agreement curves.
+    rows = [
+        {"scheduler": name, "steps": steps, "guidance_scale": scale, "guidance_interval": interval,
+         "fd_digits": 2.0 + 1 / steps + scale, "agreement": 0.9 + scale / 100}
+        for name in ("ddim", "euler") for steps in (5, 10) for scale in (1.0, 2.0) for interval in (None, (0.2, 0.8))
+    ]  # fmt: skip
+    result = EvaluationResult(rows=rows, floors={"fd_digits_floor": 1.5}, info={})
+    figures = plotted_figures(monkeypatch)
+    plot_cfg_tradeoff(result, "fd_digits", tmp_path / "cfg_tradeoff.png")
+    plot_quality_vs_steps(result, "fd_digits", tmp_path / "quality_vs_steps.png")
+    tradeoff, steps = figures
+    labels = [text.get_text() for text in tradeoff.axes[0].get_legend().get_texts()]
+    assert len(labels) == len(set(labels)) and sum(label.startswith("agreement") for label in labels) == 8
+    lines = [line for line in steps.axes[0].get_lines() if line.get_label() != "real-vs-real floor (1.5)"]
+    assert len(lines) == 8 and len({(line.get_marker(), line.get_linestyle()) for line in lines}) == 8
+
+
 @pytest.mark.parametrize("resolution", [8, 16])
 def test_the_digits_judge_reads_held_out_real_digits_as_the_readme_says(resolution):
     """The judge behind every agreement figure (README: 99.1% at the demo's 16x16), measured here on the real digits
@@ -370,8 +404,8 @@ def test_the_digits_judge_reads_held_out_real_digits_as_the_readme_says(resoluti
 
 
 def test_the_best_guidance_buys_nearly_all_the_agreement_for_the_least_distance():
-    # The demo's sweep: the lowest distance (guidance 1) reads 3 points below the top agreement; of the scales within
-    # 1 point of it, 1.3 is the closest to the data.
+    # A sweep like the demo's: the lowest distance (guidance 1) reads 3 points below the top agreement; of the scales
+    # within 1 point of it, 1.3 is the closest to the data.
     sweep = [
         {"guidance_scale": 1.0, "fd_digits": 1.49, "agreement": 0.964},
         {"guidance_scale": 1.3, "fd_digits": 2.00, "agreement": 0.991},

@@ -25,6 +25,9 @@ from ..sampling import as_pil_images
 from .evaluate import AGREEMENT_TOLERANCE, SWEPT, EvaluationResult, best_guidance, group_rows
 
 
+STEPS_LINE_STYLES = ("o-", "s--", "^-.", "D:", "v-", "P--", "X-.", "*:")
+
+
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[str, str]:
     """Writes `metrics.json` and whichever plots the sweep has the axes for; returns their paths by name."""
     out_dir = Path(out_dir)
@@ -66,22 +69,24 @@ def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> st
     right = left.twinx() if second else None
     for i, (group, series) in enumerate(group_rows(rows, "guidance_scale").items()):
         scales = [row["guidance_scale"] for row in series]
-        color = f"C{i}"
-        left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({_label(group, 'guidance_scale')})")
+        color, sweep = f"C{i}", _label(group, "guidance_scale")
+        left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({sweep})")
         best = best_guidance(series, distance)
-        criterion = f"lowest {distance}"
-        if second == "agreement":
-            criterion += f" within {AGREEMENT_TOLERANCE:.0%} of the top agreement"
         left.plot([best["guidance_scale"]], [best[distance]], "*", color=color, markersize=16,
-                  markeredgecolor="black", label=f"best: guidance {best['guidance_scale']:g} ({criterion})")  # fmt: skip
+                  markeredgecolor="black", label=f"best: guidance {best['guidance_scale']:g} ({sweep})")  # fmt: skip
         if right is not None:
-            right.plot(scales, [row[second] for row in series], "s--", color=color, alpha=0.6, label=second)
+            right.plot(scales, [row[second] for row in series], "s--", color=color, alpha=0.6,
+                       label=f"{second} ({sweep})")  # fmt: skip
             if second == "precision":
-                right.plot(scales, [row["recall"] for row in series], "^:", color=color, alpha=0.6, label="recall")
+                right.plot(scales, [row["recall"] for row in series], "^:", color=color, alpha=0.6,
+                           label=f"recall ({sweep})")  # fmt: skip
     floor = result.floors.get(f"{distance}_floor")
     if floor is not None:
         left.axhline(floor, color="gray", linestyle=":", label=f"real-vs-real floor ({floor:.3g})")
-    left.set_xlabel("guidance scale")
+    criterion = f"the lowest {distance}"
+    if second == "agreement":
+        criterion += f" within {AGREEMENT_TOLERANCE:.0%} of the top agreement"
+    left.set_xlabel(f"guidance scale (best: {criterion})")
     left.set_ylabel(f"{distance} (lower is better)")
     left.set_ylim(bottom=0)
     handles, labels = left.get_legend_handles_labels()
@@ -108,8 +113,11 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for group, series in group_rows(result.rows, "steps").items():
-        axes.plot([row["steps"] for row in series], [row[distance] for row in series], "o-",
+    for i, (group, series) in enumerate(group_rows(result.rows, "steps").items()):
+        # A marker and a dash pattern of its own per line: samplers that agree (DDIM and Euler step alike) draw the
+        # same curve, and one must not hide the other.
+        style = STEPS_LINE_STYLES[i % len(STEPS_LINE_STYLES)]
+        axes.plot([row["steps"] for row in series], [row[distance] for row in series], style,
                   label=_label(group, "steps"))  # fmt: skip
     floor = result.floors.get(f"{distance}_floor")
     if floor is not None:
