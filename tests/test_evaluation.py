@@ -29,7 +29,6 @@ from hf_ddpm.evaluation import (
     split_halves,
 )
 from hf_ddpm.evaluation.evaluate import EvaluationResult, best_guidance
-from hf_ddpm.evaluation.report import plot_cfg_tradeoff, plot_quality_vs_steps
 from hf_ddpm.evaluation.judges import (
     HELD_OUT_FRACTION,
     ImageClassifierJudge,
@@ -38,6 +37,7 @@ from hf_ddpm.evaluation.judges import (
     match_labels,
 )
 from hf_ddpm.evaluation.reference import SPLIT_SEED
+from hf_ddpm.evaluation.report import plot_cfg_tradeoff, plot_quality_vs_steps
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers import DDIMScheduler
