@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="digits-demo", help="Where the pipeline, grid, GIF and evaluation go.")
     parser.add_argument("--resolution", type=int, default=16, help="Training (and sample) image side.")
     parser.add_argument("--model_config", default="digits", help="UNet preset or JSON file (see the training script).")
-    parser.add_argument("--max_train_steps", type=int, default=2100, help="Optimizer steps.")
+    parser.add_argument("--max_train_steps", type=int, default=3000, help="Optimizer steps.")
     parser.add_argument("--train_batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--samples_per_digit", type=int, default=10, help="Images per digit in the grid.")
