@@ -435,6 +435,27 @@ class DDPMCFGPipeline(DiffusionPipeline):
         names = ", ".join(repr(label) for label in id2label.values()) or "none (no id2label)"
         raise ValueError(f"`class_labels`: unknown label name {name!r}; valid names: {names}.")
 
+    def _check_num_inference_steps(self, num_inference_steps) -> None:
+        """A step count given by the caller: an integer within the training steps that repeats no timestep."""
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if (
+            not isinstance(num_inference_steps, numbers.Integral)
+            or isinstance(num_inference_steps, bool)
+            or not 1 <= num_inference_steps <= num_train_timesteps
+        ):
+            raise ValueError(
+                f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
+                f"steps), got {num_inference_steps!r}."
+            )
+        if _repeats_a_timestep(self.scheduler, num_inference_steps):
+            spacing = self.scheduler.config.get("timestep_spacing")
+            raise ValueError(
+                f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(self.scheduler).__name__}'s "
+                f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps, which a "
+                f"multistep solver turns into NaN: use fewer steps (the default here is "
+                f"{default_num_inference_steps(self.scheduler)})."
+            )
+
     def _check_inputs(
         self,
         label_ids,
@@ -463,26 +484,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale!r}.")
         check_guidance_interval(guidance_interval)
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
         if num_inference_steps is None:
-            num_inference_steps = default_num_inference_steps(self.scheduler)
-        if (
-            not isinstance(num_inference_steps, numbers.Integral)
-            or isinstance(num_inference_steps, bool)
-            or not 1 <= num_inference_steps <= num_train_timesteps
-        ):
-            raise ValueError(
-                f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
-                f"steps), got {num_inference_steps!r}."
-            )
-        if _repeats_a_timestep(self.scheduler, num_inference_steps):
-            spacing = self.scheduler.config.get("timestep_spacing")
-            raise ValueError(
-                f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(self.scheduler).__name__}'s "
-                f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps, which a "
-                f"multistep solver turns into NaN: use fewer steps (the default here is "
-                f"{default_num_inference_steps(self.scheduler)})."
-            )
+            num_inference_steps = default_num_inference_steps(self.scheduler)  # valid by construction
+        else:
+            self._check_num_inference_steps(num_inference_steps)
         step_parameters = inspect.signature(self.scheduler.step).parameters
         if eta != 0 and "eta" not in step_parameters:
             raise ValueError(
