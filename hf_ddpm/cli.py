@@ -81,6 +81,9 @@ def run_sample(args: argparse.Namespace) -> None:
 
     if args.labels and args.num_images is not None:
         raise ValueError("--num-images is for unconditional models; with --labels, --batch-size sets images per label")
+    for flag, count in [("--batch-size", args.batch_size), ("--num-images", args.num_images)]:
+        if count is not None and count < 1:
+            raise ValueError(f"{flag} must be an integer >= 1, got {count}.")
     check_seed(args.seed)
     check_image_path("--out", args.out, ".png")
     if args.gif is not None:

@@ -20,7 +20,7 @@ from diffusers.utils import make_image_grid
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels, grid_rows
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
-from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler, make_betas
 
 SCHEDULERS: dict[str, type[SchedulerMixin]] = {
     "ddpm": DDPMScheduler,
@@ -84,31 +84,17 @@ def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
     A scheduler of kind `name` (a key of `SCHEDULERS`) with the noise schedule of `current`, built from its config as
     saved: a value that `current` took by default counts as set (diffusers' `from_config` would give the new class its
     own default instead, but only until the pipeline is saved and loaded), so the result is the same before and after.
-    A schedule that diffusers' own schedulers do not implement ("sigmoid") reaches them as its betas.
+    A schedule that diffusers' own schedulers do not implement ("sigmoid") reaches them as its betas, before any
+    zero-terminal-SNR rescaling, which the new scheduler applies itself (`rescale_betas_zero_snr` rides along).
     """
     if name not in SCHEDULERS:
         raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)}, got {name!r}.")
     config = {key: value for key, value in current.config.items() if key != "_use_default_values"}
     if config.get("trained_betas") is None and config["beta_schedule"] not in DIFFUSERS_BETA_SCHEDULES:
-        config["trained_betas"] = current.betas.tolist()
+        betas = make_betas(config["beta_schedule"], config["num_train_timesteps"], config["beta_start"],
+                           config["beta_end"])  # fmt: skip
+        config["trained_betas"] = betas.tolist()
     return SCHEDULERS[name].from_config(config)
-
-
-def sample_to_files(
-    model: str,
-    grid_path: str | os.PathLike,
-    gif_path: str | os.PathLike | None = None,
-    *,
-    scheduler: str | None = None,
-    device: str | None = None,
-    torch_compile: bool = False,
-    seed: int | None = 0,
-    **call_kwargs,
-):
-    """`hf-ddpm sample`: `load_pipeline(model, scheduler, device, torch_compile)`, then `save_grid_and_gif`. Returns
-    the output."""
-    pipe = load_pipeline(model, scheduler=scheduler, device=device, torch_compile=torch_compile)
-    return save_grid_and_gif(pipe, grid_path, gif_path, seed=seed, **call_kwargs)
 
 
 def label_arguments(pipe: DDPMCFGPipeline, labels: list[str] | None) -> list[int | str] | None:

@@ -56,6 +56,26 @@ def rescale_guided_output(guided: torch.Tensor, conditional: torch.Tensor, guida
     return guidance_rescale * rescaled + (1.0 - guidance_rescale) * guided
 
 
+def guide(
+    model_output: torch.Tensor, sample_channels: int, guidance_scale: float, guidance_rescale: float
+) -> torch.Tensor:
+    """
+    Classifier-free guidance of the UNet output of a batch whose first half is conditional and second half
+    unconditional: `uncond + s * (cond - uncond)`, then `rescale_guided_output` when `guidance_rescale` > 0. A UNet that
+    learned its variance (a scheduler `variance_type` "learned" or "learned_range") outputs it in the channels after
+    the sample's: only the prediction is guided, and the variance stays the conditional one, as in GLIDE and DiT
+    (extrapolated, it could leave the range its scheduler reads it in, or turn negative).
+    """
+    conditional, unconditional = model_output[:, :sample_channels].chunk(2)
+    guided = unconditional + guidance_scale * (conditional - unconditional)
+    if guidance_rescale > 0:
+        guided = rescale_guided_output(guided, conditional, guidance_rescale)
+    if model_output.shape[1] == sample_channels:
+        return guided
+    conditional_variance = model_output[: len(guided), sample_channels:]
+    return torch.cat([guided, conditional_variance], dim=1)
+
+
 def grid_rows(num_images: int, num_labels: int | None = None) -> int:
     """Rows of the grid that shows `num_images` images: one row per label, else the most square layout."""
     if num_labels:
@@ -109,6 +129,29 @@ def _repeats_a_timestep(scheduler: SchedulerMixin, num_inference_steps: int) -> 
     # Fewer distinct timesteps than steps: Heun's list has each one twice by design (a predictor and a corrector call),
     # so a longer list alone says nothing.
     return len(torch.unique(probe.timesteps)) < num_inference_steps
+
+
+def check_num_inference_steps(scheduler: SchedulerMixin, num_inference_steps) -> None:
+    """A step count given by a caller: an integer within `scheduler`'s training steps that repeats no timestep of its
+    spacing. Raises a `ValueError` saying what is allowed."""
+    num_train_timesteps = scheduler.config.num_train_timesteps
+    if (
+        not isinstance(num_inference_steps, numbers.Integral)
+        or isinstance(num_inference_steps, bool)
+        or not 1 <= num_inference_steps <= num_train_timesteps
+    ):
+        raise ValueError(
+            f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
+            f"steps), got {num_inference_steps!r}."
+        )
+    if _repeats_a_timestep(scheduler, num_inference_steps):
+        spacing = scheduler.config.get("timestep_spacing")
+        raise ValueError(
+            f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(scheduler).__name__}'s "
+            f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps, which a "
+            f"multistep solver turns into NaN: use fewer steps (the default here is "
+            f"{default_num_inference_steps(scheduler)})."
+        )
 
 
 class DDPMCFGPipeline(DiffusionPipeline):
@@ -220,7 +263,8 @@ class DDPMCFGPipeline(DiffusionPipeline):
             batch_size (`int`, *optional*, defaults to 1):
                 Images per label, or images in all when `class_labels` is `None`.
             guidance_scale (`float`, *optional*, defaults to 1.0):
-                CFG scale `s`: the model output is `uncond + s * (cond - uncond)`. 1 uses the conditional output
+                CFG scale `s`: the model output is `uncond + s * (cond - uncond)` (its prediction channels, for a UNet
+                that learned its variance: see `guide`). 1 uses the conditional output
                 alone (one forward of the batch per step); any other value runs the conditional and unconditional
                 halves through the UNet in one batched forward (0 samples unconditionally). The weights sum to one,
                 so guiding the model output is the same whether it predicts epsilon, the sample or v.
@@ -231,7 +275,8 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 training steps, nor so many that the scheduler's spacing repeats a timestep (a count that would is
                 refused: a multistep solver turns a repeated timestep into NaN).
             eta (`float`, *optional*, defaults to 0.0):
-                DDIM's eta (0: deterministic DDIM, 1: DDPM-like noise); only for schedulers whose `step` takes it.
+                DDIM's eta, in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise); only for schedulers whose `step`
+                takes it.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 One generator for the batch, or one per image: then each image is the same whatever else is in the
                 batch.
@@ -311,10 +356,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             step_labels = labels if guide_step or labels is None else labels[:num_images]
             model_output = self.unet(model_input, t, class_labels=step_labels).sample
             if guide_step:
-                conditional, unconditional = model_output.chunk(2)
-                model_output = unconditional + guidance_scale * (conditional - unconditional)
-                if guidance_rescale > 0:
-                    model_output = rescale_guided_output(model_output, conditional, guidance_rescale)
+                model_output = guide(model_output, latents.shape[1], guidance_scale, guidance_rescale)
             latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
@@ -435,27 +477,6 @@ class DDPMCFGPipeline(DiffusionPipeline):
         names = ", ".join(repr(label) for label in id2label.values()) or "none (no id2label)"
         raise ValueError(f"`class_labels`: unknown label name {name!r}; valid names: {names}.")
 
-    def _check_num_inference_steps(self, num_inference_steps) -> None:
-        """A step count given by the caller: an integer within the training steps that repeats no timestep."""
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
-        if (
-            not isinstance(num_inference_steps, numbers.Integral)
-            or isinstance(num_inference_steps, bool)
-            or not 1 <= num_inference_steps <= num_train_timesteps
-        ):
-            raise ValueError(
-                f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
-                f"steps), got {num_inference_steps!r}."
-            )
-        if _repeats_a_timestep(self.scheduler, num_inference_steps):
-            spacing = self.scheduler.config.get("timestep_spacing")
-            raise ValueError(
-                f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(self.scheduler).__name__}'s "
-                f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps, which a "
-                f"multistep solver turns into NaN: use fewer steps (the default here is "
-                f"{default_num_inference_steps(self.scheduler)})."
-            )
-
     def _check_inputs(
         self,
         label_ids,
@@ -487,15 +508,15 @@ class DDPMCFGPipeline(DiffusionPipeline):
         if num_inference_steps is None:
             num_inference_steps = default_num_inference_steps(self.scheduler)  # valid by construction
         else:
-            self._check_num_inference_steps(num_inference_steps)
+            check_num_inference_steps(self.scheduler, num_inference_steps)
         step_parameters = inspect.signature(self.scheduler.step).parameters
         if eta != 0 and "eta" not in step_parameters:
             raise ValueError(
                 f"`eta`={eta} is only used by schedulers whose step takes it (such as DDIM); "
                 f"{type(self.scheduler).__name__} does not."
             )
-        if eta < 0:
-            raise ValueError(f"`eta` must be >= 0, got {eta!r}.")
+        if not 0 <= eta <= 1:  # beyond 1, DDIM's noise outweighs what the step has to give: sqrt of a negative
+            raise ValueError(f"`eta` must be in [0, 1], got {eta!r}.")
         generators = generator if isinstance(generator, list) else [generator]
         if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
             raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {generator!r}.")

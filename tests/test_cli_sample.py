@@ -78,6 +78,7 @@ def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler
     (["--labels", "1", "--guidance-scale", "-1"], "error: --guidance-scale must be a number >= 0"),
     (["--labels", "1", "--steps", "21"], "error: --steps must be an integer in [1, 20]"),
     (["--labels", "1", "--batch-size", "0"], "error: --batch-size must be an integer >= 1"),
+    (["--num-images", "0"], "error: --num-images must be an integer >= 1, got 0"),
     (["--labels", "1", "--eta", "nan"], "error: --eta must be a finite number, got nan"),
     (["--device", "tpu:3"], "--device 'tpu:3' cannot be used here"),
     (["--gif", "denoise.png"], "--gif 'denoise.png' must name an image file such as 'samples.gif' (got '.png', not one of"),

@@ -95,6 +95,34 @@ def reference_sample(
     return (x / 2 + 0.5).clamp(0, 1)
 
 
+@pytest.mark.parametrize("variance_type", ["learned", "learned_range"])
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DiffusersDDPMScheduler], ids=["ours", "diffusers"])
+def test_guidance_leaves_a_learned_variance_conditional(variance_type, scheduler_class):
+    # The UNet's second channel is the variance ("learned") or the interpolation v ("learned_range").
+    unet = DDPMUNet2DModel(
+        sample_size=8, in_channels=1, out_channels=2, block_out_channels=(8, 16), layers_per_block=1,
+        attention_levels=(False, True), num_class_embeds=3, norm_num_groups=4,
+    )  # fmt: skip
+    with torch.no_grad():  # a variance that depends on the label and stays positive, around 0.05
+        unet.conv_out.weight[1:] *= 0.02
+        unet.conv_out.bias[1:] = 0.05
+    scheduler = scheduler_class(num_train_timesteps=TRAIN_STEPS, variance_type=variance_type)
+    pipe = tiny_pipeline(scheduler, unet)
+    images = pipe([0, 2], guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    generator = torch.Generator().manual_seed(0)
+    scheduler.set_timesteps(TRAIN_STEPS)
+    x = randn_tensor((2, 1, 8, 8), generator=generator)
+    labels, null = torch.tensor([0, 2]), torch.tensor([3, 3])
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            cond, uncond = unet(x, t, class_labels=labels).sample, unet(x, t, class_labels=null).sample
+            guided_eps = uncond[:, :1] + 3.0 * (cond[:, :1] - uncond[:, :1])
+            x = scheduler.step(torch.cat([guided_eps, cond[:, 1:]], dim=1), t, x, generator=generator).prev_sample
+    assert torch.isfinite(images).all()
+    torch.testing.assert_close(images, (x / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("guidance_rescale", [0.0, 0.7])
 def test_cfg_equals_formula(prediction_type, guidance_rescale):
@@ -381,7 +409,8 @@ BAD_CALLS = [
     (dict(class_labels=[0, 1], batch_size=2, generator=[torch.Generator()] * 3), "generator.*3.*4 images"),
     (dict(class_labels=0, batch_size=0), "batch_size.*>= 1"),
     (dict(class_labels=0, guidance_scale=3.0, guidance_rescale=1.5), r"guidance_rescale.*\[0, 1\]"),
-    (dict(class_labels=0, eta=-1.0), "eta"),
+    (dict(class_labels=0, eta=-1.0), r"`eta` must be in \[0, 1\], got -1.0"),
+    (dict(class_labels=0, eta=1.5), r"`eta` must be in \[0, 1\], got 1.5"),
     (dict(class_labels=0, generator=0), "`generator` must be a torch.Generator or a list of them, got 0"),
     (dict(class_labels=0, callback_on_step_end=5), "`callback_on_step_end` must be callable, got 5"),
     (dict(class_labels=0, guidance_scale=float("nan")), "`guidance_scale` must be a finite number, got nan"),

@@ -71,9 +71,10 @@ def test_our_ddpm_made_from_a_dpm_solver_config_steps_as_diffusers_ddpm_does(tmp
     torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("rescale_betas_zero_snr", [False, True])
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
-def test_every_scheduler_takes_a_schedule_that_diffusers_lacks_as_its_betas(name):
-    saved = DDPMScheduler(**{**TRAINED_WITH, "beta_schedule": "sigmoid"})
+def test_every_scheduler_takes_a_schedule_that_diffusers_lacks_as_its_betas(name, rescale_betas_zero_snr):
+    saved = DDPMScheduler(**{**TRAINED_WITH, "beta_schedule": "sigmoid", "rescale_betas_zero_snr": rescale_betas_zero_snr})
     scheduler = scheduler_from_name(name, saved)
     torch.testing.assert_close(scheduler.alphas_cumprod.float(), saved.alphas_cumprod, atol=1e-6, rtol=0)
     images = tiny_pipeline(scheduler)(**CALL, generator=torch.Generator().manual_seed(0), output_type="pt").images

@@ -330,8 +330,8 @@ def test_bad_configuration_raises_naming_the_argument(kwargs, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_inference_steps=0), r"`num_inference_steps` must be between 1 and num_train_timesteps=1000"),
-        (dict(num_inference_steps=1001), r"`num_inference_steps` must be between 1 and num_train_timesteps=1000"),
+        (dict(num_inference_steps=0), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
+        (dict(num_inference_steps=1001), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
         (dict(timesteps=[5, 10]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(timesteps=[1000, 5]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(num_inference_steps=10, timesteps=[5, 1]), r"either `num_inference_steps` or `timesteps`"),

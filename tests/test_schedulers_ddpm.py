@@ -315,8 +315,8 @@ def test_bad_configuration_raises_naming_the_argument(kwargs, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_inference_steps=0), r"`num_inference_steps` must be between 1 and num_train_timesteps=1000"),
-        (dict(num_inference_steps=1001), r"`num_inference_steps` must be between 1 and num_train_timesteps=1000"),
+        (dict(num_inference_steps=0), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
+        (dict(num_inference_steps=1001), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
         (dict(timesteps=[5, 10]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(timesteps=[1000, 5]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(timesteps=[5, -1]), r"`timesteps` must be strictly descending"),
@@ -368,23 +368,41 @@ def test_timesteps_outside_training_are_refused_not_wrapped(scheduler_class, tim
 @pytest.mark.parametrize("config, message", [
     (dict(num_train_timesteps=0), "`num_train_timesteps` must be an integer >= 1; got 0"),
     (dict(num_train_timesteps=10.5), "`num_train_timesteps` must be an integer >= 1; got 10.5"),
-    (dict(beta_end=1.5), r"Every beta must lie in \[0, 1\); `beta_start`=0.0001, `beta_end`=1.5"),
-    (dict(beta_start=-0.1), r"Every beta must lie in \[0, 1\)"),
+    (dict(beta_end=1.5), r"Every beta must lie in \(0, 1\); `beta_start`=0.0001, `beta_end`=1.5"),
+    (dict(beta_start=-0.1), r"Every beta must lie in \(0, 1\)"),
+    (dict(beta_start=0.0), r"Every beta must lie in \(0, 1\); `beta_start`=0.0"),  # x_0 would come out as 0 / 0
+    (dict(num_train_timesteps=2, trained_betas=[0.0, 0.5]), r"`trained_betas` gives betas in \[0, 0.5\]"),
     (dict(num_train_timesteps=2, trained_betas=[0.5, 1.2]), r"`trained_betas` gives betas in \[0.5, 1.2\]"),
     (dict(beta_start=0.02, beta_end=0.0001), r"`beta_start` \(0.02\) must not exceed `beta_end` \(0.0001\)"),
     (dict(clip_sample_range=0.0), "`clip_sample_range` must be a positive number; got 0.0"),
     (dict(steps_offset=-1), "`steps_offset` must be an integer >= 0; got -1"),
     (dict(thresholding=True, dynamic_thresholding_ratio=2.0), r"`dynamic_thresholding_ratio` must be in \(0, 1\]"),
     (dict(sample_max_value=0.0), "`sample_max_value` must be a positive number; got 0.0"),
+    (dict(clip_sample_range=None), "`clip_sample_range` must be a positive number; got None"),
+    (dict(sample_max_value="1"), "`sample_max_value` must be a positive number; got '1'"),
+    (dict(dynamic_thresholding_ratio=None), r"`dynamic_thresholding_ratio` must be in \(0, 1\]; got None"),
 ])  # fmt: skip
 def test_configs_that_give_no_valid_noise_schedule_are_refused(scheduler_class, config, message):
     with pytest.raises(ValueError, match=message):
         scheduler_class(**config)
 
 
-def test_the_cosine_schedule_ignores_beta_start_and_end():
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("beta_schedule", ["squaredcos_cap_v2", "cosine"])
+def test_the_cosine_schedule_ignores_beta_start_and_end(scheduler_class, beta_schedule):
     # squaredcos_cap_v2 has no use for the linear range: an unused pair in any order is no error (as in diffusers).
-    DDPMScheduler(beta_schedule="squaredcos_cap_v2", beta_start=0.02, beta_end=0.0001)
+    scheduler_class(beta_schedule=beta_schedule, beta_start=0.02, beta_end=0.0001)
+
+
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_inference_steps=2.5), r"`num_inference_steps` must be an integer between 1 and .*; got 2.5"),
+    (dict(num_inference_steps=True), r"`num_inference_steps` must be an integer between 1 and .*; got True"),
+    (dict(timesteps=[999.5, 500.2]), r"`timesteps` must be strictly descending integers .*; got \[999.5, 500.2"),
+])  # fmt: skip
+def test_a_step_count_or_timesteps_that_are_not_integers_are_refused(scheduler_class, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        scheduler_class().set_timesteps(**kwargs)
 
 
 def test_integral_float_timesteps_index_like_integers():

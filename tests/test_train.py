@@ -460,7 +460,12 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--prediction_type", "noise"], "--prediction_type: invalid choice"),
         (["--train_batch_size", "0"], "--train_batch_size must be at least 1"),
         (["--class_conditional", "--unconditional"], "not allowed with argument"),
-        (["--num_inference_steps", "2000"], "--num_inference_steps .* cannot exceed"),
+        (["--num_inference_steps", "2000"], r"--num_inference_steps must be an integer in \[1, 1000\]"),
+        # DPM-Solver++'s "leading" spacing repeats timestep 0: refused now, not at the first preview of the run
+        (["--num_inference_steps", "1000"], "--scheduler dpm: --num_inference_steps=1000 repeats a timestep"),
+        (["--num_train_timesteps", "10", "--num_inference_steps", "10"], "--num_inference_steps=10 repeats a timestep"),
+        (["--push", "--hub_model_id", "me/model"], "unrecognized arguments: --push"),  # no abbreviation bypasses a check
+        (["--unconditional", "--guidance", "2"], "unrecognized arguments: --guidance"),
         (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "--overwrite_output_dir deletes"),
         (["--learning_rate", "-1"], "--learning_rate must be a positive number"),
         (["--ema_inv_gamma", "0"], "--ema_inv_gamma must be a positive number"),

@@ -6,6 +6,7 @@ Signals and file-size limits are real (a subprocess gets them), not mocked."""
 
 import os
 import random
+import shutil
 import resource
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import ACCELERATE, free_port, tiny_flags, train_on_two_processes
+from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.stopping import PREEMPTED_EXIT_STATUS, TrainingStopped
 from hf_ddpm.training import train as train_script
 from test_train import train
@@ -160,6 +162,17 @@ def test_a_pipeline_that_cannot_be_written_leaves_the_previous_one_whole(tmp_pat
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 1 and "Could not write the pipeline" in output, output[-3000:]
     assert not list(output_dir.glob(".pipeline*")) and not list(output_dir.rglob("*.replaced"))
+
+
+def test_a_pipeline_save_killed_between_its_two_renames_does_not_block_the_next_save(tmp_path):
+    output_dir = tmp_path / "run"
+    train(tiny_flags(output_dir, "--max_train_steps", "1"))
+    # What a save killed after moving the new unet into place, before deleting the old one, leaves behind.
+    shutil.copytree(output_dir / "unet", output_dir / "unet.replaced")
+    pipe = DDPMCFGPipeline.from_pretrained(output_dir)
+    train_script.save_pipeline_atomically(pipe, str(output_dir))
+    assert not list(output_dir.rglob("*.replaced"))
+    assert DDPMCFGPipeline.from_pretrained(output_dir).unet.config == pipe.unet.config
 
 
 def test_latest_passes_over_a_damaged_checkpoint_and_an_explicit_one_is_refused(tmp_path):

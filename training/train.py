@@ -47,7 +47,7 @@ from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics, split_halves
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_num_inference_steps, default_num_inference_steps
 from hf_ddpm.previews import log_preview, write_preview
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
@@ -95,7 +95,8 @@ LR_SCHEDULES = [kind.value for kind in SchedulerType if kind != SchedulerType.PI
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # No abbreviated flags: the checks below read which flags were given by their full spelling.
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", default=None,
                       help="A Hub dataset id (fashion_mnist, cifar10, ...), a local dataset path that `datasets` "
@@ -299,8 +300,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.num_inference_steps is None:
         args.num_inference_steps = default_num_inference_steps(sampling_scheduler(args))
-    if args.num_inference_steps > args.num_train_timesteps:
-        parser.error(f"--num_inference_steps ({args.num_inference_steps}) cannot exceed --num_train_timesteps.")
+    else:  # checked now, not at the first preview hundreds of steps in
+        try:
+            check_num_inference_steps(sampling_scheduler(args), args.num_inference_steps)
+        except ValueError as error:
+            message = str(error).replace("`num_inference_steps`", "--num_inference_steps")
+            parser.error(f"--scheduler {args.scheduler}: {message}")
     check_evaluation_flags(parser, args)
     return args
 
@@ -1144,6 +1149,7 @@ def save_pipeline_atomically(pipe: DDPMCFGPipeline, output_dir: str) -> None:
     for name in os.listdir(staging):
         target, replaced = os.path.join(output_dir, name), os.path.join(output_dir, name + REPLACED_SUFFIX)
         if os.path.isdir(target):
+            shutil.rmtree(replaced, ignore_errors=True)  # left by a save killed between the two renames
             os.rename(target, replaced)
         os.replace(os.path.join(staging, name), target)
         shutil.rmtree(replaced, ignore_errors=True)

@@ -8,6 +8,7 @@ DDPMScheduler).
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -47,8 +48,8 @@ def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, 
 def spaced_timesteps(config, num_inference_steps: int) -> np.ndarray:
     """Descending timesteps for a spacing of Table 2 of Lin et al. 2024, https://arxiv.org/abs/2305.08891."""
     T, N = config.num_train_timesteps, num_inference_steps
-    if not 1 <= N <= T:
-        raise ValueError(f"`num_inference_steps` must be between 1 and num_train_timesteps={T}; got {N}")
+    if not _is_integer(N) or not 1 <= N <= T:
+        raise ValueError(f"`num_inference_steps` must be an integer between 1 and num_train_timesteps={T}; got {N!r}")
     if config.timestep_spacing == "linspace":  # evenly from T - 1 down to 0, both ends included
         timesteps = np.linspace(0, T - 1, N).round()[::-1]
     elif config.timestep_spacing == "leading":  # multiples of T // N counted up from 0, then shifted
@@ -62,10 +63,14 @@ def spaced_timesteps(config, num_inference_steps: int) -> np.ndarray:
 
 def checked_timesteps(config, timesteps) -> np.ndarray:
     """User-given timesteps, validated: a non-empty, strictly descending sequence of training timesteps."""
-    timesteps = torch.as_tensor(timesteps).cpu().numpy().astype(np.int64).reshape(-1)
+    given = torch.as_tensor(timesteps).cpu().numpy().reshape(-1)
+    timesteps = given.astype(np.int64)
     T = config.num_train_timesteps
-    if len(timesteps) == 0 or np.any(np.diff(timesteps) >= 0) or timesteps[0] >= T or timesteps[-1] < 0:
-        raise ValueError(f"`timesteps` must be strictly descending integers in [0, {T - 1}]; got {timesteps.tolist()}")
+    if (
+        len(timesteps) == 0 or np.any(timesteps != given) or np.any(np.diff(timesteps) >= 0)
+        or timesteps[0] >= T or timesteps[-1] < 0
+    ):  # fmt: skip
+        raise ValueError(f"`timesteps` must be strictly descending integers in [0, {T - 1}]; got {given.tolist()}")
     return timesteps
 
 
@@ -77,6 +82,14 @@ def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch
         flat = flat.float()  # quantile (and clamp on CPU) need full precision
     s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
     return (flat.clamp(-s, s) / s).reshape(x0.shape).to(x0.dtype)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_choice(name: str, value, allowed: tuple) -> None:
@@ -92,8 +105,9 @@ class _NoiseScheduleMixin:
         self, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
     ) -> None:
         if beta_schedule == "cosine":  # diffusers knows only the original name; store that so saved configs load there
-            self.register_to_config(beta_schedule="squaredcos_cap_v2")
-        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+            beta_schedule = "squaredcos_cap_v2"
+            self.register_to_config(beta_schedule=beta_schedule)
+        if not _is_integer(num_train_timesteps) or num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be an integer >= 1; got {num_train_timesteps!r}")
         self._check_sampling_bounds()
         if trained_betas is None and beta_schedule != "squaredcos_cap_v2" and not beta_start <= beta_end:
@@ -105,9 +119,10 @@ class _NoiseScheduleMixin:
                 raise ValueError(f"`trained_betas` must hold num_train_timesteps={num_train_timesteps} values")
         else:
             self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
-        if not bool(((self.betas >= 0) & (self.betas < 1)).all()):  # else alpha_t = 1 - beta_t leaves (0, 1]
+        # Else alpha_t = 1 - beta_t leaves (0, 1), and a first beta of 0 leaves no noise to remove at t = 0 (0 / 0).
+        if not bool(((self.betas > 0) & (self.betas < 1)).all()):
             source = "`trained_betas`" if trained_betas is not None else f"`beta_start`={beta_start}, `beta_end`={beta_end}"
-            raise ValueError(f"Every beta must lie in [0, 1); {source} gives betas in "
+            raise ValueError(f"Every beta must lie in (0, 1); {source} gives betas in "
                              f"[{float(self.betas.min()):g}, {float(self.betas.max()):g}]")  # fmt: skip
         if rescale_betas_zero_snr:  # Algorithm 1 of Lin et al. 2024, https://arxiv.org/abs/2305.08891
             self.betas = rescale_zero_terminal_snr(self.betas)
@@ -120,13 +135,13 @@ class _NoiseScheduleMixin:
         """The config values that bound x_0 or shift the timesteps, which would otherwise fail silently (a range of 0
         clips every image to grey)."""
         config = self.config
-        if isinstance(config.steps_offset, bool) or not isinstance(config.steps_offset, int) or config.steps_offset < 0:
+        if not _is_integer(config.steps_offset) or config.steps_offset < 0:
             raise ValueError(f"`steps_offset` must be an integer >= 0; got {config.steps_offset!r}")
-        if not 0 < config.clip_sample_range < math.inf:
+        if not _is_number(config.clip_sample_range) or not 0 < config.clip_sample_range < math.inf:
             raise ValueError(f"`clip_sample_range` must be a positive number; got {config.clip_sample_range!r}")
-        if not 0 < config.dynamic_thresholding_ratio <= 1:
+        if not _is_number(config.dynamic_thresholding_ratio) or not 0 < config.dynamic_thresholding_ratio <= 1:
             raise ValueError(f"`dynamic_thresholding_ratio` must be in (0, 1]; got {config.dynamic_thresholding_ratio!r}")
-        if not 0 < config.sample_max_value < math.inf:
+        if not _is_number(config.sample_max_value) or not 0 < config.sample_max_value < math.inf:
             raise ValueError(f"`sample_max_value` must be a positive number; got {config.sample_max_value!r}")
 
     def set_timesteps(
