@@ -1,4 +1,4 @@
-"""What a 1,000-sample evaluation of the digits model costs, and where the time goes.
+"""What an evaluation of the digits model (898 samples, the held-out half) costs, and where the time goes.
 
 Evaluation is sampling plus features: the sampler runs `steps` UNet forwards of each batch (cond and uncond in one
 batched forward under guidance), then each image's features are taken once and shared by every metric, and the real
@@ -6,7 +6,7 @@ features come from the cache. This prints the one-off cost of the real features 
 each setting the seconds spent sampling, in features (and the judge), and in the metrics.
 
     python -m hf_ddpm.demo                                   # trains the digits model into digits-demo/
-    python benchmarks/bench_evaluation.py digits-demo        # 1,000 samples, DDIM 50 and DPM-Solver++ 20, guidance 1 and 3
+    python benchmarks/bench_evaluation.py digits-demo        # 898 samples; DDIM 50, DPM-Solver++ 20; guidance 1, 3
     python benchmarks/bench_evaluation.py digits-demo --num-samples 200 --quick
 """
 
@@ -32,22 +32,22 @@ def cpu_description() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a digits pipeline folder (what `python -m hf_ddpm.demo` writes)")
-    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=None, help="default: the held-out half of the digits (898)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--quick", action="store_true", help="one setting only (DPM-Solver++ 20 steps, guidance 1)")
     args = parser.parse_args()
 
     pipe = load_pipeline(args.model, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    print(f"{cpu_description()}, {torch.get_num_threads()} torch threads; "
-          f"{args.num_samples} samples, batch {args.batch_size}")  # fmt: skip
     with tempfile.TemporaryDirectory() as cache_dir:
         started = time.perf_counter()
-        Evaluator(pipe, "digits", num_samples=args.num_samples, cache_dir=cache_dir)
+        evaluator = Evaluator(pipe, "digits", num_samples=args.num_samples, cache_dir=cache_dir)
         uncached = time.perf_counter() - started
         started = time.perf_counter()
         Evaluator(pipe, "digits", num_samples=args.num_samples, cache_dir=cache_dir)
         cached = time.perf_counter() - started
+        print(f"{cpu_description()}, {torch.get_num_threads()} torch threads; "
+              f"{evaluator.num_samples} samples, batch {args.batch_size}")  # fmt: skip
         print(f"set-up (data, judge, real features, floors): {uncached:.1f} s uncached, {cached:.1f} s cached")
 
         settings = [("dpm", 20, 1.0)] if args.quick else [("ddim", 50, 1.0), ("ddim", 50, 3.0), ("dpm", 20, 1.0), ("dpm", 20, 3.0)]

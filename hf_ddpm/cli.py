@@ -144,7 +144,9 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics", nargs="+", choices=METRICS, metavar="METRIC",
                         help=f"any of {', '.join(METRICS)} (default: fd_digits, kid, precision_recall and agreement "
                              "on digits; fid, kid and precision_recall elsewhere)")  # fmt: skip
-    parser.add_argument("--num-samples", type=int, default=1000, help="images per combination (default: 1000)")
+    parser.add_argument("--num-samples", type=int,
+                        help="images per combination, at most the held-out half of the real images (default: 1000, "
+                             "or that half if smaller)")  # fmt: skip
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0], help="guidance scales to sweep")
     parser.add_argument("--steps", type=int, nargs="+", default=[None],
                         help="denoising step counts to sweep (default: the scheduler's own default)")  # fmt: skip

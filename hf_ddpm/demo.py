@@ -16,6 +16,7 @@ never saw; `--no-exclude_eval_reference` trains on all 1,797, the reference half
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ DIGITS = list(range(10))
 TARGET_AGREEMENT = 0.98
 TARGET_FD_RATIO = 1.5
 # The real digits split into a reference half (899) and a held-out half (898); measuring as many samples as the
-# held-out half compares the model and the floor at the same sample count.
+# held-out half compares the model and the floor at the same sample count, and an evaluation can measure no more.
 EVAL_SAMPLES = 898
 SWEEP_GUIDANCE_SCALES = (1.0, 1.5, 2.0)
 
@@ -94,8 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ["resolution", "max_train_steps", "train_batch_size", "samples_per_digit", "num_inference_steps"]:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    if args.eval_num_samples < len(DIGITS):
-        parser.error(f"--eval_num_samples must be at least {len(DIGITS)} (one per digit), got {args.eval_num_samples}.")
+    if not len(DIGITS) <= args.eval_num_samples <= EVAL_SAMPLES:
+        parser.error(f"--eval_num_samples must be at least {len(DIGITS)} (one per digit) and at most "
+                     f"{EVAL_SAMPLES} (the held-out real digits), got {args.eval_num_samples}.")  # fmt: skip
     if not args.learning_rate > 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
     if args.guidance_interval is not None:
@@ -105,9 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             parser.error(f"--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1, got "
                          f"{args.guidance_interval}.")  # fmt: skip
-    for scale in [args.guidance_scale, *args.sweep_guidance_scales]:
-        if not scale >= 0:
-            parser.error(f"Guidance scales must be at least 0, got {scale}.")
+    scales_by_flag = {"--guidance_scale": [args.guidance_scale], "--sweep_guidance_scales": args.sweep_guidance_scales}
+    for flag, scales in scales_by_flag.items():
+        for scale in scales:
+            if not 0 <= scale < math.inf:
+                parser.error(f"{flag} must be finite numbers >= 0, got {scale}.")
     return args
 
 

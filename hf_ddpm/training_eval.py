@@ -27,8 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
 from .evaluation import EvaluationResult, Evaluator, sample_images, write_report
-from .evaluation.evaluate import LOWER_IS_BETTER, METRICS, grid_images
-from .sampling import SCHEDULERS
+from .evaluation.evaluate import LOWER_IS_BETTER, METRICS, grid_images, settings_row
 from .stopping import StopRequested
 
 logger = logging.getLogger(__name__)
@@ -124,17 +123,14 @@ class TrainingEvaluation:
     def _sample_and_measure(self, pipe, guidance_scale: float, stop=None) -> tuple[dict, torch.Tensor | None]:
         started = time.perf_counter()
         images = self._sample(pipe, guidance_scale, stop)
-        scheduler = type(pipe.scheduler)
-        row = {  # as `evaluate` writes its rows
-            "scheduler": next((name for name, kind in SCHEDULERS.items() if kind is scheduler), scheduler.__name__),
-            "steps": len(pipe.scheduler.timesteps),
-            "guidance_scale": float(guidance_scale),
-            "num_samples": self.num_samples,
-            "unet_evals_per_image": len(pipe.scheduler.timesteps),
-            "seconds_sampling": round(time.perf_counter() - started, 3),
-        }
-        # The main process's row, which has sampled for sure, on every process.
-        return run_on_main(self.accelerator, lambda: {**row, **self.evaluator.measure(images)}), images
+        seconds = time.perf_counter() - started
+
+        def measure() -> dict:  # as `evaluate` writes its rows
+            row = settings_row(pipe, guidance_scale, None, self.num_samples, seconds)
+            return {**row, **self.evaluator.measure(images)}
+
+        # The main process's row (it draws the first batch, so its pipeline has sampled), on every process.
+        return run_on_main(self.accelerator, measure), images
 
     def _sample(self, pipe, guidance_scale: float, stop=None) -> torch.Tensor | None:
         """This process's share of the images, gathered; all of them, in order, on the main process.

@@ -31,6 +31,7 @@ from hf_ddpm.evaluation import (
 from hf_ddpm.evaluation.evaluate import EvaluationResult, best_guidance
 from hf_ddpm.evaluation.judges import (
     HELD_OUT_FRACTION,
+    DigitClassifier,
     ImageClassifierJudge,
     class_agreement,
     digit_classifier,
@@ -92,9 +93,13 @@ def test_frechet_distance_matches_scipy_and_is_zero_for_identical_sets():
     assert abs(frechet_distance(real, real.clone())) < 1e-6
 
 
-def test_frechet_distance_warns_below_the_feature_dimension():
-    with pytest.warns(UserWarning, match="fewer samples than dimensions"):
-        frechet_distance(gaussian_features(10, 16, 0), gaussian_features(10, 16, 1))
+@pytest.mark.parametrize("num_samples", [10, 16])  # 16 samples span 15 dimensions: still singular in 16
+def test_frechet_distance_warns_at_or_below_the_feature_dimension(num_samples):
+    with pytest.warns(UserWarning, match="no more samples than dimensions"):
+        frechet_distance(gaussian_features(num_samples, 16, 0), gaussian_features(num_samples, 16, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frechet_distance(gaussian_features(17, 16, 0), gaussian_features(17, 16, 1))
 
 
 def test_kernel_distance_is_the_unbiased_mmd_and_near_zero_for_one_distribution():
@@ -132,6 +137,9 @@ def test_precision_recall_matches_brute_force_and_the_textbook_cases():
         (lambda: frechet_distance(torch.zeros(5, 3), torch.zeros(5, 4)), "differ in dimension"),
         (lambda: precision_recall(torch.zeros(3, 2), torch.zeros(3, 2), k=3), "more than 3 samples"),
         (lambda: precision_recall(torch.zeros(9, 2), torch.zeros(9, 2), k=0), "`k` must be a positive"),
+        (lambda: kernel_distance(torch.zeros(9, 2), torch.zeros(9, 2), subset_size=1), "`subset_size` must be an"),
+        (lambda: kernel_distance(torch.zeros(9, 2), torch.zeros(9, 2), subset_size=4.5), "`subset_size` must be an"),
+        (lambda: kernel_distance(torch.zeros(9, 2), torch.zeros(9, 2), subsets=0), "`subsets` must be an integer"),
     ],
 )
 def test_metric_inputs_are_checked(call, message):
@@ -167,6 +175,8 @@ def test_digits_features_are_deterministic_and_separate_the_digits():
     first, second = DigitsFeatures(8), DigitsFeatures(8)
     assert torch.equal(first.weight, second.weight) and first.identity() == second.identity()
     assert first.held_out_accuracy > 0.9
+    # Buffers alone say where it computes (it has no parameters): images go to them on any device.
+    assert DigitsFeatures(8).to("meta").device == torch.device("meta")
     digits = load_image_data(dataset_name="digits", resolution=8)
     features = first.features(digits.images / 2 + 0.5)
     assert features.shape == (1797, 64)
@@ -255,6 +265,13 @@ def test_a_cache_file_of_something_else_or_damaged_is_recomputed_not_reused(tmp_
     with open(first.cache_path, "wb") as file:
         file.write(b"truncated")
     assert torch.equal(real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path)).held_out, first.held_out)
+    # A cache file cut short (a full disk, a killed copy): its zip directory is gone.
+    with open(first.cache_path, "rb") as file:
+        whole = file.read()
+    with open(first.cache_path, "wb") as file:
+        file.write(whole[: len(whole) // 2])
+    recomputed = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path))
+    assert torch.equal(recomputed.held_out, first.held_out)
     assert "holds features of something else" in caplog.text and "could not be read" in caplog.text
 
 
@@ -370,6 +387,17 @@ def plotted_figures(monkeypatch) -> list:
     return figures
 
 
+def test_the_sample_grid_has_a_row_per_class_even_when_the_classes_have_no_names(tmp_path):
+    unet = tiny_pipeline().unet
+    pipe = DDPMCFGPipeline(unet, DDIMScheduler(num_train_timesteps=50))  # class-conditional, its classes unnamed
+    pipe.set_progress_bar_config(disable=True)
+    evaluate(pipe, "digits", metrics=["fd_digits"], num_samples=40, steps=[2], out_dir=tmp_path / "eval",
+             cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    with PIL.Image.open(tmp_path / "eval" / "samples_by_guidance.png") as grid:
+        # 4 images of each of 10 classes, 8 px shown at 2x, under a 14 px header: one row per class.
+        assert grid.size == (4 * 16, 10 * 16 + 14)
+
+
 def test_the_plots_tell_every_line_apart_even_where_two_samplers_draw_the_same_curve(tmp_path, monkeypatch):
     # DDIM and Euler step alike on the same timesteps: the same distances, one curve on top of the other. A sweep
     # with and without a guidance interval: two agreement curves.
@@ -416,6 +444,32 @@ def test_the_best_guidance_buys_nearly_all_the_agreement_for_the_least_distance(
     # Without agreement (an unconditional or unjudged sweep): the lowest distance.
     unjudged = [{key: row[key] for key in ("guidance_scale", "fd_digits")} for row in sweep]
     assert best_guidance(unjudged, "fd_digits")["guidance_scale"] == 1.0
+
+
+def test_generated_images_are_featurised_and_judged_a_batch_at_a_time(monkeypatch):
+    """A feature network or judge on an accelerator holds one batch's activations, not the whole evaluation's. By
+    default an evaluation draws as many samples as the held-out half of the real digits holds (898 of 1797)."""
+    seen = []
+
+    class BatchRecordingFeatures(SmallFeatures):
+        def forward(self, images):
+            seen.append(("features", images.shape[0]))
+            return super().forward(images)
+
+    classify = DigitClassifier.classify
+    monkeypatch.setattr(DigitClassifier, "classify", lambda judge, images: seen.append(("judge", len(images))) or
+                        classify(judge, images))  # fmt: skip
+    evaluator = Evaluator(tiny_pipeline(), "digits", metrics=["fid", "agreement"], cache_dir="",
+                          feature_extractors={"fid": BatchRecordingFeatures()})  # fmt: skip
+    assert evaluator.num_samples == 898 and evaluator.floors["floor_num_samples"] == 898
+    seen.clear()
+    real = load_image_data(dataset_name="digits", resolution=8)
+    values = evaluator.measure(real.images[:898] / 2 + 0.5)
+    batches = [256, 256, 256, 130]
+    assert seen == [("features", size) for size in batches] + [("judge", size) for size in batches]
+    # The digits as drawn are not the classes asked for (i % 10), so agreement is about chance, whole and batched.
+    expected = (classify(digit_classifier(8), real.images[:898] / 2 + 0.5) == evaluator.class_ids).mean()
+    assert values["agreement"] == pytest.approx(expected)
 
 
 def test_a_feature_network_passed_in_runs_the_fid_path_and_gives_zero_on_the_real_images(tmp_path):
@@ -492,7 +546,9 @@ def unlabelled_dataset(tmp_path):
         (dict(steps=[0]), "integers >= 1"),
         (dict(batch_size=0), "`batch_size` must be an integer >= 1"),
         (dict(metrics=["fd_digits"], num_samples=3, dataset="digits-but-not"), "Could not load"),
-        (dict(metrics=["agreement"], classifier=None, dataset="UNLABELLED"), "dataset with class labels"),
+        (dict(metrics=["agreement"], dataset="UNLABELLED", num_samples=3), "dataset with class labels"),
+        # The floor beside each distance has no more held-out real digits than 898 (of 1797).
+        (dict(num_samples=899), "`num_samples` must be at most 898"),
         (dict(metrics=["fd_dinov2"], dinov2_model="no/such-model-here"), "--dinov2-model PATH"),
         (dict(metrics=["fid"]), r"hf-ddpm\[fid\]|Inception-V3 weights"),
         (dict(metrics=["agreement"], classifier="no/such-classifier"), "could not be loaded.*local folder"),
@@ -526,7 +582,7 @@ def test_agreement_elsewhere_than_digits_needs_a_classifier(no_sampling, tmp_pat
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list("ab"))})
     datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 3}, features=features).save_to_disk(str(folder))
     with pytest.raises(ValueError, match="needs a classifier of its classes"):
-        evaluate(tiny_pipeline(), str(folder), metrics=["agreement"], num_samples=4, cache_dir=str(tmp_path))
+        evaluate(tiny_pipeline(), str(folder), metrics=["agreement"], num_samples=3, cache_dir=str(tmp_path))
 
 
 def test_a_dataset_of_other_channels_is_refused(no_sampling, tmp_path):
@@ -534,9 +590,20 @@ def test_a_dataset_of_other_channels_is_refused(no_sampling, tmp_path):
         evaluate(tiny_pipeline(channels=3), "digits", metrics=["fd_dinov2"], num_samples=10, cache_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("sample_size", [(8, 8), [8, 8]])  # as code gives a pair, and as config.json does
+def test_a_square_sample_size_pair_evaluates_as_its_side(sample_size, tmp_path):
+    pipe = tiny_pipeline()
+    pipe.unet.register_to_config(sample_size=sample_size)
+    evaluator = Evaluator(pipe, "digits", metrics=["fd_digits"], num_samples=10, cache_dir=str(tmp_path))
+    assert evaluator.info["feature_spaces"]["digits"]["resolution"] == 8
+    pipe.unet.register_to_config(sample_size=(8, 16))
+    with pytest.raises(ValueError, match=r"square model; its sample_size is \(8, 16\)"):
+        Evaluator(pipe, "digits", metrics=["fd_digits"], num_samples=10, cache_dir=str(tmp_path))
+
+
 def test_fd_digits_on_another_dataset_is_refused(no_sampling, unlabelled_dataset, tmp_path):
     with pytest.raises(ValueError, match="`fd_digits` compares with the built-in digits only"):
-        evaluate(tiny_pipeline(), unlabelled_dataset, metrics=["fd_digits"], num_samples=4, cache_dir=str(tmp_path))
+        evaluate(tiny_pipeline(), unlabelled_dataset, metrics=["fd_digits"], num_samples=3, cache_dir=str(tmp_path))
 
 
 def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, capsys):

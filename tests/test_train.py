@@ -347,7 +347,10 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
      (["--samples_per_digit", "0"], "--samples_per_digit must be at least 1"),
      (["--learning_rate", "0"], "--learning_rate must be positive"),
      (["--eval_num_samples", "9"], "--eval_num_samples must be at least 10"),
-     (["--sweep_guidance_scales", "1", "-1"], "Guidance scales must be at least 0"),
+     (["--eval_num_samples", "899"], "at most 898 (the held-out real digits)"),
+     (["--sweep_guidance_scales", "1", "-1"], "--sweep_guidance_scales must be finite numbers >= 0"),
+     (["--sweep_guidance_scales", "1", "inf"], "--sweep_guidance_scales must be finite numbers >= 0"),
+     (["--guidance_scale", "nan"], "--guidance_scale must be finite numbers >= 0"),
      (["--guidance_interval", "0.9", "0.1"], "--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1")],
 )  # fmt: skip
 def test_demo_rejects_bad_values_naming_its_own_flags(flags, message, capsys):

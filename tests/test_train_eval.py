@@ -73,6 +73,8 @@ def test_final_evaluation_writes_metrics_json_the_tradeoff_plot_and_the_model_ca
     assert [row["guidance_scale"] for row in rows] == [1.0, 3.0]  # --eval_guidance_scales and --guidance_scale
     assert all(row["num_samples"] == 20 and row["steps"] == 2 and row["scheduler"] == "dpm" for row in rows)
     assert set(VALUES) <= set(rows[0]) and report["info"]["step"] == 5
+    # The work done, as `hf-ddpm evaluate` counts it: both CFG halves on each guided step, one half at guidance 1.
+    assert [(row["nfe_per_image"], row["guidance_interval"]) for row in rows] == [(2, None), (4, None)]
     assert (evaluated / "evaluation" / "cfg_tradeoff.png").read_bytes().startswith(b"\x89PNG")
 
     card = (evaluated / "README.md").read_text()

@@ -346,6 +346,12 @@ def test_torch_compile_inductor_matches_eager():
         (dict(out_channels=-1), "out_channels"),
         (dict(time_embedding_dim=0), "time_embedding_dim"),
         (dict(dropout=1.0), "dropout"),
+        (dict(dropout="0.1"), "dropout"),
+        (dict(norm_eps=0.0), "norm_eps"),
+        (dict(norm_eps=float("nan")), "norm_eps"),
+        (dict(block_out_channels=8), "block_out_channels"),
+        (dict(sample_size=None), "sample_size"),
+        (dict(attention_levels=1), "attention_levels"),
     ],
 )
 def test_construction_rejects_unusable_configs(overrides, argument):

@@ -43,7 +43,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_ddpm.data import DIGITS, ImageData, load_image_data, random_flip
-from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics, split_halves
+from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics, held_out_size, split_halves
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
@@ -219,8 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  "table and guidance trade-off plot in evaluation/ and the model card. Default: no "
                                  "evaluation; N larger than the run evaluates at the end only.")
     evaluation.add_argument("--eval_num_samples", type=int, default=None,
-                            help=f"Images per evaluation, shared out over the processes (default "
-                                 f"{DEFAULT_EVAL_SAMPLES}).")
+                            help=f"Images per evaluation, shared out over the processes: at most the held-out half "
+                                 f"of the real images (default {DEFAULT_EVAL_SAMPLES}, or that half if smaller).")
     evaluation.add_argument("--eval_metrics", nargs="+", choices=METRICS, default=None,
                             help="What to measure (hf_ddpm.evaluation). Default: fd_digits, kid, precision_recall "
                                  "(and agreement, class-conditional) on digits; fid, kid, precision_recall elsewhere.")
@@ -345,9 +345,7 @@ def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Names
         if given:
             parser.error(f"{', '.join(given)} given without --eval_steps: evaluation is off unless --eval_steps N.")
         return
-    if args.eval_num_samples is None:
-        args.eval_num_samples = DEFAULT_EVAL_SAMPLES
-    if args.eval_num_samples < 2:
+    if args.eval_num_samples is not None and args.eval_num_samples < 2:
         parser.error(f"--eval_num_samples must be at least 2 (a covariance needs two), got {args.eval_num_samples}.")
     for scale in args.eval_guidance_scales or []:
         if not 0 <= scale < math.inf:
@@ -551,11 +549,14 @@ class TrainingRun:
 
     def _make_evaluator(self) -> Evaluator:
         args = self.args
+        real = real_images(args, self.data)
+        # The default fits any dataset: a distance's floor has no more held-out images than half the real ones.
+        num_samples = args.eval_num_samples or min(DEFAULT_EVAL_SAMPLES, held_out_size(len(real.images)))
         try:
             return Evaluator(
                 self.pipeline(), args.dataset_name or args.train_data_dir, metrics=self.eval_metrics,
-                num_samples=args.eval_num_samples, classifier=args.eval_classifier,
-                data=real_images(args, self.data), dataset_config_name=args.dataset_config_name,
+                num_samples=num_samples, classifier=args.eval_classifier,
+                data=real, dataset_config_name=args.dataset_config_name,
                 image_column=args.image_column, label_column=args.label_column, center_crop=args.center_crop,
             )  # fmt: skip
         except ValueError as error:

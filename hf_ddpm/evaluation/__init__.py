@@ -6,12 +6,12 @@ from .evaluate import FRECHET_METRICS, METRICS, EvaluationResult, Evaluator, def
 from .features import DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import DigitClassifier, ImageClassifierJudge, digit_classifier, label_accuracy
 from .metrics import frechet_distance, kernel_distance, precision_recall
-from .reference import RealFeatures, real_features, split_halves
+from .reference import RealFeatures, held_out_size, real_features, split_halves
 from .report import write_report
 
 __all__ = [
     "FRECHET_METRICS", "METRICS", "DigitClassifier", "DigitsFeatures", "DinoV2Features", "EvaluationResult", "Evaluator",
     "FeatureExtractor", "ImageClassifierJudge", "InceptionFeatures", "RealFeatures", "default_metrics",
-    "digit_classifier", "evaluate", "frechet_distance", "kernel_distance", "label_accuracy", "precision_recall",
-    "real_features", "sample_images", "split_halves", "write_report",
+    "digit_classifier", "evaluate", "frechet_distance", "held_out_size", "kernel_distance", "label_accuracy",
+    "precision_recall", "real_features", "sample_images", "split_halves", "write_report",
 ]  # fmt: skip

@@ -24,9 +24,11 @@ from ..data import DIGITS, ImageData, load_image_data
 from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval
 from ..sampling import SCHEDULERS, scheduler_from_name
 from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
-from .judges import DigitClassifier, ImageClassifierJudge, class_agreement, digit_classifier, match_labels
+from .judges import (
+    DigitClassifier, ImageClassifierJudge, class_agreement, classify_in_batches, digit_classifier, match_labels,
+)  # fmt: skip
 from .metrics import MIN_SAMPLES, frechet_distance, kernel_distance, precision_recall
-from .reference import real_features
+from .reference import FEATURE_BATCH_SIZE, extract_features, held_out_size, real_features
 
 # Each Fréchet metric names its feature space.
 FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits"}
@@ -34,6 +36,7 @@ METRICS = (*FRECHET_METRICS, "kid", "precision_recall", "agreement")
 # Lower is better for these; higher for the others (precision, recall, agreement).
 LOWER_IS_BETTER = (*FRECHET_METRICS, "kid")
 PRECISION_RECALL_K = 3
+DEFAULT_NUM_SAMPLES = 1000  # or as many as the held-out half holds, if fewer
 GRID_IMAGES_PER_CLASS = 4  # kept per combination for the side-by-side sample grids
 
 
@@ -185,7 +188,8 @@ class Evaluator:
     """The real side of an evaluation, set up once for a pipeline: the checked metrics, the real images' features
     (cached) with their real-vs-real floors, and the judge of agreement. `measure(images)` then scores any set of
     `num_samples` generated images drawn for `class_ids` (see `sample_images`). `evaluate` runs one per sweep, and
-    the training script one per run.
+    the training script one per run. `num_samples` is resolved here: `None` becomes `DEFAULT_NUM_SAMPLES` or the
+    held-out half's size, whichever is smaller.
 
     Args: as `evaluate`'s; `data` (`ImageData`, *optional*) gives the real images already loaded (as training loaded
     them) instead of loading `dataset`.
@@ -200,7 +204,7 @@ class Evaluator:
         dataset: str = DIGITS,
         *,
         metrics: Sequence[str] | None = None,
-        num_samples: int = 1000,
+        num_samples: int | None = None,
         split: str = "train",
         dataset_config_name: str | None = None,
         image_column: str | None = None,
@@ -215,23 +219,19 @@ class Evaluator:
         # 1. Arguments: everything that can be checked without loading anything.
         conditional = pipe.config.null_class_id is not None
         metrics = check_metrics(metrics if metrics is not None else default_metrics(dataset, conditional))
-        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < MIN_SAMPLES:
-            raise ValueError(
-                f"`num_samples` must be an integer >= {MIN_SAMPLES} (a covariance needs 2), got {num_samples!r}."
-            )
-        if "precision_recall" in metrics and num_samples <= PRECISION_RECALL_K:
-            raise ValueError(
-                f"`precision_recall` needs more than k={PRECISION_RECALL_K} samples; `num_samples` is {num_samples}."
-            )
+        if num_samples is not None:
+            _check_num_samples(num_samples, metrics)
         if "agreement" in metrics and not conditional:
             raise ValueError("`agreement` needs a class-conditional model; this one is unconditional.")
-        self.metrics, self.num_samples, self.conditional = metrics, int(num_samples), conditional
+        self.metrics, self.conditional = metrics, conditional
 
         # 2. The real images, as the model saw them in training.
         unet_config = pipe.unet.config
         resolution = unet_config.sample_size
+        if isinstance(resolution, (list, tuple)) and len(set(resolution)) == 1:
+            resolution = resolution[0]  # a square (height, width) pair
         if not isinstance(resolution, int):
-            raise ValueError(f"Evaluation needs a square model; its sample_size is {resolution!r}.")
+            raise ValueError(f"Evaluation needs a square model; its sample_size is {unet_config.sample_size!r}.")
         if data is None:
             data = load_image_data(
                 dataset_name=dataset, dataset_config_name=dataset_config_name, image_column=image_column,
@@ -244,6 +244,18 @@ class Evaluator:
                 "the dataset it was trained on."
             )
         real_images = data.images / 2 + 0.5  # [-1, 1] -> [0, 1], as the pipeline outputs
+        # Each distance and its floor at the same sample count: no more samples than the held-out half holds.
+        most = held_out_size(real_images.shape[0])
+        if num_samples is None:
+            num_samples = min(DEFAULT_NUM_SAMPLES, most)
+            _check_num_samples(num_samples, metrics)
+        elif num_samples > most:
+            raise ValueError(
+                f"`num_samples` must be at most {most}, the held-out half of the {real_images.shape[0]} real images "
+                f"of {data.source}, got {num_samples}: the real-vs-real floor beside each distance is measured with "
+                "as many held-out images as there are samples."
+            )
+        self.num_samples = int(num_samples)
 
         # 3. The judge of agreement, matched to the pipeline's classes.
         self.judge, self.label_map = None, None
@@ -273,12 +285,13 @@ class Evaluator:
         held_out = {space: real.held_out[:num_samples] for space, real in self.reals.items()}
         self.floors = self._distances(held_out, suffix="_floor")
         if self.floors:
-            self.floors["floor_num_samples"] = min(num_samples, *(r.held_out.shape[0] for r in self.reals.values()))
+            self.floors["floor_num_samples"] = self.num_samples
         self.info = {
             "dataset": dataset, "split": split, "source": data.source,
             "feature_spaces": {space: extractor.identity() for space, extractor in self.extractors.items()},
             "real_reference_samples": {space: int(r.reference.shape[0]) for space, r in self.reals.items()},
             "judge": self.judge.describe() if self.judge is not None else None,
+            "num_classes": pipe.config.null_class_id,  # None: unconditional
             "id2label": pipe.config.id2label if conditional else None,
         }  # fmt: skip
 
@@ -288,8 +301,9 @@ class Evaluator:
         if images.shape[0] != self.num_samples:
             raise ValueError(f"`images` must hold the {self.num_samples} evaluation samples, got {images.shape[0]}.")
         started = time.perf_counter()
-        fakes = {space: extractor.features(images) for space, extractor in self.extractors.items()}
-        predicted = self.judge.classify(images) if self.judge is not None else None
+        fakes = {space: extract_features(extractor, images, FEATURE_BATCH_SIZE)
+                 for space, extractor in self.extractors.items()}  # fmt: skip
+        predicted = None if self.judge is None else classify_in_batches(self.judge, images, FEATURE_BATCH_SIZE)
         featured = time.perf_counter()
         values = self._distances(fakes)
         for key in list(values):
@@ -315,7 +329,8 @@ class Evaluator:
             if not suffix:
                 values["kid_std"] = kid_std
         if "precision_recall" in self.metrics:
-            # Equal set sizes, as Kynkäänniemi et al. compare: the k-NN radii shrink as a set grows.
+            # Equal set sizes, as Kynkäänniemi et al. compare: the k-NN radii shrink as a set grows. The reference
+            # half holds at least as many as the held-out half, and so at least `num_samples`.
             precision, recall = precision_recall(reference[: fake.shape[0]], fake, k=PRECISION_RECALL_K)
             values["precision" + suffix], values["recall" + suffix] = precision, recall
         return values
@@ -326,7 +341,7 @@ def evaluate(
     dataset: str = DIGITS,
     *,
     metrics: Sequence[str] | None = None,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     guidance_scales: Sequence[float] = (1.0,),
     steps: Sequence[int | None] = (None,),
     schedulers: Sequence[str | None] = (None,),
@@ -347,7 +362,9 @@ def evaluate(
             Fréchet distances in their feature spaces; `kid` and `precision_recall` use the space of the first
             Fréchet metric listed (or the dataset's default); `agreement` needs a class-conditional model and a judge.
             Default: `default_metrics(dataset, conditional)`.
-        num_samples (`int`): images per combination (at least 2; a few thousand for figures to publish).
+        num_samples (`int`, *optional*): images per combination, at least 2 and at most the held-out half of the real
+            images (each distance's floor is measured with as many); default `DEFAULT_NUM_SAMPLES` or that half,
+            whichever is smaller. A few thousand for figures to publish.
         guidance_scales, steps, schedulers: the values to sweep (`None` steps: the scheduler's default; `None`
             scheduler: the pipeline's own; names: `SCHEDULERS`).
         guidance_intervals: the `guidance_interval`s to sweep (`None`: guidance at every step; `(0, 1)` is the same).
@@ -366,7 +383,8 @@ def evaluate(
 
     Raises:
         `ValueError`, before any sampling: an unknown metric or scheduler, a value out of range, `agreement` on an
-        unconditional model or a dataset without labels, a classifier that does not know the pipeline's classes,
+        unconditional model or a dataset without labels, more samples than the held-out half holds, a classifier
+        that does not know the pipeline's classes,
         a dataset whose channels differ from the model's, weights that cannot be loaded.
     """
     check_sweep(guidance_scales, steps, schedulers, guidance_intervals)
@@ -383,6 +401,7 @@ def evaluate(
         for name in schedulers for count in steps for interval in guidance_intervals for scale in guidance_scales
     ]  # fmt: skip
     rows, grids = [], {}
+    num_samples = evaluator.num_samples
     bar = tqdm(total=len(combinations) * num_samples, unit="image", desc="sampling", disable=not progress)
     try:
         for index, (name, count, scale, interval) in enumerate(combinations):
@@ -392,16 +411,7 @@ def evaluate(
                 pipe, range(num_samples), evaluator.class_ids, batch_size, seed, bar, guidance_scale=scale,
                 num_inference_steps=count, guidance_interval=interval,
             )  # fmt: skip
-            row = {
-                "scheduler": name or _scheduler_name(base_scheduler),
-                "steps": len(pipe.scheduler.timesteps),
-                "guidance_scale": float(scale),
-                "guidance_interval": None if interval is None else tuple(float(v) for v in interval),
-                "num_samples": num_samples,
-                "unet_evals_per_image": len(pipe.scheduler.timesteps),
-                "nfe_per_image": len(pipe.scheduler.timesteps) + pipe.num_guided_steps,
-                "seconds_sampling": round(time.perf_counter() - started, 3),
-            }
+            row = settings_row(pipe, scale, interval, num_samples, time.perf_counter() - started)
             row.update(evaluator.measure(images))
             rows.append(row)
             grids[index] = grid_images(images, evaluator.class_ids)
@@ -417,6 +427,35 @@ def evaluate(
 
         write_report(result, out_dir)
     return result
+
+
+def settings_row(
+    pipe, guidance_scale: float, guidance_interval: Sequence[float] | None, num_samples: int, seconds_sampling: float
+) -> dict:
+    """How a measurement's images were drawn, as its row begins (see `EvaluationResult`): read from `pipe` right after
+    its last call drew them."""
+    steps = len(pipe.scheduler.timesteps)
+    return {
+        "scheduler": _scheduler_name(pipe.scheduler),
+        "steps": steps,
+        "guidance_scale": float(guidance_scale),
+        "guidance_interval": None if guidance_interval is None else tuple(float(v) for v in guidance_interval),
+        "num_samples": num_samples,
+        "unet_evals_per_image": steps,
+        "nfe_per_image": steps + pipe.num_guided_steps,
+        "seconds_sampling": round(seconds_sampling, 3),
+    }
+
+
+def _check_num_samples(num_samples, metrics: list[str]) -> None:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < MIN_SAMPLES:
+        raise ValueError(
+            f"`num_samples` must be an integer >= {MIN_SAMPLES} (a covariance needs 2), got {num_samples!r}."
+        )
+    if "precision_recall" in metrics and num_samples <= PRECISION_RECALL_K:
+        raise ValueError(
+            f"`precision_recall` needs more than k={PRECISION_RECALL_K} samples; `num_samples` is {num_samples}."
+        )
 
 
 def sample_images(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 
 import numpy as np
@@ -42,11 +43,15 @@ class FeatureExtractor(torch.nn.Module):
         """What makes these features what they are (network, weights, pre-processing), as plain JSON values."""
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where it computes: that of its first parameter or, for an extractor of buffers alone, its first buffer."""
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """`(N, D)` float32 features of `(N, C, H, W)` images in [0, 1], on the CPU."""
-        device = next(self.parameters(), torch.empty(0)).device
-        return self(images.to(device).float().clamp(0, 1)).float().cpu()
+        return self(images.to(self.device).float().clamp(0, 1)).float().cpu()
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:

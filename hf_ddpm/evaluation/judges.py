@@ -98,8 +98,7 @@ def label_accuracy(images: torch.Tensor | np.ndarray, requested_labels: list[int
         raise ValueError(
             f"`requested_labels` must give one label per image ({images.shape[0]}), got {requested.shape[0]}."
         )
-    classifier = digit_classifier(int(images.shape[-1]))
-    predicted = classifier.predict(images.float() * 2 - 1)
+    predicted = digit_classifier(int(images.shape[-1])).classify(images)
     return float((predicted == requested).mean())
 
 
@@ -139,6 +138,12 @@ class ImageClassifierJudge:
 
     def describe(self) -> str:
         return f"classifier {self.name}"
+
+
+def classify_in_batches(judge, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """`judge.classify` of `(N, C, H, W)` images in [0, 1], `batch_size` at a time: a network judge on an accelerator
+    holds one batch's activations, not the whole evaluation's."""
+    return np.concatenate([judge.classify(batch) for batch in images.split(batch_size)])
 
 
 def match_labels(id2label: dict[int, str], judge_labels: dict[int, str], judge_name: str) -> dict[int, int]:

@@ -44,16 +44,16 @@ def check_feature_sets(real: torch.Tensor, fake: torch.Tensor) -> None:
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """The Fréchet distance between Gaussians fitted to `(N, D)` real and `(M, D)` generated features.
 
-    With fewer samples than feature dimensions the covariance estimate is singular and the distance is biased
-    upwards (it is biased for any finite N: compare figures at the same N, beside the real-vs-real floor).
+    With no more samples than feature dimensions the covariance estimate is singular (N samples span at most N - 1
+    dimensions) and the distance is biased upwards (it is biased for any finite N: compare figures at the same N, beside the real-vs-real floor).
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     check_feature_sets(real, fake)
-    if min(real.shape[0], fake.shape[0]) < real.shape[1]:
+    if min(real.shape[0], fake.shape[0]) <= real.shape[1]:
         warnings.warn(
             f"Fréchet distance on {min(real.shape[0], fake.shape[0])} samples of {real.shape[1]}-d features: with "
-            "fewer samples than dimensions the covariance is singular and the distance biased upwards.",
+            "no more samples than dimensions the covariance is singular and the distance biased upwards.",
             stacklevel=2,
         )
     # Whole sets on this process: in a process group (training measures on the main process only) compute() would
@@ -71,6 +71,9 @@ def kernel_distance(
     from torchmetrics.image.kid import KernelInceptionDistance
 
     check_feature_sets(real, fake)
+    for name, value, least in (("subset_size", subset_size, MIN_SAMPLES), ("subsets", subsets, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
     size = min(subset_size, real.shape[0], fake.shape[0])
     with warnings.catch_warnings():
         # Its warning that it keeps every feature in memory: these are the features, already held.

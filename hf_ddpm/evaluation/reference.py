@@ -4,7 +4,8 @@ The real images are split, once and for all (a fixed permutation), into two halv
 generated images are compared with; the *held-out* half, compared with the reference the same way, gives the
 real-vs-real floor: the distance that a perfect generator, drawing fresh samples from the data distribution itself,
 would score. A Fréchet distance means little without its floor (it is biased by the sample count and by the feature
-space), so the floor is computed with as many samples as the generated set has.
+space), so the floor is computed with as many samples as the generated set has: an evaluation draws at most as many
+samples as the held-out half holds (`held_out_size`).
 
 The features of both halves are cached in `cache_dir` under a name derived from their identity: the dataset (name,
 configuration, split, resolution, cropping, and a SHA-256 of the decoded pixels) and the feature extractor (its
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT_SEED = 0  # the permutation that splits the real images into the held-out and reference halves
 CACHE_VERSION = 1
+FEATURE_BATCH_SIZE = 256  # images per forward of a feature network
 
 
 def default_cache_dir() -> str:
@@ -58,12 +61,18 @@ class RealFeatures:
     cache_path: str | None = None
 
 
+def held_out_size(num_images: int) -> int:
+    """How many of `num_images` real images the held-out half holds (the reference half holds the rest, as many or
+    one more): the most samples that a distance and its real-vs-real floor can both be measured with."""
+    return num_images // 2
+
+
 def split_halves(num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The indices of the held-out half (the first `num_images // 2` of a fixed permutation) and of the reference
-    half (the rest) of `num_images` real images. Training with `--exclude_eval_reference` keeps to the held-out half,
-    so that generated images are compared with real ones the model never saw."""
+    """The indices of the held-out half (the first `held_out_size(num_images)` of a fixed permutation) and of the
+    reference half (the rest) of `num_images` real images. Training with `--exclude_eval_reference` keeps to the
+    held-out half, so that generated images are compared with real ones the model never saw."""
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    half = num_images // 2
+    half = held_out_size(num_images)
     return order[:half], order[half:]
 
 
@@ -85,7 +94,7 @@ def real_features(
     extractor: FeatureExtractor,
     dataset_identity: dict,
     cache_dir: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = FEATURE_BATCH_SIZE,
 ) -> RealFeatures:
     """The features of real `images` (`(N, C, H, W)` in [0, 1]), split into reference and held-out halves; read from
     the cache when it holds exactly these, otherwise computed and cached.
@@ -134,7 +143,7 @@ def _read_cache(path: str, identity: dict) -> RealFeatures | None:
                 logger.warning(f"{path} holds features of something else; computing them again.")
                 return None
             reference, held_out = torch.from_numpy(saved["reference"]), torch.from_numpy(saved["held_out"])
-    except (OSError, ValueError, KeyError) as error:  # truncated or not ours
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # truncated or not ours
         logger.warning(f"{path} could not be read ({error}); computing the real features again.")
         return None
     return RealFeatures(reference=reference, held_out=held_out, identity=identity, cache_path=path)

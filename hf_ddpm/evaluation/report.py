@@ -170,7 +170,7 @@ def save_samples_by_guidance(result: EvaluationResult, path: Path, scale: int = 
 
 def _images_per_row(result: EvaluationResult, count: int) -> int:
     """Images of one class per row when the model is class-conditional."""
-    classes = len(result.info.get("id2label") or {}) or 0
+    classes = result.info.get("num_classes")  # a model's classes, named or not
     return count // classes if classes and count % classes == 0 else int(np.ceil(np.sqrt(count)))
 
 

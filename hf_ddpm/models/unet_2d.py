@@ -249,7 +249,7 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
             attention_levels = tuple(level == 1 for level in range(len(block_out_channels)))
         _check_config(
             sample_size, in_channels, out_channels, block_out_channels, layers_per_block, attention_levels,
-            attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, dropout,
+            attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, norm_eps, dropout,
         )  # fmt: skip
         self.gradient_checkpointing = False
         widths = list(block_out_channels)
@@ -437,16 +437,21 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
 
 def _check_config(
     sample_size, in_channels, out_channels, block_out_channels, layers_per_block, attention_levels,
-    attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, dropout,
+    attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, norm_eps, dropout,
 ) -> None:  # fmt: skip
     """Raises a ValueError naming the first configuration argument that cannot build a working network."""
     def positive_int(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
-    widths = list(block_out_channels)
+    def real(value) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    # Lists as a config.json gives them, tuples as code does.
+    sequence = (list, tuple)
+    widths = list(block_out_channels) if isinstance(block_out_channels, sequence) else []
     if not widths or not all(positive_int(width) for width in widths):
         raise ValueError(f"`block_out_channels` must be a non-empty list of positive ints, got {block_out_channels}.")
-    sizes = [sample_size, sample_size] if isinstance(sample_size, int) else list(sample_size)
+    sizes = [sample_size, sample_size] if not isinstance(sample_size, sequence) else list(sample_size)
     factor = 2 ** (len(widths) - 1)
     if len(sizes) != 2 or not all(positive_int(size) for size in sizes) or any(size % factor for size in sizes):
         raise ValueError(
@@ -459,7 +464,8 @@ def _check_config(
             raise ValueError(f"`{name}` must be a positive int, got {value}.")
     if not positive_int(layers_per_block):
         raise ValueError(f"`layers_per_block` must be a positive int, got {layers_per_block}.")
-    if len(attention_levels) != len(widths) or not all(isinstance(flag, bool) for flag in attention_levels):
+    levels_ok = isinstance(attention_levels, sequence) and len(attention_levels) == len(widths)
+    if not levels_ok or not all(isinstance(flag, bool) for flag in attention_levels):
         raise ValueError(
             f"`attention_levels` must hold one bool per level of `block_out_channels` ({len(widths)}), "
             f"got {attention_levels}."
@@ -480,5 +486,7 @@ def _check_config(
         raise ValueError(f"`num_class_embeds` must be None (unconditional) or a positive int, got {num_class_embeds}.")
     if time_embedding_dim is not None and not positive_int(time_embedding_dim):
         raise ValueError(f"`time_embedding_dim` must be None or a positive int, got {time_embedding_dim}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+    if not real(norm_eps) or not 0.0 < norm_eps < math.inf:
+        raise ValueError(f"`norm_eps` must be a finite number > 0, got {norm_eps!r}.")
+    if not real(dropout) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be a number in [0, 1), got {dropout!r}.")
