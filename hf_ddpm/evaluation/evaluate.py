@@ -248,7 +248,7 @@ class Evaluator:
         most = held_out_size(real_images.shape[0])
         if num_samples is None:
             num_samples = min(DEFAULT_NUM_SAMPLES, most)
-            _check_num_samples(num_samples, metrics)
+            _check_num_samples(num_samples, metrics)  # a tiny dataset's half can be too few
         elif num_samples > most:
             raise ValueError(
                 f"`num_samples` must be at most {most}, the held-out half of the {real_images.shape[0]} real images "
@@ -384,8 +384,8 @@ def evaluate(
     Raises:
         `ValueError`, before any sampling: an unknown metric or scheduler, a value out of range, `agreement` on an
         unconditional model or a dataset without labels, more samples than the held-out half holds, a classifier
-        that does not know the pipeline's classes,
-        a dataset whose channels differ from the model's, weights that cannot be loaded.
+        that does not know the pipeline's classes, a dataset whose channels differ from the model's, weights that
+        cannot be loaded.
     """
     check_sweep(guidance_scales, steps, schedulers, guidance_intervals)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
