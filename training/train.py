@@ -549,10 +549,10 @@ class TrainingRun:
 
     def _make_evaluator(self) -> Evaluator:
         args = self.args
-        real = real_images(args, self.data)
-        # The default fits any dataset: a distance's floor has no more held-out images than half the real ones.
-        num_samples = args.eval_num_samples or min(DEFAULT_EVAL_SAMPLES, held_out_size(len(real.images)))
         try:
+            real = real_images(args, self.data)
+            # The default fits any dataset: a distance's floor has no more held-out images than half the real ones.
+            num_samples = args.eval_num_samples or min(DEFAULT_EVAL_SAMPLES, held_out_size(len(real.images)))
             return Evaluator(
                 self.pipeline(), args.dataset_name or args.train_data_dir, metrics=self.eval_metrics,
                 num_samples=num_samples, classifier=args.eval_classifier,
