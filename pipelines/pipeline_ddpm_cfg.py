@@ -109,31 +109,42 @@ def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
     `solver_order` of at least 2), which reach DDIM's 50-step quality in 10 to 20 steps (Lu et al. 2022,
     https://huggingface.co/papers/2211.01095; measured for hf-ddpm in its README, "How few steps"); 50 for the
     first-order others (DDIM, Euler, ...). Never more than the scheduler's training steps, nor so many that its
-    timestep spacing repeats a timestep (a multistep solver divides by the step between two equal timesteps).
+    timestep spacing repeats a timestep (a multistep solver divides by the step between two equal timesteps) or,
+    shifted by a `steps_offset`, starts past the last training step.
     """
     num_train_timesteps = scheduler.config.num_train_timesteps
     if any(cls.__name__ == "DDPMScheduler" for cls in type(scheduler).__mro__):  # ours, diffusers' or a subclass
-        return num_train_timesteps
-    # The class's own parameter, not a key that rode along in a config converted from another scheduler's.
-    takes_order = "solver_order" in inspect.signature(type(scheduler).__init__).parameters
-    higher_order = takes_order and scheduler.config.solver_order >= 2
-    steps = min(15 if higher_order else 50, num_train_timesteps)
-    while steps > 1 and _repeats_a_timestep(scheduler, steps):
+        steps = num_train_timesteps
+    else:
+        # The class's own parameter, not a key that rode along in a config converted from another scheduler's.
+        takes_order = "solver_order" in inspect.signature(type(scheduler).__init__).parameters
+        higher_order = takes_order and scheduler.config.solver_order >= 2
+        steps = min(15 if higher_order else 50, num_train_timesteps)
+    while steps > 1 and _spacing_problem(scheduler, steps) is not None:
         steps -= 1
     return steps
 
 
-def _repeats_a_timestep(scheduler: SchedulerMixin, num_inference_steps: int) -> bool:
+def _spacing_problem(scheduler: SchedulerMixin, num_inference_steps: int) -> str | None:
+    """Why `scheduler`'s spacing cannot take `num_inference_steps` steps, or `None` when it can."""
     probe = scheduler.__class__.from_config(scheduler.config)  # leaves the caller's scheduler as it is
-    probe.set_timesteps(num_inference_steps)
+    try:
+        probe.set_timesteps(num_inference_steps)
+    except ValueError as error:  # hf-ddpm's schedulers refuse a spacing that leaves the training steps
+        return str(error)
+    last_train_step = scheduler.config.num_train_timesteps - 1
+    if float(probe.timesteps.max()) > last_train_step:  # diffusers' DDPM would fail at its first step
+        return f"puts timestep {float(probe.timesteps.max()):g} past the last training step ({last_train_step})"
     # Fewer distinct timesteps than steps: Heun's list has each one twice by design (a predictor and a corrector call),
     # so a longer list alone says nothing.
-    return len(torch.unique(probe.timesteps)) < num_inference_steps
+    if len(torch.unique(probe.timesteps)) < num_inference_steps:
+        return "repeats a timestep, which a multistep solver turns into NaN"
+    return None
 
 
 def check_num_inference_steps(scheduler: SchedulerMixin, num_inference_steps) -> None:
-    """A step count given by a caller: an integer within `scheduler`'s training steps that repeats no timestep of its
-    spacing. Raises a `ValueError` saying what is allowed."""
+    """A step count given by a caller: an integer within `scheduler`'s training steps that its spacing can take
+    (`_spacing_problem`). Raises a `ValueError` saying what is allowed."""
     num_train_timesteps = scheduler.config.num_train_timesteps
     if (
         not isinstance(num_inference_steps, numbers.Integral)
@@ -144,13 +155,13 @@ def check_num_inference_steps(scheduler: SchedulerMixin, num_inference_steps) ->
             f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's training "
             f"steps), got {num_inference_steps!r}."
         )
-    if _repeats_a_timestep(scheduler, num_inference_steps):
+    problem = _spacing_problem(scheduler, num_inference_steps)
+    if problem is not None:
         spacing = scheduler.config.get("timestep_spacing")
         raise ValueError(
-            f"`num_inference_steps`={num_inference_steps} repeats a timestep in {type(scheduler).__name__}'s "
-            f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps, which a "
-            f"multistep solver turns into NaN: use fewer steps (the default here is "
-            f"{default_num_inference_steps(scheduler)})."
+            f"`num_inference_steps`={num_inference_steps} does not fit {type(scheduler).__name__}'s "
+            f"{f'{spacing!r} ' if spacing else ''}spacing of {num_train_timesteps} training steps ({problem}): use "
+            f"fewer steps (the default here is {default_num_inference_steps(scheduler)})."
         )
 
 

@@ -434,10 +434,22 @@ def test_bad_arguments_raise_before_any_work(kwargs, message):
 def test_steps_that_would_repeat_a_timestep_raise_before_any_work():
     pipe = tiny_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=10))
     log = ForwardLog(pipe.unet)
-    message = r"`num_inference_steps`=10 repeats a timestep in DPMSolverMultistepScheduler's 'linspace' spacing of 10"
-    with pytest.raises(ValueError, match=message + r" training steps.*the default here is 9"):
+    message = r"`num_inference_steps`=10 does not fit DPMSolverMultistepScheduler's 'linspace' spacing of 10 training"
+    with pytest.raises(ValueError, match=message + r" steps \(repeats a timestep.*the default here is 9"):
         pipe(class_labels=0, num_inference_steps=10)
     assert log.calls == []
+
+
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler, DiffusersDDPMScheduler])
+def test_the_default_steps_start_within_the_training_steps_under_a_steps_offset(scheduler_class):
+    # "leading" spacing shifted by steps_offset=1 (as in configs converted from Stable Diffusion's): every one of 20
+    # training steps would start at timestep 20, which does not exist.
+    scheduler = scheduler_class(num_train_timesteps=20, steps_offset=1, timestep_spacing="leading")
+    pipe = tiny_pipeline(scheduler)
+    pipe(class_labels=0, guidance_scale=2.0, output_type="pt")
+    assert pipe.num_timesteps == 19 and int(pipe.scheduler.timesteps[0]) == 19
+    with pytest.raises(ValueError, match=r"`num_inference_steps`=20 does not fit .*timestep 20 past .*default here is 19"):
+        pipe(class_labels=0, num_inference_steps=20)
 
 
 def test_a_callback_that_returns_no_dict_is_named_at_its_first_step():

@@ -342,10 +342,18 @@ def test_bad_set_timesteps_raises_naming_the_argument(kwargs, message):
         DDIMScheduler().set_timesteps(**kwargs)
 
 
+def test_default_steps_stay_within_the_training_steps_under_a_steps_offset():
+    scheduler = DDIMScheduler(num_train_timesteps=50, steps_offset=1)  # 50 "leading" steps would start at 50
+    scheduler.set_timesteps()
+    assert scheduler.timesteps.tolist() == list(range(49, 0, -1))
+
+
 @pytest.mark.parametrize(
     "step_kwargs, message",
     [
         (dict(timestep=5), r"`timestep` 5 is not in this scheduler's timesteps \(10 steps from 900 down to 0\)"),
+        (dict(timestep=900.5), r"`timestep` 900.5 is not in"),  # not rounded to a neighbour
+        (dict(timestep=torch.tensor(-0.5)), r"`timestep` -0.5 is not in"),
         (dict(eta=-0.1), r"`eta` must be in \[0, 1\]; got -0.1"),
         (dict(eta=1.5), r"`eta` must be in \[0, 1\]; got 1.5"),
         (

@@ -329,9 +329,12 @@ def test_bad_set_timesteps_raises_naming_the_argument(kwargs, message):
         DDPMScheduler().set_timesteps(**kwargs)
 
 
-def test_steps_offset_past_the_last_training_step_raises():
+def test_steps_offset_past_the_last_training_step_raises_and_the_default_steps_stay_within():
     with pytest.raises(ValueError, match=r"`steps_offset`=1 pushes timestep 1000 past 999"):
         DDPMScheduler(steps_offset=1).set_timesteps(1000)
+    scheduler = DDPMScheduler(steps_offset=1)
+    scheduler.set_timesteps()  # every training step would start at 1000: one fewer, from 999 down to 1
+    assert scheduler.timesteps.tolist() == list(range(999, 0, -1))
 
 
 def test_step_at_a_timestep_outside_the_schedule_raises():
@@ -340,6 +343,11 @@ def test_step_at_a_timestep_outside_the_schedule_raises():
     x = torch.zeros(1, 1, 4, 4)
     with pytest.raises(ValueError, match=r"`timestep` 5 is not in this scheduler's timesteps \(10 steps from 900"):
         ours.step(x, 5, x)
+    with pytest.raises(ValueError, match=r"`timestep` 899.6 is not in"):  # not rounded to a neighbour
+        ours.step(x, 899.6, x)
+    as_float, as_tensor = (ours.step(x, t, x, generator=torch.Generator().manual_seed(0)).prev_sample
+                           for t in (900.0, torch.tensor(900)))  # fmt: skip
+    assert torch.equal(as_float, as_tensor)
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,17 @@ def spaced_timesteps(config, num_inference_steps: int) -> np.ndarray:
     return timesteps.astype(np.int64)
 
 
+def default_num_steps(config, preferred: int | None) -> int:
+    """`preferred` steps (every training step for `None`), at most the training steps, and fewer where "leading"
+    spacing shifted by `steps_offset` would put the first timestep past the last training step (every training step
+    with an offset of 1 would start at T)."""
+    T = config.num_train_timesteps
+    N = min(preferred or T, T)
+    while N > 1 and config.timestep_spacing == "leading" and (N - 1) * (T // N) + config.steps_offset >= T:
+        N -= 1
+    return N
+
+
 def checked_timesteps(config, timesteps) -> np.ndarray:
     """User-given timesteps, validated: a non-empty, strictly descending sequence of training timesteps."""
     given = torch.as_tensor(timesteps).cpu().numpy().reshape(-1)
@@ -156,7 +167,8 @@ class _NoiseScheduleMixin:
         Args:
             num_inference_steps (`int`, *optional*): how many steps, spaced by `config.timestep_spacing`. When neither
                 this nor `timesteps` is given: every training step for DDPM; 50 (or every training step, if fewer)
-                for DDIM.
+                for DDIM; fewer where a `steps_offset` of "leading" spacing would push the first past the last
+                training step.
             device (`str` or `torch.device`, *optional*): where `self.timesteps` is placed.
             timesteps (`list[int]`, *optional*): strictly descending custom timesteps, instead of a count.
         """
@@ -166,8 +178,7 @@ class _NoiseScheduleMixin:
             timesteps = checked_timesteps(self.config, timesteps)
         else:
             if num_inference_steps is None:
-                T = self.config.num_train_timesteps
-                num_inference_steps = min(self._default_inference_steps or T, T)
+                num_inference_steps = default_num_steps(self.config, self._default_inference_steps)
             timesteps = spaced_timesteps(self.config, num_inference_steps)
         self.num_inference_steps = len(timesteps)
         self._use_timesteps(timesteps, device)
@@ -177,10 +188,11 @@ class _NoiseScheduleMixin:
         return self._coefficients_at(timestep).prev_t
 
     def _coefficients_at(self, timestep: int | torch.Tensor):
-        coefficients = self._coefficients.get(int(timestep))
+        value = timestep.item() if isinstance(timestep, torch.Tensor) else timestep
+        coefficients = self._coefficients.get(value)  # 980.0 finds timestep 980; 980.7 finds none, not a neighbour
         if coefficients is None:
             raise ValueError(
-                f"`timestep` {int(timestep)} is not in this scheduler's timesteps ({len(self.timesteps)} steps from "
+                f"`timestep` {value} is not in this scheduler's timesteps ({len(self.timesteps)} steps from "
                 f"{int(self.timesteps[0])} down to {int(self.timesteps[-1])}); use the values of `scheduler.timesteps`"
             )
         return coefficients
