@@ -236,7 +236,7 @@ def run_push(args: argparse.Namespace) -> None:
                          "--output_dir of a training run, or a folder written by save_pretrained).")  # fmt: skip
     token = resolve_hub_token(args.token, flag="--token")
     pusher = HubPusher(args.repo_id, token, private=args.private, ignore_patterns=pipeline_ignore_patterns(),
-                       flag="REPO_ID")  # fmt: skip
+                       flag="REPO_ID", token_flag="--token")  # fmt: skip
     try:
         commit = pusher.push_blocking(args.folder, args.message)
     except HubPushError as error:

@@ -186,6 +186,7 @@ class HubPusher:
         endpoint (`str`, *optional*): the Hub to push to; by default `HF_ENDPOINT` or huggingface.co.
         retry ([`RetryPolicy`], *optional*): how uploads are retried; by default `DEFAULT_RETRY_POLICY`.
         flag (`str`): the command-line flag that gives `repo_id`, named in the messages.
+        token_flag (`str`): the command-line flag that gives `token`, named in the messages.
         repo_type (`str`): "model", or "space" for a Space (created with `space_sdk`, such as "gradio").
     """
 
@@ -199,11 +200,13 @@ class HubPusher:
         endpoint: Optional[str] = None,
         retry: Optional[RetryPolicy] = None,
         flag: str = "--hub_model_id",
+        token_flag: str = "--hub_token",
         repo_type: str = "model",
         space_sdk: Optional[str] = None,
     ):
         self._api = HfApi(endpoint=endpoint, token=token)
         self.repo_type = repo_type
+        self.token_flag = token_flag
         self.retry = retry if retry is not None else DEFAULT_RETRY_POLICY
         try:
             create = lambda: self._api.create_repo(  # noqa: E731
@@ -403,7 +406,7 @@ class HubPusher:
         answer = f" (HTTP {status})" if status is not None else ""
         return (
             f"the Hub refused the token{answer}: it was revoked, or cannot write to {self.repo_id}. Give a valid write "
-            "token (--token, HF_TOKEN or `hf auth login`)"
+            f"token ({self.token_flag}, HF_TOKEN or `hf auth login`)"
         )
 
     # ----- files -----

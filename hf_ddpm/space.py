@@ -71,7 +71,7 @@ def push_space(model_repo: str, space_id: str, token: str | None = None, require
     check_repo_id("MODEL_REPO", model_repo)
     check_repo_id("--space-id", space_id)
     token = resolve_hub_token(token, flag="--token")
-    pusher = HubPusher(space_id, token, private=private, flag="--space-id", repo_type="space", space_sdk="gradio")
+    pusher = HubPusher(space_id, token, private=private, flag="--space-id", token_flag="--token", repo_type="space", space_sdk="gradio")
     with tempfile.TemporaryDirectory(prefix="hf-ddpm-space-") as folder:
         write_space(folder, model_repo, space_id=space_id, requirement=requirement)
         return pusher.push_blocking(folder, f"Web demo of {model_repo}, made with hf-ddpm space").commit_url

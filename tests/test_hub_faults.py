@@ -292,6 +292,7 @@ def test_a_token_revoked_mid_run_warns_once_never_raises_into_the_loop_and_fails
     assert third.done() and len(hub_server.requests) == requests_before  # not tried again
     [warning] = hub_warnings(caplog)
     assert "refused the token (HTTP 401)" in warning and "Training goes on" in warning
+    assert "(--hub_token, HF_TOKEN" in warning  # training's flag; `hf-ddpm push` names its --token
     assert commit_requests(hub_server) == 1  # a 401 is final: never retried
 
     with pytest.raises(HubPushError) as error:

@@ -180,12 +180,53 @@ def test_resuming_a_finished_run_trains_no_further_and_a_mismatched_run_is_refus
     assert_bitwise_equal({"unet": load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")}, {"unet": saved})
     assert sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint")) == ["checkpoint-3"]
 
+    saved_batching = "1 process\\(es\\) x --train_batch_size 8 x --gradient_accumulation_steps 1 on 64 images"
     for extra, message in [
         (["--use_ema"], "saved by a run with no --use_ema: resume it with no --use_ema"),
         (["--seed", "1"], "--seed 1 differs from the seed of .*checkpoint-3 \\(0\\)"),
+        (["--train_batch_size", "4"], f"saved by a run of {saved_batching}; this run has .* --train_batch_size 4 "),
+        (["--gradient_accumulation_steps", "2"], f"{saved_batching}; .* --gradient_accumulation_steps 2 on 64"),
+        (["--max_train_samples", "80"], f"{saved_batching}; .* on 80 images"),
     ]:
         with pytest.raises(ValueError, match=message):
             train(flags + ["--resume_from_checkpoint", "latest", *extra])
+
+
+def test_resuming_from_an_earlier_checkpoint_sets_the_later_ones_aside_so_that_latest_follows_the_new_course(
+    tmp_path, monkeypatch, caplog
+):
+    output_dir = tmp_path / "run"
+    flags = tiny_flags(output_dir, "--max_train_steps", "6", "--checkpointing_steps", "2", "--loss_type", "l1")
+    train(flags)
+    save_checkpoint = train_script.save_checkpoint
+
+    def crash_after_checkpoint_4(accelerator, directory, step, total_limit):
+        save_checkpoint(accelerator, directory, step, total_limit)
+        if step == 4:
+            raise SimulatedCrash
+
+    # Back to step 2 with another loss, stopped at step 4: "latest" is the new checkpoint-4, not the old 6.
+    flags[flags.index("l1")] = "l2"
+    with monkeypatch.context() as patched, caplog.at_level("INFO"):
+        patched.setattr(train_script, "save_checkpoint", crash_after_checkpoint_4)
+        with pytest.raises(SimulatedCrash):
+            train(flags + ["--resume_from_checkpoint", "checkpoint-2"])
+    checkpoints = sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4", "checkpoint-4.abandoned", "checkpoint-6.abandoned"]
+    assert "checkpoint-6.abandoned: it is past step 2, where this run resumes" in caplog.text
+    args = train_script.parse_args(flags + ["--resume_from_checkpoint", "latest"])
+    assert train_script.find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-4")
+    new, old = (load_file(output_dir / name / "model.safetensors") for name in ("checkpoint-4", "checkpoint-4.abandoned"))
+    assert any(not torch.equal(new[name], old[name]) for name in new)  # trained on another loss from step 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: Accelerate loads a checkpoint onto the CPU")
+def test_a_run_with_ema_resumes_on_a_gpu(tmp_path):
+    flags = tiny_flags(tmp_path / "run", "--use_ema", "--max_train_steps", "2", "--checkpointing_steps", "1")
+    train(flags)
+    train(flags + ["--resume_from_checkpoint", "checkpoint-1"])  # the EMA steps on the GPU's weights again
+    ema = torch.load(tmp_path / "run" / "checkpoint-2" / "custom_checkpoint_1.pkl", weights_only=False)
+    assert ema["optimization_step"] == 2
 
 
 # ----- logs and previews -----
@@ -465,8 +506,8 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--class_conditional", "--unconditional"], "not allowed with argument"),
         (["--num_inference_steps", "2000"], r"--num_inference_steps must be an integer in \[1, 1000\]"),
         # DPM-Solver++'s "leading" spacing repeats timestep 0: refused now, not at the first preview of the run
-        (["--num_inference_steps", "1000"], "--scheduler dpm: --num_inference_steps=1000 repeats a timestep"),
-        (["--num_train_timesteps", "10", "--num_inference_steps", "10"], "--num_inference_steps=10 repeats a timestep"),
+        (["--num_inference_steps", "1000"], "--scheduler dpm: --num_inference_steps=1000 does not fit .*repeats a timestep"),
+        (["--num_train_timesteps", "10", "--num_inference_steps", "10"], "--num_inference_steps=10 does not fit .*repeats a timestep"),
         (["--push", "--hub_model_id", "me/model"], "unrecognized arguments: --push"),  # no abbreviation bypasses a check
         (["--unconditional", "--guidance", "2"], "unrecognized arguments: --guidance"),
         (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "--overwrite_output_dir deletes"),

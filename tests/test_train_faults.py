@@ -4,6 +4,7 @@ run before its weights are saved; usage errors end with a message, not a traceba
 
 Signals and file-size limits are real (a subprocess gets them), not mocked."""
 
+import math
 import os
 import random
 import shutil
@@ -194,7 +195,9 @@ def test_latest_passes_over_a_damaged_checkpoint_and_an_explicit_one_is_refused(
     assert train_script.checkpoint_damage(str(output_dir / "checkpoint-4")) is None
 
 
-def test_a_non_finite_loss_stops_before_the_step_and_writes_no_checkpoint_of_it(tmp_path, monkeypatch):
+def test_a_non_finite_loss_stops_before_the_step_and_a_run_resumed_with_a_lower_learning_rate_trains_with_it(
+    tmp_path, monkeypatch, caplog
+):
     output_dir = tmp_path / "run"
     real_loss = train_script.training_loss
     calls = []
@@ -204,10 +207,32 @@ def test_a_non_finite_loss_stops_before_the_step_and_writes_no_checkpoint_of_it(
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(train_script, "training_loss", nan_at_the_third)
-    with pytest.raises(TrainingStopped, match=r"Step 3 has a non-finite loss \[nan\].*--learning_rate"):
-        train(tiny_flags(output_dir, "--max_train_steps", "5", "--checkpointing_steps", "1"))
+    flags = tiny_flags(output_dir, "--max_train_steps", "5", "--checkpointing_steps", "1")
+    with monkeypatch.context() as patched:
+        patched.setattr(train_script, "training_loss", nan_at_the_third)
+        with pytest.raises(TrainingStopped, match=r"Step 3 has a non-finite loss \[nan\].*--learning_rate 0\.001: try"):
+            train(flags)
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    # The advice holds: resumed with a tenth of the learning rate, the run trains with it, not the checkpoint's.
+    with caplog.at_level("INFO"):
+        train(flags + ["--resume_from_checkpoint", "latest", "--learning_rate", "1e-4", "--adam_beta1", "0.9"])
+    assert "Resumed with --learning_rate: saved 0.001 -> now 0.0001" in caplog.text
+    assert "Resumed with --adam_beta1/--adam_beta2: saved (0.95, 0.999) -> now (0.9, 0.999)" in caplog.text
+    [group] = torch.load(output_dir / "checkpoint-4" / "optimizer.bin", weights_only=False)["param_groups"]
+    assert (group["initial_lr"], tuple(group["betas"])) == (1e-4, (0.9, 0.999))
+    assert group["lr"] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 4 / 5)))  # the cosine schedule, at 4/5
+
+
+def test_a_non_finite_gradient_is_left_to_fp16_grad_scaling_but_a_non_finite_loss_stops_the_run():
+    # fp16's grad scaler doubles its scale until the gradients overflow, then skips that step and halves it.
+    args = train_script.parse_args(tiny_flags("run"))
+    finite_loss, infinite_norm = [torch.tensor(0.5)], torch.tensor(float("inf"))
+    train_script.check_finite(finite_loss, infinite_norm, 3, args, grad_scaler=True)
+    with pytest.raises(TrainingStopped, match="Step 3 has a non-finite gradient norm inf"):
+        train_script.check_finite(finite_loss, infinite_norm, 3, args)
+    with pytest.raises(TrainingStopped, match=r"Step 3 has a non-finite loss \[nan\]"):
+        train_script.check_finite([torch.tensor(float("nan"))], torch.tensor(1.0), 3, args, grad_scaler=True)
 
 
 def test_usage_errors_end_with_the_message_alone_and_status_2():

@@ -78,6 +78,7 @@ CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 BEST_CHECKPOINT = "checkpoint-best"  # --keep_best_checkpoint; never pruned, never the "latest"
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
 REPLACED_SUFFIX = ".replaced"  # the checkpoint a complete new one replaces, for the moment of the swap
+ABANDONED_SUFFIX = ".abandoned"  # a checkpoint past the step a run resumed from: the course the run left
 EVALUATION_DIR = "evaluation"  # the final evaluation: metrics.json and plots, shown in the model card
 # The folders of a run's output besides the logs and checkpoints: the previews, the evaluation, the pipeline's parts.
 RUN_FOLDERS = ("samples", EVALUATION_DIR, "unet", "scheduler")
@@ -514,6 +515,10 @@ class TrainingRun:
         # may be short, and still makes an optimizer step.
         self.batches_per_epoch = len(dataloader) // accelerator.num_processes
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
+        batching = {"processes": accelerator.num_processes, "batch_size": args.train_batch_size,
+                    "accumulation": args.gradient_accumulation_steps, "images": len(data)}  # fmt: skip
+        if plan.resume_path is not None:
+            check_same_batching(plan.resume_path, batching)
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.updates_per_epoch
         self.num_epochs = math.ceil(self.max_train_steps / self.updates_per_epoch)
         # The prepared scheduler steps once per process at every optimizer step (and not at accumulation steps), so
@@ -528,7 +533,7 @@ class TrainingRun:
         # Only the training forward runs compiled; the compiled wrapper shares the eager model's parameters, and
         # everything else (checkpoints, EMA, previews, the saved pipeline) sees the eager model and its own names.
         self.training_model = torch.compile(self.model) if args.torch_compile else self.model
-        self.progress = TrainingProgress(args.seed, args.use_ema, full_config)
+        self.progress = TrainingProgress(args.seed, args.use_ema, full_config, batching)
         accelerator.register_for_checkpointing(self.progress)
         if self.ema is not None:
             self.ema.to(accelerator.device)
@@ -569,6 +574,8 @@ class TrainingRun:
             if plan.previous_run and args.overwrite_output_dir:
                 delete_previous_run(plan.previous_run)
             os.makedirs(args.output_dir, exist_ok=True)
+            if plan.resume_path is not None:
+                set_aside_later_checkpoints(args.output_dir, saved_progress(plan.resume_path).global_step)
         accelerator.wait_for_everyone()
         accelerator.init_trackers("train_ddpm", config=loggable(vars(args)))
         self.pusher = None
@@ -612,7 +619,11 @@ class TrainingRun:
         args, accelerator = self.args, self.accelerator
         if self.plan.resume_path is not None:
             accelerator.load_state(self.plan.resume_path)
+            if self.ema is not None:  # Accelerate loads it onto the CPU, and EMAModel keeps what it is given
+                self.ema.to(accelerator.device)
             logger.info(f"Resumed from {self.plan.resume_path} at step {self.progress.global_step}")
+            for change in apply_optimizer_flags(self.optimizer, self.lr_scheduler.scheduler, args):
+                logger.info(f"Resumed with {change}")
         self.signals = signals
         step = self.progress.global_step
         first_epoch = step // self.updates_per_epoch
@@ -659,7 +670,8 @@ class TrainingRun:
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     # Before the optimizer step: weights that took a non-finite step are never saved.
-                    check_finite(losses, grad_norm, self.progress.global_step + 1, args)
+                    check_finite(losses, grad_norm, self.progress.global_step + 1, args,
+                                 grad_scaler=accelerator.scaler is not None)  # fmt: skip
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad()
@@ -861,21 +873,25 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 class TrainingProgress:
     """What a checkpoint records besides weights, optimizer, schedule, EMA and RNG states: the optimizer steps done
     (which fix the data position), the seed of the run's random streams, whether it keeps an EMA (which decides
-    what else the checkpoint holds), and the UNet's config (which the weights must fit)."""
+    what else the checkpoint holds), the UNet's config (which the weights must fit), and how the steps were batched
+    (processes, batch size, accumulation and images: the data position and the learning-rate schedule of a step hold
+    only for those)."""
 
-    def __init__(self, seed: int, use_ema: bool, unet_config: dict | None = None):
+    def __init__(self, seed: int, use_ema: bool, unet_config: dict | None = None, batching: dict | None = None):
         self.global_step = 0
         self.seed = seed
         self.use_ema = use_ema
         self.unet_config = unet_config
+        self.batching = batching
 
     def state_dict(self) -> dict:
         return {"global_step": self.global_step, "seed": self.seed, "use_ema": self.use_ema,
-                "unet_config": self.unet_config}  # fmt: skip
+                "unet_config": self.unet_config, "batching": self.batching}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step, self.seed, self.use_ema = state["global_step"], state["seed"], state["use_ema"]
-        self.unet_config = state.get("unet_config")  # absent from checkpoints of older versions
+        # Absent from checkpoints of older versions.
+        self.unet_config, self.batching = state.get("unet_config"), state.get("batching")
 
 
 def saved_progress(path: str) -> TrainingProgress:
@@ -917,6 +933,25 @@ def check_same_unet(path: str, unet_config: dict) -> None:
             f"{path} holds a UNet of another configuration ({details}). Resume with the --model_config, --resolution "
             "and data of that run, or start a new run in another --output_dir."
         )
+
+
+def check_same_batching(path: str, batching: dict) -> None:
+    """Raises a ValueError when the run to resume batches its steps (`batching`: processes, batch size, accumulation,
+    images) otherwise than the run that saved `path`: its step count would stand for another data position and
+    another point of the learning-rate schedule."""
+    saved = saved_progress(path).batching
+    if saved is None or saved == batching:
+        return
+
+    def describe(layout: dict) -> str:
+        return (f"{layout['processes']} process(es) x --train_batch_size {layout['batch_size']} x "
+                f"--gradient_accumulation_steps {layout['accumulation']} on {layout['images']} images")  # fmt: skip
+
+    raise ValueError(
+        f"{path} was saved by a run of {describe(saved)}; this run has {describe(batching)}. A checkpoint's step "
+        "stands for a data position and a point of the learning-rate schedule only in the run that saved it: resume "
+        "with that run's processes, batch, accumulation and data, or start a new run in another --output_dir."
+    )
 
 
 @contextlib.contextmanager
@@ -1003,8 +1038,8 @@ def previous_run_outputs(output_dir: str, logging_dir: str) -> list[str]:
 
 
 def is_checkpoint_folder(name: str) -> bool:
-    """`checkpoint-N` or `checkpoint-best`, complete, being written, or being replaced."""
-    base = name.removesuffix(PARTIAL_SUFFIX).removesuffix(REPLACED_SUFFIX)
+    """`checkpoint-N` or `checkpoint-best`, complete, being written, being replaced, or abandoned."""
+    base = name.removesuffix(PARTIAL_SUFFIX).removesuffix(REPLACED_SUFFIX).removesuffix(ABANDONED_SUFFIX)
     return base == BEST_CHECKPOINT or CHECKPOINT_NAME.fullmatch(base) is not None
 
 
@@ -1019,6 +1054,18 @@ def delete_previous_run(paths: list[str]) -> None:
             shutil.rmtree(path)
         else:
             os.remove(path)
+
+
+def set_aside_later_checkpoints(output_dir: str, step: int) -> None:
+    """Renames the checkpoints in `output_dir` past `step`, where the run resumes, to `checkpoint-N.abandoned`
+    (replacing an older abandoned copy of the same step): they belong to the course the run left, which `latest`
+    must not go back to, nor pruning count."""
+    for saved_step, path in list_checkpoints(output_dir):
+        if saved_step > step:
+            shutil.rmtree(path + ABANDONED_SUFFIX, ignore_errors=True)
+            os.rename(path, path + ABANDONED_SUFFIX)
+            logger.warning(f"Set {path} aside as {path + ABANDONED_SUFFIX}: it is past step {step}, where this run "
+                           "resumes.")  # fmt: skip
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None) -> None:
@@ -1157,10 +1204,41 @@ def save_pipeline_atomically(pipe: DDPMCFGPipeline, output_dir: str) -> None:
     os.rmdir(staging)
 
 
-def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, step: int, args: argparse.Namespace) -> None:
-    """Raises `TrainingStopped` when optimizer step `step` would be taken on a non-finite loss or gradient."""
+def apply_optimizer_flags(
+    optimizer: torch.optim.Optimizer, lr_scheduler: torch.optim.lr_scheduler.LambdaLR, args: argparse.Namespace
+) -> list[str]:
+    """Puts this run's --learning_rate and AdamW flags into an optimizer and learning-rate schedule loaded from a
+    checkpoint, which hold the values of the run that saved them: a run resumed with a lower learning rate (after a
+    non-finite loss, say) trains with it, at the same point of the schedule. Returns what changed, "flag: saved ->
+    now", for the log; nothing when the flags are those of the saved run."""
+    wanted = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon,
+              "weight_decay": args.adam_weight_decay}  # fmt: skip
+    flags = {"lr": "--learning_rate", "betas": "--adam_beta1/--adam_beta2", "eps": "--adam_epsilon",
+             "weight_decay": "--adam_weight_decay"}  # fmt: skip
+    changes = set()
+    for index, group in enumerate(optimizer.param_groups):
+        saved = {"lr": group["initial_lr"], "betas": tuple(group["betas"]), "eps": group["eps"],
+                 "weight_decay": group["weight_decay"]}  # fmt: skip
+        for key in [key for key in wanted if saved[key] != wanted[key]]:
+            changes.add(f"{flags[key]}: saved {saved[key]} -> now {wanted[key]}")
+            if key != "lr":
+                group[key] = wanted[key]
+                continue
+            # Every diffusers schedule is a LambdaLR: the base rate times a factor of the step.
+            group["initial_lr"] = lr_scheduler.base_lrs[index] = wanted["lr"]
+            group["lr"] = wanted["lr"] * lr_scheduler.lr_lambdas[index](lr_scheduler.last_epoch)
+    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return sorted(changes)
+
+
+def check_finite(
+    losses: list[torch.Tensor], grad_norm: torch.Tensor, step: int, args: argparse.Namespace, grad_scaler: bool = False
+) -> None:
+    """Raises `TrainingStopped` when optimizer step `step` would be taken on a non-finite loss or gradient. With
+    fp16's `grad_scaler`, a non-finite gradient is the scaler's overflow signal: it skips that step and lowers its
+    scale, as it does every time its scale has grown too large."""
     loss = torch.stack(losses)
-    if bool(torch.isfinite(loss).all()) and math.isfinite(float(grad_norm)):
+    if bool(torch.isfinite(loss).all()) and (grad_scaler or math.isfinite(float(grad_norm))):
         return
     what = f"loss {loss.tolist()}" if not bool(torch.isfinite(loss).all()) else f"gradient norm {float(grad_norm)}"
     raise TrainingStopped(
