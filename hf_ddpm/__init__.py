@@ -1,18 +1,38 @@
 """hf-ddpm: pixel-space diffusion (DDPM, DDIM, classifier-free guidance) for diffusers."""
 
-from .models import DDPMUNet2DModel, DDPMUNet2DOutput
-from .pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
-from .schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler, DDPMSchedulerOutput
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DDIMScheduler",
-    "DDIMSchedulerOutput",
-    "DDPMCFGPipeline",
-    "DDPMCFGPipelineOutput",
-    "DDPMScheduler",
-    "DDPMSchedulerOutput",
-    "DDPMUNet2DModel",
-    "DDPMUNet2DOutput",
-]
+# Each public name and the submodule that defines it, imported on first use (PEP 562), as diffusers does: importing
+# the schedulers, the training helpers or the CLI does not pay for diffusers' pipeline machinery (seconds).
+_EXPORTS = {
+    "DDIMScheduler": ".schedulers",
+    "DDIMSchedulerOutput": ".schedulers",
+    "DDPMCFGPipeline": ".pipelines",
+    "DDPMCFGPipelineOutput": ".pipelines",
+    "DDPMScheduler": ".schedulers",
+    "DDPMSchedulerOutput": ".schedulers",
+    "DDPMUNet2DModel": ".models",
+    "DDPMUNet2DOutput": ".models",
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .models import DDPMUNet2DModel, DDPMUNet2DOutput
+    from .pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
+    from .schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler, DDPMSchedulerOutput
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models.unet_2d import DDPMUNet2DModel
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 LOSS_TYPES = ("l2", "l1", "huber")
@@ -136,6 +135,8 @@ def unet_config_from(
 
 
 def _unet_defaults() -> dict[str, Any]:
+    from .models.unet_2d import DDPMUNet2DModel  # here: the thread and launcher helpers need no diffusers
+
     parameters = inspect.signature(DDPMUNet2DModel.__init__).parameters
     return {name: parameter.default for name, parameter in parameters.items() if name != "self"}
 
