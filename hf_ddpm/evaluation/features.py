@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import itertools
 import os
 
@@ -85,8 +86,12 @@ class InceptionFeatures(FeatureExtractor):
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError as error:  # torchmetrics itself is missing
             raise ValueError(f"`fid` needs torchmetrics: pip install 'hf-ddpm[fid]' ({error}).") from error
+        # torchmetrics' `antialias` (default True where it exists) resizes otherwise than the reference FID code.
+        reference_resize = {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
         try:
-            self.inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(self.num_features)])
+            self.inception = NoTrainInceptionV3(
+                name="inception-v3-compat", features_list=[str(self.num_features)], **reference_resize
+            )
         except ModuleNotFoundError as error:
             raise ValueError(
                 "`fid` needs torch-fidelity's Inception-V3: pip install 'hf-ddpm[fid]'. Offline, use `fd_dinov2` with "
@@ -101,10 +106,11 @@ class InceptionFeatures(FeatureExtractor):
         self.inception.eval()
 
     def identity(self) -> dict:
-        return {"extractor": "inception-v3-compat", "features": self.num_features}
+        return {"extractor": "inception-v3-compat", "features": self.num_features, "resize": "tf1-bilinear"}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # The TF Inception takes uint8 pixels and resizes them to 299x299 itself, as the reference FID code does.
+        # The TF Inception takes uint8 pixels and resizes them to 299x299 itself (TensorFlow 1's bilinear resize, as
+        # in the reference FID code and torch-fidelity).
         return self.inception((as_rgb(images) * 255).round().to(torch.uint8))
 
 
