@@ -28,6 +28,7 @@ def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
 def run_noising(args: argparse.Namespace) -> None:
     from hf_ddpm.visualization import load_digit_images, save_forward_process_grid
 
+    check_writable_folder("--out", args.out, os.path.dirname(os.path.abspath(args.out)))
     path = save_forward_process_grid(
         args.out,
         images=load_digit_images(args.num_images),
@@ -113,7 +114,20 @@ def check_image_path(flag: str, path: str, example: str, allowed: set[str] | Non
     if extension not in writable:
         got = f"{extension!r}, not one of {sorted(allowed)}" if allowed and extension else extension or "no extension"
         raise ValueError(f"{flag} {path!r} must name an image file such as 'samples{example}' (got {got}).")
-    folder = os.path.dirname(os.path.abspath(path))
+    check_writable_folder(flag, path, os.path.dirname(os.path.abspath(path)))
+
+
+def check_output_folder(flag: str, path: str) -> None:
+    """A ValueError naming `flag` unless `path` is a folder, or can be made one, that can be written: checked before
+    the work, which would otherwise end in a FileExistsError with its results unsaved."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path!r} is a file; it must be a folder (created if missing).")
+    check_writable_folder(flag, path, os.path.abspath(path))
+
+
+def check_writable_folder(flag: str, path: str, folder: str) -> None:
+    """A ValueError naming `flag` unless `folder`, where `path` is written, is a writable folder or can be made inside
+    the nearest one that exists."""
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -170,6 +184,8 @@ EVALUATE_FLAGS = {
     "num_samples": "--num-samples", "guidance_scale": "--guidance-scale", "steps": "--steps",
     "scheduler": "--scheduler", "metrics": "--metrics", "batch_size": "--batch-size", "classifier": "--classifier",
     "guidance_interval": "--guidance-interval", "dinov2_model": "--dinov2-model",
+    # the pipeline's, for a step count that a swept scheduler refuses
+    "num_inference_steps": "--steps",
     # the data loader's, which speaks the training script's flags
     "dataset_name": "--dataset", "dataset_config_name": "--dataset-config", "image_column": "--image-column",
     "label_column": "--label-column",
@@ -181,21 +197,26 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from hf_ddpm.sampling import load_pipeline
 
     check_seed(args.seed)
+    check_output_folder("--out", args.out)
+    if args.cache_dir:  # "" turns the cache off
+        check_output_folder("--cache-dir", args.cache_dir)
     if args.device is not None:
         check_device(args.device)
     pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
+    intervals = [tuple(pair) for pair in args.guidance_interval] if args.guidance_interval else [None]
     result = evaluate(
         pipe, args.dataset, metrics=args.metrics, num_samples=args.num_samples, guidance_scales=args.guidance_scale,
         steps=args.steps, schedulers=args.scheduler, batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
-        guidance_intervals=[tuple(pair) for pair in args.guidance_interval] if args.guidance_interval else [None],
-        split=args.split, dataset_config_name=args.dataset_config, image_column=args.image_column,
-        label_column=args.label_column, center_crop=args.center_crop, classifier=args.classifier,
-        dinov2_model=args.dinov2_model, cache_dir=args.cache_dir,
+        guidance_intervals=intervals, split=args.split, dataset_config_name=args.dataset_config,
+        image_column=args.image_column, label_column=args.label_column, center_crop=args.center_crop,
+        classifier=args.classifier, dinov2_model=args.dinov2_model, cache_dir=args.cache_dir,
     )  # fmt: skip
     print(result.table())
     for best in result.best_guidance_rows():
-        print(f"best guidance for {best['scheduler']}, {best['steps']} steps: {best['guidance_scale']:g}")
+        # Each interval swept has its own best scale: say which.
+        interval = ", interval [{:g}, {:g}]".format(*best["guidance_interval"]) if len(intervals) > 1 else ""
+        print(f"best guidance for {best['scheduler']}, {best['steps']} steps{interval}: {best['guidance_scale']:g}")
     print(f"wrote {args.out}/metrics.json and the plots")
 
 
@@ -300,6 +321,7 @@ def run_space(args: argparse.Namespace) -> None:
     from hf_ddpm.space import push_space, write_space
 
     if args.local_dir is not None:
+        check_output_folder("--local-dir", args.local_dir)
         folder = write_space(args.local_dir, args.model_repo, space_id=args.space_id, requirement=args.requirement)
         print(f"wrote {folder}/app.py, requirements.txt and README.md")
         return

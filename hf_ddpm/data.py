@@ -110,14 +110,21 @@ def load_image_data(
 
     Raises:
         `ValueError`: before any decoding, for an argument out of range, a dataset that cannot be found (saying what
-        was tried), a missing image or label column (listing the columns), a label column that does not hold
-        integer class ids, or an empty dataset; while decoding, for an image that cannot be read, naming its file
-        (or, for images stored as bytes, its example and column), unless `skip_corrupt_images`.
+        was tried), a configuration or column given for the built-in digits, a missing image or label column
+        (listing the columns), a label column that does not hold integer class ids, or an empty dataset; while
+        decoding, for an image that cannot be read, naming its file (or, for images stored as bytes, its example and
+        column), unless `skip_corrupt_images`.
     """
     _check_arguments(dataset_name, train_data_dir, resolution, num_channels, max_samples)
     if train_data_dir is None and dataset_name == DIGITS and not os.path.exists(DIGITS):
         if split != "train":
             raise ValueError(f"The built-in {DIGITS!r} dataset has one split, 'train'; got split={split!r}.")
+        given = [flag for flag, value in [("--dataset_config_name", dataset_config_name),
+                                          ("--image_column", image_column), ("--label_column", label_column)]
+                 if value is not None]  # fmt: skip
+        if given:  # scikit-learn's digits are one array: nothing would read these, and ignoring them would mislead
+            raise ValueError(f"The built-in {DIGITS!r} dataset has no configurations or columns to choose: leave out "
+                             f"{' and '.join(given)}.")  # fmt: skip
         return _load_digits(resolution, center_crop, num_channels, max_samples, seed)
 
     dataset, source = _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split)

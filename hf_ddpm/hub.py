@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeVar
 
 import httpx2
-from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import _http as hub_http
 from huggingface_hub.utils import filter_repo_objects, set_client_factory
@@ -109,8 +109,14 @@ def resolve_hub_token(token: Optional[str] = None, endpoint: Optional[str] = Non
         flag (`str`): the command-line flag that gives `token`, named in the messages.
 
     Raises:
-        `ValueError`: no token was found, the Hub rejected it, it cannot write, or the Hub did not answer.
+        `ValueError`: offline mode is on, no token was found, the Hub rejected it, it cannot write, or the Hub did not
+            answer.
     """
+    if constants.HF_HUB_OFFLINE:  # huggingface_hub refuses every request then, the token check first, in a traceback
+        raise ValueError(
+            "Pushing to the Hub needs the network, but huggingface_hub is in offline mode (HF_HUB_OFFLINE or "
+            "TRANSFORMERS_OFFLINE is set): unset it to push."
+        )
     help_text = MISSING_TOKEN_HELP.format(flag=flag)
     if token:
         origin = flag

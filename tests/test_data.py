@@ -290,6 +290,8 @@ def test_empty_dataset_is_rejected(tmp_path):
         ({"max_samples": 0}, "max_samples must be a positive integer"),
         ({"train_data_dir": "images"}, "Give exactly one of --dataset_name"),
         ({"split": "test"}, "'digits' dataset has one split, 'train'"),
+        ({"image_column": "image"}, "'digits' dataset has no configurations or columns to choose: leave out --image"),
+        ({"label_column": "label", "dataset_config_name": "x"}, "leave out --dataset_config_name and --label_column"),
     ],
 )
 def test_bad_arguments_are_rejected_before_loading(kwargs, message):

@@ -10,11 +10,13 @@ import PIL.Image
 import pytest
 import scipy.linalg
 import torch
+import torchmetrics.image.fid
 from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from hf_ddpm.cli import main as cli_main
 from hf_ddpm.data import load_image_data
 from hf_ddpm.evaluation import (
+    FRECHET_METRICS,
     DigitsFeatures,
     DinoV2Features,
     Evaluator,
@@ -490,6 +492,31 @@ def test_a_feature_network_passed_in_runs_the_fid_path_and_gives_zero_on_the_rea
     )
 
 
+def test_fid_asks_torchmetrics_for_the_reference_resize_and_caches_by_it(monkeypatch):
+    # The weights are a download (torch-fidelity's); what is ours is how the network is asked for.
+    built = {}
+
+    class RecordingInception(torch.nn.Module):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, antialias=True):
+            super().__init__()
+            built.update(name=name, features_list=features_list, antialias=antialias)
+
+    monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", RecordingInception)
+    features = InceptionFeatures()
+    assert built == {"name": "inception-v3-compat", "features_list": ["2048"], "antialias": False}
+    assert features.identity()["resize"] == "tf1-bilinear"  # features cached with another resize are not reused
+
+
+@pytest.mark.filterwarnings("ignore:Fréchet distance on 20 samples")
+def test_the_first_distance_listed_is_the_one_reported_and_kid_shares_its_space():
+    pipe = tiny_pipeline()
+    for metrics, distance in [(["fd_digits", "fid", "kid"], "fd_digits"), (["fid", "fd_digits", "kid"], "fid")]:
+        result = evaluate(pipe, "digits", metrics=metrics, num_samples=20, steps=[2], batch_size=20, cache_dir="",
+                          feature_extractors={"fid": SmallFeatures()}, progress=False)  # fmt: skip
+        assert result.distance == distance and list(result.info["feature_spaces"])[0] == FRECHET_METRICS[distance]
+        assert [key for key in result.rows[0] if key in FRECHET_METRICS] == metrics[:2]
+
+
 def test_fd_dinov2_and_agreement_with_a_transformers_classifier(tiny_dinov2, tiny_classifier, tmp_path):
     result = evaluate(tiny_pipeline(), "digits", metrics=["fd_dinov2", "precision_recall", "agreement"],
                       num_samples=12, steps=[2], batch_size=12, dinov2_model=tiny_dinov2, classifier=tiny_classifier,
@@ -628,3 +655,41 @@ def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, cap
         with pytest.raises(SystemExit) as exit_info:
             cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+@pytest.mark.parametrize("path, message", [
+    ("afile", "{flag} '{path}' is a file; it must be a folder (created if missing)"),
+    ("afile/sub", "{flag} '{path}' cannot be written: '{afile}' is not a writable folder"),
+], ids=["a-file", "under-a-file"])  # fmt: skip
+def test_cli_evaluate_refuses_an_unwritable_folder_before_loading_the_model(tmp_path, capsys, flag, path, message):
+    (tmp_path / "afile").write_text("not a folder")
+    # A model that does not exist: the folders are checked first, not after the whole sweep.
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["evaluate", str(tmp_path / "no-model"), "--dataset", "digits", flag, str(tmp_path / path)])
+    assert exit_info.value.code == 2
+    expected = message.format(flag=flag, path=tmp_path / path, afile=tmp_path / "afile")
+    assert f"hf-ddpm evaluate: error: {expected}" in capsys.readouterr().err
+
+
+def test_cli_evaluate_checks_every_step_count_against_each_scheduler_before_sampling(tmp_path, capsys, no_sampling):
+    tiny_pipeline().save_pretrained(tmp_path / "model")  # 50 training steps
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "2",
+                  "100", "--scheduler", "ddim", "dpm", "--out", str(tmp_path / "eval"),
+                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert exit_info.value.code == 2
+    message = "--steps must be an integer in [1, 50] (the scheduler's training steps), got 100."
+    assert f"hf-ddpm evaluate: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_cli_evaluate_refuses_columns_and_configs_of_the_builtin_digits(tmp_path, capsys, no_sampling):
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12",
+                  "--image-column", "image", "--dataset-config", "mnist", "--out", str(tmp_path / "eval"),
+                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert ("hf-ddpm evaluate: error: The built-in 'digits' dataset has no configurations or columns to choose: leave "
+            "out --dataset-config and --image-column.") in capsys.readouterr().err  # fmt: skip

@@ -10,6 +10,7 @@ from test_evaluation import tiny_pipeline as evaluation_pipeline
 from test_pipeline import TRAIN_STEPS, ForwardLog, reference_sample, tiny_pipeline
 
 from hf_ddpm.cli import main as cli_main
+from hf_ddpm.evaluation.evaluate import best_guidance
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -86,3 +87,16 @@ def test_cli_evaluate_sweeps_intervals_and_counts_the_network_evaluations(tmp_pa
         cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--guidance-interval", "0.7", "0.3"])
     assert exit_info.value.code == 2
     assert "--guidance-interval must be None or a pair (low, high)" in capsys.readouterr().err
+
+
+def test_cli_evaluate_names_the_interval_of_each_best_guidance(tmp_path, capsys):
+    evaluation_pipeline().save_pretrained(tmp_path / "model")
+    cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "3",
+              "--guidance-scale", "1", "3", "--guidance-interval", "0", "1", "--guidance-interval", "0.2", "0.8",
+              "--batch-size", "12", "--out", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache"),
+              "--device", "cpu"])  # fmt: skip
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
+    for interval, label in [([0.0, 1.0], "[0, 1]"), ([0.2, 0.8], "[0.2, 0.8]")]:
+        best = best_guidance([row for row in rows if row["guidance_interval"] == interval], "fd_digits")
+        assert f"best guidance for ddim, 3 steps, interval {label}: {best['guidance_scale']:g}\n" in printed

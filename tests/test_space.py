@@ -72,6 +72,16 @@ def test_a_local_folder_is_not_a_model_repo_for_a_space(tmp_path, capsys, monkey
     assert "MODEL_REPO 'user/model' is a local folder; a Space loads its model from the Hub" in capsys.readouterr().err
 
 
+def test_a_local_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["space", "user/model", "--local-dir", str(tmp_path / "afile")])
+    assert exit_info.value.code == 2
+    expected = f"--local-dir '{tmp_path / 'afile'}' is a file; it must be a folder (created if missing)"
+    assert f"hf-ddpm space: error: {expected}" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
 def test_the_space_app_builds_the_demo_of_the_model_on_the_hub(hub_server, tmp_path):
     save_tiny_pipeline(tmp_path / "model").push_to_hub("tester/tiny", token=hub_server.token)
     main(["space", "tester/tiny", "--local-dir", str(tmp_path / "space")])

@@ -108,3 +108,13 @@ def test_python_dash_m_hf_ddpm_runs_the_command_line(tmp_path, monkeypatch, caps
         runpy.run_module("hf_ddpm", run_name="__main__")  # what `python -m hf_ddpm` does
     assert exit_info.value.code == 0
     assert out.exists() and str(out) in capsys.readouterr().out
+
+
+def test_noising_command_refuses_an_out_under_a_file_before_drawing(tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "n.png"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["noising", "--out", str(out)])
+    assert exit_info.value.code == 2
+    expected = f"--out '{out}' cannot be written: '{tmp_path / 'afile'}' is not a writable folder"
+    assert f"hf-ddpm noising: error: {expected}" in capsys.readouterr().err

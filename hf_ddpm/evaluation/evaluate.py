@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DIGITS, ImageData, load_image_data
-from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval
+from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval, check_num_inference_steps
 from ..sampling import SCHEDULERS, scheduler_from_name
 from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import (
@@ -32,6 +32,7 @@ from .reference import FEATURE_BATCH_SIZE, extract_features, held_out_size, real
 
 # Each Fréchet metric names its feature space.
 FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits"}
+SPACE_METRICS = {space: metric for metric, space in FRECHET_METRICS.items()}
 METRICS = (*FRECHET_METRICS, "kid", "precision_recall", "agreement")
 # Lower is better for these; higher for the others (precision, recall, agreement).
 LOWER_IS_BETTER = (*FRECHET_METRICS, "kid")
@@ -79,9 +80,12 @@ class EvaluationResult:
 
     @property
     def distance(self) -> str | None:
-        """The first Fréchet metric measured (the one the plots and `best_guidance_rows` use), or KID."""
-        measured = [key for key in (*FRECHET_METRICS, "kid") if key in self.rows[0]]
-        return measured[0] if measured else None
+        """The first Fréchet metric listed, in whose feature space KID and precision/recall were measured (the one
+        the plots and `best_guidance_rows` use), or KID."""
+        frechet = [key for key in self.rows[0] if key in FRECHET_METRICS]
+        if frechet:
+            return frechet[0]
+        return "kid" if "kid" in self.rows[0] else None
 
     def best_guidance_rows(self) -> list[dict]:
         """For each scheduler and steps swept over several guidance scales, the best of them (`best_guidance`)."""
@@ -164,8 +168,11 @@ def check_sweep(
     steps: Sequence[int | None],
     schedulers: Sequence[str | None],
     guidance_intervals: Sequence[tuple[float, float] | None] = (None,),
+    scheduler=None,
 ) -> None:
-    """ValueErrors, before any sampling, for values that no pipeline call would take."""
+    """ValueErrors, before any sampling, for values that no pipeline call would take. Given `scheduler` (the
+    pipeline's, which each swept one is built from), every step count is checked against each swept scheduler too:
+    otherwise a count that one refuses stops the sweep after the rows before it were sampled."""
     for scale in guidance_scales:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 <= scale < math.inf:
             raise ValueError(f"`guidance_scale` values must be finite numbers >= 0, got {scale!r}.")
@@ -182,6 +189,12 @@ def check_sweep(
     for name, values in sweep.items():
         if len(values) == 0:
             raise ValueError(f"`{name}` needs at least one value.")
+    if scheduler is not None:
+        for name in schedulers:
+            swept = scheduler if name is None else scheduler_from_name(name, scheduler)
+            for count in steps:
+                if count is not None:
+                    check_num_inference_steps(swept, count)
 
 
 class Evaluator:
@@ -317,7 +330,8 @@ class Evaluator:
 
     def _distances(self, fakes: dict[str, torch.Tensor], suffix: str = "") -> dict:
         values = {}
-        for metric, space in FRECHET_METRICS.items():
+        for space in self.extractors:  # as listed: the first distance is in the space that KID and precision/recall use
+            metric = SPACE_METRICS[space]
             if metric in self.metrics:
                 values[metric + suffix] = frechet_distance(self.reals[space].reference, fakes[space])
         if self.shared_space is None:
@@ -387,7 +401,7 @@ def evaluate(
         that does not know the pipeline's classes, a dataset whose channels differ from the model's, weights that
         cannot be loaded.
     """
-    check_sweep(guidance_scales, steps, schedulers, guidance_intervals)
+    check_sweep(guidance_scales, steps, schedulers, guidance_intervals, scheduler=pipe.scheduler)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
     if pipe.config.null_class_id is None and any(scale != 1.0 for scale in guidance_scales):
