@@ -51,6 +51,7 @@ SEED_LIMIT = 2**63  # image i starts from the noise of seed + i, and a torch gen
 PREVIEWS_PER_RUN = 10  # intermediate grids sent to the page during one run
 DISPLAY_SIDE = 768  # the live grid is enlarged (pixels kept sharp) to about this many pixels a side
 COMPARE_SCALES = (1.0, 2.0, 4.0)
+START_CLASSES, START_IMAGES_PER_CLASS = 2, 4  # what the page asks for at first, where the server allows that much
 CSS = "img { image-rendering: pixelated; }"  # small images enlarged by the page stay sharp
 
 
@@ -86,9 +87,14 @@ def model_defaults(pipe: DDPMCFGPipeline, model: str | None = None) -> ModelDefa
 
 
 def card_settings(model: str) -> dict[str, str]:
-    """The training settings table of the model's card (hf_ddpm.hub writes it), or nothing when it has none."""
+    """The training settings table of the model's card (hf_ddpm.hub writes it), or nothing when it has none: a folder's
+    card is its README.md, a Hub id's the repository's."""
+    local = os.path.isdir(model)
+    source = os.path.join(model, "README.md") if local else model
+    if local and not os.path.isfile(source):  # `ModelCard.load` would take that path for a Hub id, and ask the Hub
+        return {}
     try:
-        card = ModelCard.load(os.path.join(model, "README.md") if os.path.isdir(model) else model)
+        card = ModelCard.load(source)
     except Exception:  # no card, or a Hub that cannot be reached: the page falls back to the pipeline's defaults
         return {}
     return dict(re.findall(r"^\| `(\w+)` \| (.*?) \|$", card.text, flags=re.MULTILINE))
@@ -126,6 +132,16 @@ class DemoApp:
     @property
     def conditional(self) -> bool:
         return self.pipe.config.null_class_id is not None
+
+    def starting_request(self) -> tuple[list[str], int, int]:
+        """The classes, images per class and steps that the page starts with, always within `max_image_steps`: the
+        first classes and images at the model's steps, fewer images where that is too much work (its sampler at the
+        steps it was shown with matters more than how many images it draws), and fewer steps only where one image of
+        each class is."""
+        classes = self.class_names[: min(START_CLASSES, self.max_image_steps)]  # at least one image-step each
+        count, steps = len(classes) or 1, self.defaults.num_inference_steps
+        images_per_class = min(START_IMAGES_PER_CLASS, max(1, self.max_image_steps // (count * steps)))
+        return classes, images_per_class, min(steps, self.max_image_steps // (count * images_per_class))
 
     # ----- the page's events -----
     def generate(
@@ -333,17 +349,23 @@ def build_demo(
 
 def _page(app: DemoApp) -> None:
     defaults, steps_limit = app.defaults, app.pipe.scheduler.config.num_train_timesteps
+    start_classes, start_images, start_steps = app.starting_request()
+    steps_note = None
+    if (start_images, start_steps) != (START_IMAGES_PER_CLASS, defaults.num_inference_steps):
+        steps_note = (f"The model's default is {defaults.num_inference_steps} steps; this server allows at most "
+                      f"{app.max_image_steps} image-steps (images x steps) a request, so the page starts with "
+                      f"{start_images * (len(start_classes) or 1)} images at {start_steps} steps.")  # fmt: skip
     kind = "class-conditional" if app.conditional else "unconditional"
     gr.Markdown(f"# {app.model_name}\nA {kind} pixel-space diffusion model ({defaults.resolution}x"
                 f"{defaults.resolution}), sampled with hf-ddpm. The grid updates while it is denoised.")  # fmt: skip
     with gr.Row():
         with gr.Column(scale=1):
-            classes = gr.Dropdown(app.class_names, value=app.class_names[:2], multiselect=True, label="Class",
+            classes = gr.Dropdown(app.class_names, value=start_classes, multiselect=True, label="Class",
                                   visible=app.conditional, elem_id="classes")  # fmt: skip
-            images_per_class = gr.Slider(1, 16, value=4, step=1, label="Images per class", elem_id="images")
+            images_per_class = gr.Slider(1, 16, value=start_images, step=1, label="Images per class", elem_id="images")
             guidance = gr.Slider(0, 10, value=defaults.guidance_scale, step=0.1, label="Guidance scale",
                                  visible=app.conditional, elem_id="guidance")  # fmt: skip
-            steps = gr.Slider(1, steps_limit, value=defaults.num_inference_steps, step=1, label="Steps",
+            steps = gr.Slider(1, steps_limit, value=start_steps, step=1, label="Steps", info=steps_note,
                               elem_id="steps")  # fmt: skip
             scheduler = gr.Dropdown([(SCHEDULER_NAMES[key], key) for key in SCHEDULERS], value=defaults.scheduler,
                                     label="Scheduler", elem_id="scheduler")  # fmt: skip

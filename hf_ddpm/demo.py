@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hf_ddpm.evaluation import EvaluationResult, evaluate
+from hf_ddpm.evaluation import EvaluationResult, evaluate, write_report
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
 from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif
@@ -173,14 +173,15 @@ def main(argv: list[str] | None = None) -> DemoResult:
     )  # fmt: skip
     sampled = time.perf_counter()
 
-    # One sweep, with the same seeds at every scale; the demo's own scale is one of its rows.
+    # One sweep, with the same seeds at every scale; the demo's own scale is one of its rows. The report writes the
+    # plots that the sweep has the axes for (no trade-off plot of one scale): the summary names those it wrote.
     evaluation_dir = os.path.join(args.output_dir, "evaluation")
     scales = sorted({args.guidance_scale, *args.sweep_guidance_scales})
     evaluation = evaluate(
         pipe, "digits", num_samples=args.eval_num_samples, guidance_scales=scales, steps=[args.num_inference_steps],
         schedulers=[args.scheduler], guidance_intervals=[args.guidance_interval], batch_size=300, seed=args.seed,
-        out_dir=evaluation_dir,
     )  # fmt: skip
+    report = write_report(evaluation, evaluation_dir)
     finished = time.perf_counter()
     row = next(row for row in evaluation.rows if row["guidance_scale"] == args.guidance_scale)
     seconds = {
@@ -188,11 +189,14 @@ def main(argv: list[str] | None = None) -> DemoResult:
         "total": finished - started,
     }  # fmt: skip
     result = DemoResult(row=row, evaluation=evaluation, seconds=seconds)
-    print("\n" + summary(args, result, sampler, grid_path, gif_path, evaluation_dir))
+    print("\n" + summary(args, result, sampler, grid_path, gif_path, evaluation_dir, list(report.values())))
     return result
 
 
-def summary(args, result: DemoResult, sampler: str, grid_path: str, gif_path: str, evaluation_dir: str) -> str:
+def summary(
+    args, result: DemoResult, sampler: str, grid_path: str, gif_path: str, evaluation_dir: str, report: list[str]
+) -> str:
+    """What the demo wrote where, and what it measured; `report` is the paths of the evaluation's files."""
     row, seconds, n = result.row, result.seconds, result.row["num_samples"]
     floor_n = result.evaluation.floors.get("floor_num_samples", n)
     lines = [
@@ -202,7 +206,7 @@ def summary(args, result: DemoResult, sampler: str, grid_path: str, gif_path: st
         f"Pipeline:   {args.output_dir}",
         f"Grid:       {grid_path}  (one row per digit, {sampler}, guidance {args.guidance_scale:g})",
         f"Denoising:  {gif_path}",
-        f"Evaluation: {evaluation_dir}  (metrics.json, cfg_tradeoff.png, samples_by_guidance.png)",
+        f"Evaluation: {evaluation_dir}  ({', '.join(os.path.basename(path) for path in report)})",
         "",
         f"At guidance {args.guidance_scale:g}, {n} samples ({sampler}), against real digits that the model "
         + ("never saw:" if args.exclude_eval_reference else "was trained on (--no-exclude_eval_reference):"),

@@ -15,14 +15,18 @@ import numpy as np
 import pytest
 import torch
 from gradio_client import Client
+from huggingface_hub import HfApi
 from test_cli_sample import save_tiny_pipeline
 
-from hf_ddpm.app import DemoApp, build_demo, launch, model_defaults
+from hf_ddpm.app import DemoApp, build_demo, card_settings, launch, model_defaults
 from hf_ddpm.cli import main
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
 from helpers import free_port
 
 STEPS = 20  # every training step of the tiny model: previews every 2 steps
+# A card's training settings, as hf_ddpm.hub writes them.
+CARD = ("## Training settings\n\n| Setting | Value |\n|---|---|\n"
+        "| `num_inference_steps` | 7 |\n| `guidance_scale` | 1.3 |\n")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +109,49 @@ def test_compare_guidance_draws_the_same_seeds_at_each_scale(app, model):
 def test_defaults_come_from_the_model_and_its_card(tmp_path):
     pipe = save_tiny_pipeline(tmp_path)
     assert model_defaults(pipe, str(tmp_path)).guidance_scale == 3.0  # no card: the page's own default
-    (tmp_path / "README.md").write_text("## Training settings\n\n| Setting | Value |\n|---|---|\n"
-                                        "| `num_inference_steps` | 7 |\n| `guidance_scale` | 1.3 |\n")  # fmt: skip
+    (tmp_path / "README.md").write_text(CARD)
     defaults = model_defaults(pipe, str(tmp_path))
     assert (defaults.resolution, defaults.guidance_scale, defaults.num_inference_steps) == (8, 1.3, 7)
     assert defaults.scheduler == "ddpm"  # the saved scheduler
+
+
+def test_a_folders_card_is_read_from_the_folder_only_and_a_hub_ids_from_the_hub(tmp_path, monkeypatch, hub_server):
+    monkeypatch.chdir(tmp_path)
+    pipe = save_tiny_pipeline(tmp_path / "tinyddpm")
+    # A folder without a card has none: its path is no Hub id to look one up under.
+    assert model_defaults(pipe, "tinyddpm").guidance_scale == 3.0 and hub_server.requests == []
+    api = HfApi(token=hub_server.token)
+    repo_id = api.create_repo(f"{hub_server.user}/tinyddpm").repo_id
+    api.upload_file(path_or_fileobj=CARD.encode(), path_in_repo="README.md", repo_id=repo_id)
+    assert card_settings(repo_id) == {"num_inference_steps": "7", "guidance_scale": "1.3"}
+
+
+@pytest.mark.parametrize("train_steps, max_image_steps, start", [
+    (STEPS, 4000, (["T-shirt", "Sneaker"], 4, STEPS)),  # the model's defaults fit: the page starts with them
+    (1000, 4000, (["T-shirt", "Sneaker"], 2, 1000)),  # DDPM's every training step, with fewer images
+    (1000, 500, (["T-shirt", "Sneaker"], 1, 250)),  # not even one image of each class at 1000 steps: fewer steps
+    (1000, 1, (["T-shirt"], 1, 1)),  # not even one image-step of each class: one class
+])  # fmt: skip
+def test_the_page_starts_with_values_that_its_server_accepts(model, train_steps, max_image_steps, start):
+    pipe = load_pipeline(model, device="cpu")
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, num_train_timesteps=train_steps)
+    demo = build_demo(pipe, model_name="tiny", max_image_steps=max_image_steps)
+    [generate] = [function for function in demo.fns.values() if function.name == "generate"]
+    values = [control.value for control in generate.inputs]
+    classes, images, _, steps, scheduler, *_ = values
+    assert (classes, images, steps, scheduler) == (*start, "ddpm")
+    # The first click on Generate: the request passes its checks and sampling begins.
+    updates = generate.fn(*values)
+    assert next(updates)[2].startswith(("Denoising", f"{images * len(classes)} images, {steps} steps"))
+    updates.close()
+    [steps_control] = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
+    if start[1:] == (4, train_steps):
+        assert steps_control.info is None
+    else:  # where the default steps are shown, why the page starts lower
+        assert steps_control.info == (
+            f"The model's default is {train_steps} steps; this server allows at most {max_image_steps} image-steps "
+            f"(images x steps) a request, so the page starts with {images * len(classes)} images at {steps} steps."
+        )
 
 
 def test_an_unconditional_model_hides_the_class_and_guidance_controls(tmp_path):
