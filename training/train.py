@@ -1227,7 +1227,6 @@ def apply_optimizer_flags(
             # Every diffusers schedule is a LambdaLR: the base rate times a factor of the step.
             group["initial_lr"] = lr_scheduler.base_lrs[index] = wanted["lr"]
             group["lr"] = wanted["lr"] * lr_scheduler.lr_lambdas[index](lr_scheduler.last_epoch)
-    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
     return sorted(changes)
 
 
