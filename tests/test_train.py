@@ -184,10 +184,13 @@ def test_resuming_a_finished_run_trains_no_further_and_a_mismatched_run_is_refus
     for extra, message in [
         (["--use_ema"], "saved by a run with no --use_ema: resume it with no --use_ema"),
         (["--seed", "1"], "--seed 1 differs from the seed of .*checkpoint-3 \\(0\\)"),
-        (["--train_batch_size", "4"], f"saved by a run of {saved_batching}; this run has .* --train_batch_size 4 "),
-        (["--gradient_accumulation_steps", "2"], f"{saved_batching}; .* --gradient_accumulation_steps 2 on 64"),
-        (["--max_train_samples", "80"], f"{saved_batching}; .* on 80 images"),
-    ]:
+        # Steps left to train in another batching (a finished run may be evaluated again on any): refused.
+        (["--train_batch_size", "4", "--max_train_steps", "6"],
+         f"saved by a run of {saved_batching}; this run has .* --train_batch_size 4 "),
+        (["--gradient_accumulation_steps", "2", "--max_train_steps", "6"],
+         f"{saved_batching}; .* --gradient_accumulation_steps 2 on 64"),
+        (["--max_train_samples", "80", "--max_train_steps", "6"], f"{saved_batching}; .* on 80 images"),
+    ]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             train(flags + ["--resume_from_checkpoint", "latest", *extra])
 

@@ -517,9 +517,9 @@ class TrainingRun:
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
         batching = {"processes": accelerator.num_processes, "batch_size": args.train_batch_size,
                     "accumulation": args.gradient_accumulation_steps, "images": len(data)}  # fmt: skip
-        if plan.resume_path is not None:
-            check_same_batching(plan.resume_path, batching)
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.updates_per_epoch
+        if plan.resume_path is not None:
+            check_same_batching(plan.resume_path, batching, self.max_train_steps)
         self.num_epochs = math.ceil(self.max_train_steps / self.updates_per_epoch)
         # The prepared scheduler steps once per process at every optimizer step (and not at accumulation steps), so
         # the schedule is laid out in optimizer steps x processes.
@@ -935,12 +935,14 @@ def check_same_unet(path: str, unet_config: dict) -> None:
         )
 
 
-def check_same_batching(path: str, batching: dict) -> None:
+def check_same_batching(path: str, batching: dict, max_train_steps: int) -> None:
     """Raises a ValueError when the run to resume batches its steps (`batching`: processes, batch size, accumulation,
-    images) otherwise than the run that saved `path`: its step count would stand for another data position and
-    another point of the learning-rate schedule."""
-    saved = saved_progress(path).batching
-    if saved is None or saved == batching:
+    images) otherwise than the run that saved `path`, and has steps left before `max_train_steps`: its step count
+    would stand for another data position and another point of the learning-rate schedule. A finished run trains no
+    further, and may be evaluated and saved again on any number of processes."""
+    progress = saved_progress(path)
+    saved = progress.batching
+    if saved is None or saved == batching or progress.global_step >= max_train_steps:
         return
 
     def describe(layout: dict) -> str:
