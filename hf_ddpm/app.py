@@ -134,14 +134,15 @@ class DemoApp:
         return self.pipe.config.null_class_id is not None
 
     def starting_request(self) -> tuple[list[str], int, int]:
-        """The classes, images per class and steps that the page starts with, always within `max_image_steps`: the
-        first classes and images at the model's steps, fewer images where that is too much work (its sampler at the
-        steps it was shown with matters more than how many images it draws), and fewer steps only where one image of
-        each class is."""
-        classes = self.class_names[: min(START_CLASSES, self.max_image_steps)]  # at least one image-step each
+        """The classes, images per class and steps that the page starts with, always within `max_image_steps` for
+        Generate and for Compare guidance at its starting scales (it draws each): the first classes and images at the
+        model's steps, fewer images where that is too much work (its sampler at the steps it was shown with matters
+        more than how many images it draws), and fewer steps only where one image of each class is."""
+        budget = max(1, self.max_image_steps // (len(COMPARE_SCALES) if self.conditional else 1))
+        classes = self.class_names[: min(START_CLASSES, budget)]  # at least one image-step each
         count, steps = len(classes) or 1, self.defaults.num_inference_steps
-        images_per_class = min(START_IMAGES_PER_CLASS, max(1, self.max_image_steps // (count * steps)))
-        return classes, images_per_class, min(steps, self.max_image_steps // (count * images_per_class))
+        images_per_class = min(START_IMAGES_PER_CLASS, max(1, budget // (count * steps)))
+        return classes, images_per_class, min(steps, budget // (count * images_per_class))
 
     # ----- the page's events -----
     def generate(
@@ -352,9 +353,10 @@ def _page(app: DemoApp) -> None:
     start_classes, start_images, start_steps = app.starting_request()
     steps_note = None
     if (start_images, start_steps) != (START_IMAGES_PER_CLASS, defaults.num_inference_steps):
+        compared = f" (Compare guidance counts each of its {len(COMPARE_SCALES)} scales)" if app.conditional else ""
         steps_note = (f"The model's default is {defaults.num_inference_steps} steps; this server allows at most "
-                      f"{app.max_image_steps} image-steps (images x steps) a request, so the page starts with "
-                      f"{start_images * (len(start_classes) or 1)} images at {start_steps} steps.")  # fmt: skip
+                      f"{app.max_image_steps} image-steps (images x steps) a request{compared}, so the page starts "
+                      f"with {start_images * (len(start_classes) or 1)} images at {start_steps} steps.")  # fmt: skip
     kind = "class-conditional" if app.conditional else "unconditional"
     gr.Markdown(f"# {app.model_name}\nA {kind} pixel-space diffusion model ({defaults.resolution}x"
                 f"{defaults.resolution}), sampled with hf-ddpm. The grid updates while it is denoised.")  # fmt: skip

@@ -126,11 +126,12 @@ def test_a_folders_card_is_read_from_the_folder_only_and_a_hub_ids_from_the_hub(
     assert card_settings(repo_id) == {"num_inference_steps": "7", "guidance_scale": "1.3"}
 
 
+# Compare guidance draws each of its 3 starting scales: the page's values fit a third of the work limit.
 @pytest.mark.parametrize("train_steps, max_image_steps, start", [
     (STEPS, 4000, (["T-shirt", "Sneaker"], 4, STEPS)),  # the model's defaults fit: the page starts with them
-    (1000, 4000, (["T-shirt", "Sneaker"], 2, 1000)),  # DDPM's every training step, with fewer images
-    (1000, 500, (["T-shirt", "Sneaker"], 1, 250)),  # not even one image of each class at 1000 steps: fewer steps
-    (1000, 1, (["T-shirt"], 1, 1)),  # not even one image-step of each class: one class
+    (200, 3000, (["T-shirt", "Sneaker"], 2, 200)),  # DDPM's every training step, with fewer images
+    (1000, 1500, (["T-shirt", "Sneaker"], 1, 250)),  # not even one image of each class at 1000 steps: fewer steps
+    (1000, 3, (["T-shirt"], 1, 1)),  # not even one image-step of each class: one class
 ])  # fmt: skip
 def test_the_page_starts_with_values_that_its_server_accepts(model, train_steps, max_image_steps, start):
     pipe = load_pipeline(model, device="cpu")
@@ -144,13 +145,17 @@ def test_the_page_starts_with_values_that_its_server_accepts(model, train_steps,
     updates = generate.fn(*values)
     assert next(updates)[2].startswith(("Denoising", f"{images * len(classes)} images, {steps} steps"))
     updates.close()
+    # And on Compare guidance, which draws each of its scales: the first scale is drawn.
+    [compare] = [function for function in demo.fns.values() if function.name == "compare_guidance"]
+    assert next(compare.fn(*[control.value for control in compare.inputs]))[1] == "Guidance 1: 1 of 3 scales done"
     [steps_control] = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
     if start[1:] == (4, train_steps):
         assert steps_control.info is None
     else:  # where the default steps are shown, why the page starts lower
         assert steps_control.info == (
             f"The model's default is {train_steps} steps; this server allows at most {max_image_steps} image-steps "
-            f"(images x steps) a request, so the page starts with {images * len(classes)} images at {steps} steps."
+            "(images x steps) a request (Compare guidance counts each of its 3 scales), so the page starts with "
+            f"{images * len(classes)} images at {steps} steps."
         )
 
 

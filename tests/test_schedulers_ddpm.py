@@ -345,9 +345,9 @@ def test_step_at_a_timestep_outside_the_schedule_raises():
         ours.step(x, 5, x)
     with pytest.raises(ValueError, match=r"`timestep` 899.6 is not in"):  # not rounded to a neighbour
         ours.step(x, 899.6, x)
-    as_float, as_tensor = (ours.step(x, t, x, generator=torch.Generator().manual_seed(0)).prev_sample
-                           for t in (900.0, torch.tensor(900)))  # fmt: skip
-    assert torch.equal(as_float, as_tensor)
+    as_int, *others = (ours.step(x, t, x, generator=torch.Generator().manual_seed(0)).prev_sample
+                       for t in (900, 900.0, torch.tensor(900), np.array(900), np.int64(900)))  # fmt: skip
+    assert all(torch.equal(as_int, other) for other in others)
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,27 @@ def test_resuming_a_finished_run_trains_no_further_and_a_mismatched_run_is_refus
             train(flags + ["--resume_from_checkpoint", "latest", *extra])
 
 
+def test_an_unfinished_run_resumed_in_another_batching_is_refused_even_where_that_batching_counts_it_done(
+    tmp_path, monkeypatch
+):
+    # One epoch of 64 images: 8 steps at batch 8, stopped after 2; at batch 32 the epoch would be those 2 steps.
+    flags = tiny_flags(tmp_path / "run", "--num_epochs", "1", "--checkpointing_steps", "2")
+    save_checkpoint = train_script.save_checkpoint
+
+    def crash_after_checkpoint_2(accelerator, directory, step, total_limit):
+        save_checkpoint(accelerator, directory, step, total_limit)
+        raise SimulatedCrash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_script, "save_checkpoint", crash_after_checkpoint_2)
+        with pytest.raises(SimulatedCrash):
+            train(flags)
+    with pytest.raises(ValueError, match="--train_batch_size 8 .*; this run has .* --train_batch_size 32"):
+        train(flags + ["--resume_from_checkpoint", "latest", "--train_batch_size", "32"])
+    progress = torch.load(tmp_path / "run" / "checkpoint-2" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert (progress["global_step"], progress["max_train_steps"]) == (2, 8)
+
+
 def test_resuming_from_an_earlier_checkpoint_sets_the_later_ones_aside_so_that_latest_follows_the_new_course(
     tmp_path, monkeypatch, caplog
 ):
@@ -441,6 +462,13 @@ def test_missing_image_or_label_column_fails_before_training_listing_the_columns
     assert_nothing_trained(tmp_path / "run")
 
 
+def test_columns_of_the_builtin_digits_fail_before_training_naming_the_flags(tmp_path):
+    with pytest.raises(ValueError, match="'digits' dataset has no configurations or columns to choose: leave out "
+                                         "--dataset_config_name and --label_column"):  # fmt: skip
+        train(tiny_flags(tmp_path / "run", "--label_column", "target", "--dataset_config_name", "mnist"))
+    assert_nothing_trained(tmp_path / "run")
+
+
 def test_resolution_the_model_cannot_take_fails_naming_the_flag(tmp_path):
     flags = tiny_flags(tmp_path / "run", "--model_config", "small", "--resolution", "30")
     with pytest.raises(ValueError, match=r"--resolution 30 cannot be taken .* multiple of 4"):
@@ -524,7 +552,6 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--seed", str(2**40)], r"--seed must be in \[0, 2\*\*32\), got 1099511627776"),
         (["--unconditional", "--guidance_scale", "2"], "--guidance_scale are for class-conditional training"),
         (["--unconditional", "--cond_drop_prob=0.2"], "--cond_drop_prob are for class-conditional training"),
-        (["--label_column", "target"], "The built-in 'digits' dataset has no columns to choose: leave out --label_column"),
         (["--guidance_scale", "inf"], "--guidance_scale must be a finite number >= 0, got inf"),
         (["--hub_model_id", "me/model"], "--hub_model_id takes effect only with --push_to_hub"),
         (["--hub_private_repo", "--hub_token=x"], "--hub_private_repo and --hub_token take effect only with --push_to_hub"),

@@ -42,7 +42,7 @@ from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from hf_ddpm.data import DIGITS, ImageData, load_image_data, random_flip
+from hf_ddpm.data import ImageData, load_image_data, random_flip
 from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics, held_out_size, split_halves
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
@@ -274,11 +274,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"{' and '.join(sorted(given & {'--guidance_scale', '--cond_drop_prob'}))} are for class-conditional "
             "training; --unconditional has no labels to drop or guide towards: leave them out."
-        )
-    if args.dataset_name == DIGITS and args.train_data_dir is None and given & {"--image_column", "--label_column"}:
-        parser.error(
-            f"The built-in {DIGITS!r} dataset has no columns to choose: leave out "
-            f"{' and '.join(sorted(given & {'--image_column', '--label_column'}))}."
         )
     for flags, needed in [
         (["--hub_model_id", "--hub_token", "--hub_private_repo"], "--push_to_hub"),
@@ -533,7 +528,7 @@ class TrainingRun:
         # Only the training forward runs compiled; the compiled wrapper shares the eager model's parameters, and
         # everything else (checkpoints, EMA, previews, the saved pipeline) sees the eager model and its own names.
         self.training_model = torch.compile(self.model) if args.torch_compile else self.model
-        self.progress = TrainingProgress(args.seed, args.use_ema, full_config, batching)
+        self.progress = TrainingProgress(args.seed, args.use_ema, full_config, batching, self.max_train_steps)
         accelerator.register_for_checkpointing(self.progress)
         if self.ema is not None:
             self.ema.to(accelerator.device)
@@ -619,6 +614,7 @@ class TrainingRun:
         args, accelerator = self.args, self.accelerator
         if self.plan.resume_path is not None:
             accelerator.load_state(self.plan.resume_path)
+            self.progress.max_train_steps = self.max_train_steps  # this run's, which may go on longer than the saved one
             if self.ema is not None:  # Accelerate loads it onto the CPU, and EMAModel keeps what it is given
                 self.ema.to(accelerator.device)
             logger.info(f"Resumed from {self.plan.resume_path} at step {self.progress.global_step}")
@@ -873,25 +869,31 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 class TrainingProgress:
     """What a checkpoint records besides weights, optimizer, schedule, EMA and RNG states: the optimizer steps done
     (which fix the data position), the seed of the run's random streams, whether it keeps an EMA (which decides
-    what else the checkpoint holds), the UNet's config (which the weights must fit), and how the steps were batched
+    what else the checkpoint holds), the UNet's config (which the weights must fit), how the steps were batched
     (processes, batch size, accumulation and images: the data position and the learning-rate schedule of a step hold
-    only for those)."""
+    only for those), and the run's optimizer steps in all."""
 
-    def __init__(self, seed: int, use_ema: bool, unet_config: dict | None = None, batching: dict | None = None):
+    def __init__(
+        self, seed: int, use_ema: bool, unet_config: dict | None = None, batching: dict | None = None,
+        max_train_steps: int | None = None,
+    ):  # fmt: skip
         self.global_step = 0
         self.seed = seed
         self.use_ema = use_ema
         self.unet_config = unet_config
         self.batching = batching
+        self.max_train_steps = max_train_steps
 
     def state_dict(self) -> dict:
         return {"global_step": self.global_step, "seed": self.seed, "use_ema": self.use_ema,
-                "unet_config": self.unet_config, "batching": self.batching}  # fmt: skip
+                "unet_config": self.unet_config, "batching": self.batching,
+                "max_train_steps": self.max_train_steps}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step, self.seed, self.use_ema = state["global_step"], state["seed"], state["use_ema"]
         # Absent from checkpoints of older versions.
         self.unet_config, self.batching = state.get("unet_config"), state.get("batching")
+        self.max_train_steps = state.get("max_train_steps")
 
 
 def saved_progress(path: str) -> TrainingProgress:
@@ -937,12 +939,13 @@ def check_same_unet(path: str, unet_config: dict) -> None:
 
 def check_same_batching(path: str, batching: dict, max_train_steps: int) -> None:
     """Raises a ValueError when the run to resume batches its steps (`batching`: processes, batch size, accumulation,
-    images) otherwise than the run that saved `path`, and has steps left before `max_train_steps`: its step count
-    would stand for another data position and another point of the learning-rate schedule. A finished run trains no
-    further, and may be evaluated and saved again on any number of processes."""
+    images) otherwise than the run that saved `path`, and steps are left, by the saved run's count or by this run's
+    `max_train_steps`: its step count would stand for another data position and another point of the learning-rate
+    schedule. A finished run that this run takes no further may be evaluated and saved again on any batching."""
     progress = saved_progress(path)
     saved = progress.batching
-    if saved is None or saved == batching or progress.global_step >= max_train_steps:
+    finished = progress.global_step >= max(progress.max_train_steps or math.inf, max_train_steps)
+    if saved is None or saved == batching or finished:
         return
 
     def describe(layout: dict) -> str:

@@ -188,7 +188,7 @@ class _NoiseScheduleMixin:
         return self._coefficients_at(timestep).prev_t
 
     def _coefficients_at(self, timestep: int | torch.Tensor):
-        value = timestep.item() if isinstance(timestep, torch.Tensor) else timestep
+        value = timestep.item() if isinstance(timestep, (torch.Tensor, np.ndarray)) else timestep
         coefficients = self._coefficients.get(value)  # 980.0 finds timestep 980; 980.7 finds none, not a neighbour
         if coefficients is None:
             raise ValueError(
