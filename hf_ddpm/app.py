@@ -20,18 +20,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 import PIL.Image
-from diffusers.utils import make_image_grid
 from huggingface_hub import ModelCard
 
 from hf_ddpm.cli import with_flag_names
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import (
-    count_labels,
-    default_num_inference_steps,
-    grid_rows,
-    variance_preserving,
-)
-from hf_ddpm.previews import name_rows
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps, variance_preserving
 from hf_ddpm.sampling import (
     SCHEDULER_NAMES,
     SCHEDULERS,
@@ -162,11 +155,11 @@ class DemoApp:
         pipe = self._pipeline_with(scheduler)
         for step, grid, images in self._stream(pipe, call, request):
             if images is None:
-                yield self._enlarged(grid, labels), None, f"Denoising: step {step} of {steps}"
+                yield self._enlarged(grid), None, f"Denoising: step {step} of {steps}"
             else:
                 sampler = SCHEDULER_NAMES[scheduler]
                 status = f"{len(images)} images, {steps} steps of {sampler}, guidance {guidance_scale:g}"
-                yield self._enlarged(grid, labels), images, status
+                yield self._enlarged(grid), images, status
 
     def compare_guidance(
         self, classes, images_per_class, scales_text, steps, scheduler, seed, request: gr.Request | None = None
@@ -183,7 +176,7 @@ class DemoApp:
                         num_inference_steps=int(steps),
                         generator=per_image_generators(int(seed), num_images))  # fmt: skip
             *_, (_, grid, _) = self._stream(pipe, call, request)
-            grids.append((self._enlarged(grid, labels), f"guidance {scale:g}"))
+            grids.append((self._enlarged(grid), f"guidance {scale:g}"))
             done = ", ".join(f"{done_scale:g}" for done_scale in scales[: len(grids)])
             yield grids, f"Guidance {done}: {len(grids)} of {len(scales)} scales done"
 
@@ -252,8 +245,7 @@ class DemoApp:
         every = max(1, math.ceil(call["num_inference_steps"] / PREVIEWS_PER_RUN))
 
         def grid_of(images: list[PIL.Image.Image]) -> PIL.Image.Image:
-            rows = grid_rows(len(images), count_labels(call["class_labels"]))
-            return make_image_grid(images, rows=rows, cols=len(images) // rows)
+            return pipe.sample_grid(images, call["class_labels"])
 
         def on_step(pipe, step, timestep, callback_kwargs):
             if cancel.is_set():
@@ -294,11 +286,11 @@ class DemoApp:
             if self._cancel_events.get(session) is cancel:
                 del self._cancel_events[session]
 
-    def _enlarged(self, grid: PIL.Image.Image, labels) -> PIL.Image.Image:
-        """The grid enlarged for the page (pixels kept sharp), each row named by its class."""
+    def _enlarged(self, grid: PIL.Image.Image) -> PIL.Image.Image:
+        """The grid enlarged for the page by a whole factor (pixels kept sharp), its names with it, so that they stay
+        readable where the browser shrinks a large grid to fit."""
         factor = max(1, DISPLAY_SIDE // max(grid.size))
-        grid = grid.resize((grid.width * factor, grid.height * factor), PIL.Image.NEAREST)
-        return name_rows(grid.convert("RGB"), labels) if labels else grid
+        return grid.resize((grid.width * factor, grid.height * factor), PIL.Image.NEAREST)
 
 
 def _display_name(model: str) -> str:

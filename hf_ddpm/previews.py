@@ -7,11 +7,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from .sampling import save_grid_and_gif
-
-LABEL_MARGIN = 4  # pixels around the class names left of the grid
 
 
 @dataclass
@@ -53,28 +51,7 @@ def write_preview(
     grid_path = os.path.join(samples_dir, f"{name}.png")
     gif_path = os.path.join(samples_dir, f"{name}.gif")
     save_grid_and_gif(pipe, grid_path, gif_path, **call)
-    if conditional:
-        id2label = pipe.config.id2label or {}
-        names = [id2label.get(class_id, str(class_id)) for class_id in class_ids]
-        name_rows(Image.open(grid_path), names).save(grid_path)
     return Preview(grid_path=grid_path, gif_path=gif_path)
-
-
-def name_rows(grid: Image.Image, names: list[str]) -> Image.Image:
-    """The grid with `names[i]` written left of row i (rows of equal height, top to bottom)."""
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(grid)
-    text_width = max(measure.textbbox((0, 0), str(name), font=font)[2] for name in names)
-    labelled = Image.new(grid.mode, (grid.width + text_width + 2 * LABEL_MARGIN, grid.height), color=0)
-    labelled.paste(grid, (text_width + 2 * LABEL_MARGIN, 0))
-    draw = ImageDraw.Draw(labelled)
-    row_height = grid.height / len(names)
-    white = 255 if grid.mode == "L" else (255,) * len(grid.getbands())
-    for row, name in enumerate(names):
-        top, _, _, bottom = draw.textbbox((0, 0), str(name), font=font)
-        y = row * row_height + (row_height - (bottom - top)) / 2 - top
-        draw.text((LABEL_MARGIN, y), str(name), fill=white, font=font)
-    return labelled
 
 
 def log_preview(writer, preview: Preview, step: int) -> None:

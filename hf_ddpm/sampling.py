@@ -15,10 +15,9 @@ from diffusers import (
     SchedulerMixin,
     UniPCMultistepScheduler,
 )
-from diffusers.utils import make_image_grid
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels, grid_rows
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler, make_betas
 
@@ -121,9 +120,10 @@ def save_grid_and_gif(
     **call_kwargs,
 ):
     """
-    Draws images with `pipe(**call_kwargs)` and saves their grid (one row per label) to `grid_path`, and, when
-    `gif_path` is given, the GIF of the grid being denoised. `seed` gives each image its own generator (see
-    `per_image_generators`). Returns the pipeline output (images of `call_kwargs["output_type"]`, PIL by default).
+    Draws images with `pipe(**call_kwargs)` and saves their grid (`pipe.sample_grid`: one row per label, named by
+    its class) to `grid_path`, and, when `gif_path` is given, the GIF of the grid being denoised. `seed` gives each
+    image its own generator (see `per_image_generators`). Returns the pipeline output (images of
+    `call_kwargs["output_type"]`, PIL by default).
     """
     for path in (grid_path, gif_path):
         if path is not None and os.path.dirname(os.fspath(path)):
@@ -134,9 +134,7 @@ def save_grid_and_gif(
     if gif_path is not None:
         return pipe.denoising_gif(gif_path, grid_path=grid_path, **call_kwargs)
     output = pipe(**call_kwargs)
-    images = as_pil_images(output.images)
-    rows = grid_rows(len(images), num_labels)
-    make_image_grid(images, rows=rows, cols=len(images) // rows).save(grid_path)
+    pipe.sample_grid(as_pil_images(output.images), call_kwargs.get("class_labels")).save(grid_path)
     return output
 
 

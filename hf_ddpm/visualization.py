@@ -5,14 +5,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw
 
 from hf_ddpm.data import load_image_data
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
 from hf_ddpm.schedulers import DDPMScheduler
 
 CELL_SIZE = 56  # pixels per image in the grid: 28x28 digits shown at twice their size
+CELL_GAP = 4  # pixels between two images: 2 at the digits' own size, enlarged with them
 HEADER_HEIGHT = 30  # a line for the schedule's name, a line for the column labels
 PANEL_GAP = 8  # pixels between the schedules' panels
 
@@ -77,8 +78,8 @@ def forward_process_grid(
         generator (`torch.Generator`, *optional*): source of the noise.
 
     Returns:
-        `PIL.Image.Image` of width `len(schedules) * (len(fractions) + 1) * CELL_SIZE + (len(schedules) - 1) *
-        PANEL_GAP` and height `HEADER_HEIGHT + N * CELL_SIZE`.
+        `PIL.Image.Image` of width `len(schedules) * ((len(fractions) + 1) * CELL_SIZE + len(fractions) * CELL_GAP) +
+        (len(schedules) - 1) * PANEL_GAP` and height `HEADER_HEIGHT + N * CELL_SIZE + (N - 1) * CELL_GAP`.
     """
     images = load_digit_images() if images is None else images
     if images.ndim != 4:
@@ -90,7 +91,7 @@ def forward_process_grid(
         noised = forward_process(images, noise, fractions, schedule, num_train_timesteps)
         columns = torch.cat([images.unsqueeze(0), noised])  # (columns, N, C, H, W)
         cells = [_to_pil(columns[col, row]) for row in range(len(images)) for col in range(len(columns))]
-        grid = make_image_grid(cells, rows=len(images), cols=len(columns))
+        grid = image_grid(cells, rows=len(images), gap=CELL_GAP, min_cell_size=CELL_SIZE)
         panels.append(_with_header(grid, schedule, labels))
     width = sum(panel.width for panel in panels) + PANEL_GAP * (len(panels) - 1)
     figure = Image.new("RGB", (width, panels[0].height), "white")
@@ -125,5 +126,5 @@ def _with_header(grid: Image.Image, title: str, column_labels: list[str]) -> Ima
     draw = ImageDraw.Draw(panel)
     draw.text((2, 2), title, fill="black")
     for col, label in enumerate(column_labels):
-        draw.text((col * CELL_SIZE + 2, HEADER_HEIGHT // 2), label, fill="black")
+        draw.text((col * (CELL_SIZE + CELL_GAP) + 2, HEADER_HEIGHT // 2), label, fill="black")
     return panel

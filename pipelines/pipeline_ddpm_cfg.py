@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
 import torch
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput, make_image_grid
+from diffusers.utils import BaseOutput
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo, hf_hub_download, snapshot_download, upload_folder
@@ -81,6 +83,65 @@ def grid_rows(num_images: int, num_labels: int | None = None) -> int:
     if num_labels:
         return num_labels
     return max(rows for rows in range(1, math.isqrt(num_images) + 1) if num_images % rows == 0)
+
+
+def image_grid(
+    images: list[PIL.Image.Image],
+    rows: int,
+    names: list[str] | None = None,
+    gap: int = 2,
+    min_cell_size: int = 64,
+) -> PIL.Image.Image:
+    """
+    Lays `images` out in `rows` rows, left to right and top to bottom, for people to look at. Unlike diffusers'
+    `make_image_grid`, small images are enlarged and kept apart, and each row can carry a name.
+
+    Args:
+        images (`list[PIL.Image.Image]`):
+            Images of one size, of any mode. The last row may be short.
+        rows (`int`):
+            The number of rows, in [1, `len(images)`].
+        names (`list[str]`, *optional*):
+            One name per row (the class the row was drawn for), written in a column left of the images. `None`
+            leaves the column out.
+        gap (`int`, *optional*, defaults to 2):
+            Pixels of background between two neighbouring images, at the images' own size: they are enlarged with
+            the images.
+        min_cell_size (`int`, *optional*, defaults to 64):
+            The smallest side of an image in the grid. Smaller images are enlarged by the smallest whole factor that
+            reaches it, with nearest-neighbour resampling so that their pixels stay sharp; larger ones keep their
+            size.
+
+    Returns:
+        `PIL.Image.Image`: An RGB image: the images on a white background, the names in black.
+    """
+    if not isinstance(rows, numbers.Integral) or not 1 <= rows <= len(images):
+        raise ValueError(f"`rows` must be an integer in [1, {len(images)}] (the number of images), got {rows!r}.")
+    if names is not None and len(names) != rows:
+        raise ValueError(f"`names` must hold one name per row ({rows}), got {len(names)}.")
+    width, height = images[0].size
+    scale = max(1, math.ceil(min_cell_size / min(width, height)))
+    cell_width, cell_height, gap = width * scale, height * scale, gap * scale
+    cols = math.ceil(len(images) / rows)
+    font = PIL.ImageFont.load_default()
+    margin = max(gap, 4)  # around the names, so that they never touch the images
+    left = 0  # the width of the names' column
+    if names is not None:
+        measure = PIL.ImageDraw.Draw(PIL.Image.new("RGB", (1, 1)))
+        left = max(measure.textbbox((0, 0), str(name), font=font)[2] for name in names) + 2 * margin
+    grid = PIL.Image.new(
+        "RGB", (left + cols * cell_width + (cols - 1) * gap, rows * cell_height + (rows - 1) * gap), "white"
+    )
+    for index, image in enumerate(images):
+        row, col = divmod(index, cols)
+        cell = image.convert("RGB").resize((cell_width, cell_height), PIL.Image.NEAREST)
+        grid.paste(cell, (left + col * (cell_width + gap), row * (cell_height + gap)))
+    draw = PIL.ImageDraw.Draw(grid)
+    for row, name in enumerate(names or []):
+        _, top, _, bottom = draw.textbbox((0, 0), str(name), font=font)
+        y = row * (cell_height + gap) + (cell_height - (bottom - top)) / 2 - top  # centred on the row
+        draw.text((margin, y), str(name), fill="black", font=font)
+    return grid
 
 
 def count_labels(class_labels) -> int | None:
@@ -393,6 +454,19 @@ class DDPMCFGPipeline(DiffusionPipeline):
         """Maps a batch of samples in [-1, 1] to images in [0, 1] of the given `output_type` ("pil", "np", "pt")."""
         return _images_as((sample / 2 + 0.5).clamp(0, 1), output_type)
 
+    def sample_grid(self, images: list[PIL.Image.Image], class_labels=None) -> PIL.Image.Image:
+        """
+        The grid ([`image_grid`]) of `images` drawn by `__call__(class_labels, ...)`: for a list of labels, one row per
+        label, named by its class (its `id2label` name, else its id); for one label or none, the most square layout,
+        unnamed.
+        """
+        num_labels = count_labels(class_labels)
+        names = None
+        if num_labels:
+            id2label = self.config.id2label or {}
+            names = [id2label.get(label_id, str(label_id)) for label_id in self._label_ids(class_labels)]
+        return image_grid(images, grid_rows(len(images), num_labels), names)
+
     def denoising_gif(
         self,
         gif_path: str | os.PathLike,
@@ -404,16 +478,16 @@ class DDPMCFGPipeline(DiffusionPipeline):
     ) -> DDPMCFGPipelineOutput:
         """
         Samples as `__call__(**call_kwargs)` does and writes the denoising as an animated GIF: each frame is the
-        grid of the current samples (one row per label), taken about `num_frames` times along the way, the last
-        being the final images (shown for `final_frame_duration_ms`). The grid of the final images is written to
-        `grid_path` too when it is given.
+        grid of the current samples (`sample_grid`: one row per label, named), taken about `num_frames` times along
+        the way, the last being the final images (shown for `final_frame_duration_ms`). The grid of the final images
+        is written to `grid_path` too when it is given.
 
         Returns:
             [`DDPMCFGPipelineOutput`] with the images as `call_kwargs["output_type"]` asks (PIL by default).
         """
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"`num_frames` must be an integer >= 1, got {num_frames!r}.")
-        num_labels = count_labels(call_kwargs.get("class_labels"))
+        class_labels = call_kwargs.get("class_labels")
         user_callback = call_kwargs.pop("callback_on_step_end", None)
         tensor_inputs = list(call_kwargs.pop("callback_on_step_end_tensor_inputs", None) or ["latents"])
         if isinstance(user_callback, (PipelineCallback, MultiPipelineCallbacks)):
@@ -421,9 +495,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         frames = []
 
         def grid_of(sample: torch.Tensor) -> PIL.Image.Image:
-            images = self.postprocess(sample, "pil")
-            rows = grid_rows(len(images), num_labels)
-            return make_image_grid(images, rows=rows, cols=len(images) // rows)
+            return self.sample_grid(self.postprocess(sample, "pil"), class_labels)
 
         def record_frame(pipe, step, timestep, callback_kwargs):
             if user_callback is not None:

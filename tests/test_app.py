@@ -12,6 +12,7 @@ import urllib.request
 
 import gradio as gr
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from gradio_client import Client
@@ -73,6 +74,17 @@ def test_generate_streams_grids_while_denoising_then_the_final_images(app, model
     assert status == f"4 images, {STEPS} steps of DDIM, guidance 3"
     assert [image.size for image in final_images] == [(8, 8)] * 4  # the model's resolution
     assert_same_images(final_images, direct(model, guidance_scale=3.0))
+
+
+def test_the_page_shows_the_pipelines_named_grid_enlarged_by_a_whole_factor(app, model):
+    *intermediate, (final_grid, final_images, _) = run(app, classes=["bag", "Sneaker"])
+    pipe = load_pipeline(model, device="cpu")
+    sample_grid = pipe.sample_grid(final_images, ["Bag", "Sneaker"])  # gaps, enlarged cells, the class names
+    factor = final_grid.width // sample_grid.width
+    assert factor >= 2 and final_grid.size == (sample_grid.width * factor, sample_grid.height * factor)
+    expected = sample_grid.resize(final_grid.size, PIL.Image.NEAREST)
+    np.testing.assert_array_equal(np.asarray(final_grid), np.asarray(expected))
+    assert all(grid.size == final_grid.size for grid, *_ in intermediate)  # the grid keeps its size while denoising
 
 
 @pytest.mark.parametrize("control", ["scheduler", "rescale", "interval", "images", "seed"])

@@ -6,11 +6,11 @@ import pytest
 import torch
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler
 from diffusers import EulerDiscreteScheduler
-from diffusers.utils import make_image_grid
 
 from hf_ddpm.cli import main
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
 from hf_ddpm.sampling import load_pipeline, save_grid_and_gif
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 
@@ -46,9 +46,10 @@ def test_sample_writes_the_grid_and_gif_of_the_requested_draws(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     images = pipe([1, 2], batch_size=2, guidance_scale=3.0, num_inference_steps=4,
                   generator=[torch.Generator().manual_seed(5 + i) for i in range(4)]).images  # fmt: skip
-    np.testing.assert_array_equal(pixels(grid), np.asarray(make_image_grid(images, rows=2, cols=2)))
+    expected = image_grid(images, rows=2, names=["Sneaker", "Bag"])  # the labels' own names, one row each
+    np.testing.assert_array_equal(pixels(grid), np.asarray(expected))
     with PIL.Image.open(gif) as animation:
-        assert animation.n_frames == 4 and animation.size == (16, 16)
+        assert animation.n_frames == 4 and animation.size == expected.size
 
 
 def test_sample_draws_num_images_from_an_unconditional_model(tmp_path):
@@ -56,7 +57,8 @@ def test_sample_draws_num_images_from_an_unconditional_model(tmp_path):
     grid = tmp_path / "grid.png"
     main(["sample", str(tmp_path / "model"), "--num-images", "6", "--steps", "2", "--out", str(grid)])
     with PIL.Image.open(grid) as image:
-        assert image.size == (24, 16)  # 6 images, 2 rows of 3
+        # 6 images, 2 rows of 3, no names: 8 px images enlarged 8x to 64 px, the 2 px gaps between them to 16 px.
+        assert image.size == (3 * 64 + 2 * 16, 2 * 64 + 16)
 
 
 @pytest.mark.parametrize("name, scheduler_class", [
@@ -120,7 +122,8 @@ def test_labels_are_names_first_then_ids(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     main(["sample", str(tmp_path / "model"), "--labels", "2", "1", "bag", "--steps", "2", "--out", str(tmp_path / "g.png")])
     images = pipe([0, 1, 2], num_inference_steps=2, generator=[torch.Generator().manual_seed(i) for i in range(3)]).images
-    np.testing.assert_array_equal(pixels(tmp_path / "g.png"), np.asarray(make_image_grid(images, rows=3, cols=1)))
+    expected = image_grid(images, rows=3, names=["2", "0", "Bag"])  # ids 0, 1, 2 by their names
+    np.testing.assert_array_equal(pixels(tmp_path / "g.png"), np.asarray(expected))
 
 
 
@@ -131,7 +134,9 @@ def test_save_grid_and_gif_returns_the_requested_output_type_and_writes_the_grid
                                num_inference_steps=2, output_type="pt")  # fmt: skip
     assert output.images.shape == (6, 1, 8, 8)
     with PIL.Image.open(tmp_path / "grid.png") as grid:
-        assert grid.size == (16, 24)  # one row per label
+        assert grid.height == 3 * 64 + 2 * 16  # one row per label
+        names = np.asarray(grid.convert("L"))[:, : grid.width - (2 * 64 + 16)]  # left of the 2 columns of images
+        assert all((names[row * 80 : row * 80 + 64] < 128).any() for row in range(3))  # a name beside each row
 
 
 def test_sample_loads_a_hub_repo_id(hub_server, tmp_path):
@@ -141,7 +146,8 @@ def test_sample_loads_a_hub_repo_id(hub_server, tmp_path):
     main(["sample", repo_id, "--labels", "0", "--steps", "3", "--seed", "1", "--out", str(tmp_path / "hub.png")])
     pipe.set_progress_bar_config(disable=True)
     image = pipe(0, num_inference_steps=3, generator=[torch.Generator().manual_seed(1)]).images[0]
-    np.testing.assert_array_equal(pixels(tmp_path / "hub.png"), np.asarray(image.convert("RGB")))
+    expected = image_grid([image], rows=1, names=["T-shirt"])
+    np.testing.assert_array_equal(pixels(tmp_path / "hub.png"), np.asarray(expected))
 
 
 def test_a_model_that_cannot_be_loaded_exits_with_status_2_saying_how_it_was_read(hub_server, tmp_path, capsys):

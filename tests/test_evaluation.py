@@ -43,6 +43,7 @@ from hf_ddpm.evaluation.reference import SPLIT_SEED
 from hf_ddpm.evaluation.report import plot_cfg_tradeoff, plot_quality_vs_steps
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
 from hf_ddpm.schedulers import DDIMScheduler
 
 DIGIT_NAMES = {i: str(i) for i in range(10)}
@@ -396,8 +397,12 @@ def test_the_sample_grid_has_a_row_per_class_even_when_the_classes_have_no_names
     evaluate(pipe, "digits", metrics=["fd_digits"], num_samples=40, steps=[2], out_dir=tmp_path / "eval",
              cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
     with PIL.Image.open(tmp_path / "eval" / "samples_by_guidance.png") as grid:
-        # 4 images of each of 10 classes, 8 px shown at 2x, under a 14 px header: one row per class.
-        assert grid.size == (4 * 16, 10 * 16 + 14)
+        # Under a 14 px header, 4 images of each of 10 classes, one row per class named by its id: 8 px images
+        # enlarged 8x to 64 px, 16 px apart.
+        expected = image_grid([PIL.Image.new("L", (8, 8))] * 40, rows=10, names=[str(i) for i in range(10)])
+        assert grid.size == (expected.width, 14 + expected.height) and expected.height == 10 * 64 + 9 * 16
+        names = np.asarray(grid.convert("L"))[14:, : grid.width - (4 * 64 + 3 * 16)]
+        assert all((names[row * 80 : row * 80 + 64] < 128).any() for row in range(10))
 
 
 def test_the_plots_tell_every_line_apart_even_where_two_samplers_draw_the_same_curve(tmp_path, monkeypatch):

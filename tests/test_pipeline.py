@@ -15,12 +15,11 @@ from diffusers import (
     UNet2DModel,
     UniPCMultistepScheduler,
 )
-from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
 
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
-from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps, variance_preserving
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps, image_grid, variance_preserving
 from hf_ddpm.sampling import scheduler_from_name
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
@@ -302,13 +301,17 @@ def test_denoising_gif_writes_frames_and_final_grid(tmp_path):
         guidance_scale=2.0, num_inference_steps=10, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert isinstance(output, DDPMCFGPipelineOutput) and len(output.images) == 6
-    expected_grid = make_image_grid(output.images, rows=2, cols=3)
+    expected_grid = image_grid(output.images, rows=2, names=["Sneaker", "Bag"])
+    name_column = expected_grid.width - (3 * 64 + 2 * 16)  # 8 px images enlarged 8x, 2 px gaps with them
     with PIL.Image.open(grid_path) as grid:
         np.testing.assert_array_equal(np.asarray(grid.convert("RGB")), np.asarray(expected_grid))
     with PIL.Image.open(gif_path) as gif:
-        assert gif.size == (24, 16)
+        assert gif.size == expected_grid.size == (name_column + 3 * 64 + 2 * 16, 2 * 64 + 16)
         assert gif.n_frames == 6  # steps 0, 2, 4, 6, 8 and the last one
-        gif.seek(gif.n_frames - 1)
+        for frame in range(gif.n_frames):  # every frame names its rows, as the final grid does
+            gif.seek(frame)
+            names = np.asarray(gif.convert("L"))[:, :name_column]
+            assert (names[:64] < 128).any() and (names[80:] < 128).any()
         assert gif.info["duration"] == 1500
         np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), np.asarray(expected_grid))
 
@@ -351,7 +354,33 @@ def test_denoising_gif_takes_a_callback_return_dict_and_tensor_labels(tmp_path):
     assert seen == [0, 1, 2] and isinstance(output, tuple)
     np.testing.assert_array_equal(output[0], np.full((4, 8, 8, 1), 0.5, np.float32))  # the callback's last word
     with PIL.Image.open(tmp_path / "c.png") as grid:
-        assert grid.size == (16, 16)  # one row per label of the tensor
+        # One row per label of the tensor, named by its class.
+        expected = image_grid(pipe.numpy_to_pil(output[0]), rows=2, names=["T-shirt", "Bag"])
+        np.testing.assert_array_equal(np.asarray(grid.convert("RGB")), np.asarray(expected))
+
+
+@pytest.mark.parametrize("class_labels, rows, names", [
+    (["Bag", 0], 2, ["Bag", "T-shirt"]),  # a list: one row per label, named by its class
+    (torch.tensor([2, 1]), 2, ["Bag", "Sneaker"]),
+    ([1], 1, ["Sneaker"]),
+    (1, 2, None),  # one label, not a list: the most square layout, unnamed
+    (None, 2, None),
+])  # fmt: skip
+def test_sample_grid_has_a_row_per_label_named_by_its_class(class_labels, rows, names):
+    pipe = tiny_pipeline()
+    images = [PIL.Image.new("L", (8, 8), 40 * i) for i in range(4)]
+    grid = pipe.sample_grid(images, class_labels)
+    np.testing.assert_array_equal(np.asarray(grid), np.asarray(image_grid(images, rows, names)))
+
+
+def test_sample_grid_names_classes_without_a_name_by_their_id_and_an_unconditional_grid_not_at_all():
+    images = [PIL.Image.new("L", (8, 8), 40 * i) for i in range(6)]
+    unnamed = tiny_pipeline(id2label={0: "T-shirt"})
+    np.testing.assert_array_equal(np.asarray(unnamed.sample_grid(images, [0, 2])),
+                                  np.asarray(image_grid(images, 2, ["T-shirt", "2"])))  # fmt: skip
+    unconditional = tiny_pipeline(unet=tiny_unet(num_class_embeds=None), id2label=None)
+    grid = unconditional.sample_grid(images)
+    assert grid.size == (3 * 64 + 2 * 16, 2 * 64 + 16)  # 2 rows of 3, no name column
 
 
 def test_id2label_keys_from_json_become_ints():

@@ -270,8 +270,10 @@ def test_tensorboard_gets_loss_lr_grad_norm_every_step_and_previews_on_schedule(
     samples = sorted(os.listdir(uninterrupted / "samples"))
     assert samples == ["step-000003.gif", "step-000003.png", "step-000006.gif", "step-000006.png"]
     grid = PIL.Image.open(uninterrupted / "samples" / "step-000003.png")
-    # One row of one 8x8 image per digit, with the digit's name written left of it.
-    assert grid.height == 10 * 8 and grid.width > 8
+    # One row of one 8x8 image per digit (enlarged 8x to 64 px, 16 px apart), the digit's name written left of it.
+    assert grid.height == 10 * 64 + 9 * 16 and grid.width > 64
+    names = np.asarray(grid.convert("L"))[:, : grid.width - 64]
+    assert all((names[row * 80 : row * 80 + 64] < 128).any() for row in range(10))
 
 
 def test_learning_rate_schedule_is_laid_out_in_optimizer_steps_under_gradient_accumulation(uninterrupted):
@@ -388,7 +390,8 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
         "--guidance_scale", "2", "--eval_num_samples", "200", "--sweep_guidance_scales", "1", "2",
     ])  # fmt: skip
     grid = PIL.Image.open(tmp_path / "demo" / "digits_grid.png")
-    assert grid.size == (2 * 8, 10 * 8)
+    # Two images of each digit in its row, named: 8 px images enlarged 8x to 64 px, 16 px apart.
+    assert grid.height == 10 * 64 + 9 * 16 and grid.width > 2 * 64 + 16
     assert PIL.Image.open(tmp_path / "demo" / "digits_denoising.gif").n_frames > 1
     # One sweep of two scales (the demo's own listed once), each row measured against its real-vs-real floor.
     assert [row["guidance_scale"] for row in result.evaluation.rows] == [1.0, 2.0]

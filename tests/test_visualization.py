@@ -1,4 +1,4 @@
-"""The forward-process figure and the `hf-ddpm noising` command."""
+"""The forward-process figure, the `hf-ddpm noising` command, and `image_grid`, which lays out every grid of images."""
 
 import runpy
 import sys
@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from hf_ddpm import cli
+from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
 from hf_ddpm.visualization import (
+    CELL_GAP,
     CELL_SIZE,
     HEADER_HEIGHT,
     PANEL_GAP,
@@ -60,9 +62,11 @@ def test_cosine_schedule_keeps_more_of_the_image_half_way_than_linear():
 def test_grid_has_a_panel_per_schedule_a_row_per_image_and_a_column_per_fraction_plus_the_clean_image():
     images = load_digit_images(3)
     grid = forward_process_grid(images, fractions=(0.5, 1.0), generator=torch.Generator().manual_seed(0))
-    assert grid.size == (2 * 3 * CELL_SIZE + PANEL_GAP, HEADER_HEIGHT + 3 * CELL_SIZE)
+    # Each panel: 3 columns of CELL_SIZE with 2 gaps between them; 3 rows with 2 gaps under the header.
+    assert grid.size == (2 * (3 * CELL_SIZE + 2 * CELL_GAP) + PANEL_GAP, HEADER_HEIGHT + 3 * CELL_SIZE + 2 * CELL_GAP)
     default = forward_process_grid(generator=torch.Generator().manual_seed(0))
-    assert default.size == (2 * 5 * CELL_SIZE + PANEL_GAP, HEADER_HEIGHT + 4 * CELL_SIZE)
+    panel_width = 5 * CELL_SIZE + 4 * CELL_GAP
+    assert default.size == (2 * panel_width + PANEL_GAP, HEADER_HEIGHT + 4 * CELL_SIZE + 3 * CELL_GAP)
 
 
 def test_grid_shows_the_clean_images_in_its_first_column():
@@ -85,7 +89,8 @@ def test_noising_command_writes_the_png_and_says_where(tmp_path, capsys):
     out = tmp_path / "noising.png"
     assert cli.main(["noising", "--out", str(out), "--num-images", "2", "--fractions", "0.5", "1.0"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
-    assert Image.open(out).size == (2 * 3 * CELL_SIZE + PANEL_GAP, HEADER_HEIGHT + 2 * CELL_SIZE)
+    panel_width = 3 * CELL_SIZE + 2 * CELL_GAP
+    assert Image.open(out).size == (2 * panel_width + PANEL_GAP, HEADER_HEIGHT + 2 * CELL_SIZE + CELL_GAP)
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -118,3 +123,63 @@ def test_noising_command_refuses_an_out_under_a_file_before_drawing(tmp_path, ca
     assert exit_info.value.code == 2
     expected = f"--out '{out}' cannot be written: '{tmp_path / 'afile'}' is not a writable folder"
     assert f"hf-ddpm noising: error: {expected}" in capsys.readouterr().err
+
+
+# ----- image_grid: every grid of samples (the CLI's, the previews', the GIFs', the web page's, the evaluation's) -----
+WHITE = 255  # the grid's background
+
+
+def gray_squares(count, side=8):
+    """`count` uniform gray squares, each a different shade, none of them the background."""
+    return [Image.new("L", (side, side), 20 + 30 * i) for i in range(count)]
+
+
+def test_image_grid_enlarges_small_images_by_a_whole_factor_and_keeps_background_gaps_between_them():
+    grid = np.asarray(image_grid(gray_squares(6), rows=2))
+    # 8 px images: the smallest whole factor reaching 64 px is 8, and the 2 px gap is enlarged with them to 16.
+    assert grid.shape == (2 * 64 + 16, 3 * 64 + 2 * 16, 3)  # RGB
+    for index in range(6):
+        row, col = divmod(index, 3)
+        cell = grid[row * 80 : row * 80 + 64, col * 80 : col * 80 + 64]
+        assert (cell == 20 + 30 * index).all()  # the whole cell is its image: no background inside, none outside
+    assert (grid[:, 64:80] == WHITE).all() and (grid[:, 144:160] == WHITE).all()  # between the columns
+    assert (grid[64:80] == WHITE).all()  # between the rows
+
+
+@pytest.mark.parametrize("side, cell", [(8, 64), (28, 84), (32, 64), (64, 64), (100, 100)])
+def test_image_grid_cells_are_a_whole_multiple_of_the_image_and_at_least_the_minimum(side, cell):
+    grid = image_grid(gray_squares(2, side), rows=1)
+    gap = 2 * cell // side
+    assert grid.size == (2 * cell + gap, cell)
+    assert cell % side == 0 and cell >= 64
+
+
+def test_image_grid_keeps_pixels_sharp():
+    checkerboard = (np.indices((8, 8)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    grid = np.asarray(image_grid([Image.fromarray(checkerboard)], rows=1).convert("L"))
+    np.testing.assert_array_equal(grid, np.kron(checkerboard, np.ones((8, 8), np.uint8)))  # nearest neighbour
+
+
+def test_named_rows_are_written_in_a_column_left_of_the_images():
+    images = gray_squares(4)
+    plain = np.asarray(image_grid(images, rows=2))
+    named = np.asarray(image_grid(images, rows=2, names=["Sneaker", "Bag"]))
+    name_column = named.shape[1] - plain.shape[1]
+    assert named.shape[0] == plain.shape[0] and name_column > 0
+    np.testing.assert_array_equal(named[:, name_column:], plain)  # the images, moved right and otherwise the same
+    for row in range(2):
+        assert (named[row * 80 : row * 80 + 64, :name_column] < 128).any(), f"no name beside row {row}"
+    assert (named[64:80, :name_column] == WHITE).all()  # each name stays beside its own row
+
+
+def test_a_short_last_row_leaves_background_where_images_are_missing():
+    grid = np.asarray(image_grid(gray_squares(5), rows=2))
+    assert grid.shape[:2] == (2 * 64 + 16, 3 * 64 + 2 * 16)
+    assert (grid[80:, 160:] == WHITE).all() and (grid[80:, 80:144] == 20 + 30 * 4).all()
+
+
+def test_image_grid_refuses_rows_it_cannot_lay_out_and_names_that_do_not_match_them():
+    with pytest.raises(ValueError, match=r"`rows` must be an integer in \[1, 4\]"):
+        image_grid(gray_squares(4), rows=5)
+    with pytest.raises(ValueError, match=r"`names` must hold one name per row \(2\), got 3"):
+        image_grid(gray_squares(4), rows=2, names=["a", "b", "c"])

@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
-from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw, ImageFont
 
+from ..pipelines.pipeline_ddpm_cfg import image_grid
 from ..sampling import as_pil_images
 
 from .evaluate import AGREEMENT_TOLERANCE, SWEPT, EvaluationResult, best_guidance, group_rows
@@ -137,8 +137,8 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
     return str(path)
 
 
-def save_samples_by_guidance(result: EvaluationResult, path: Path, scale: int = 2) -> str:
-    """One block of samples per guidance scale (same seeds), left to right, for the first scheduler, steps and
+def save_samples_by_guidance(result: EvaluationResult, path: Path) -> str:
+    """One grid of samples per guidance scale (same seeds), left to right, for the first scheduler, steps and
     guidance interval."""
     first = result.rows[0]
     shared = [name for name in SWEPT if name != "guidance_scale"]
@@ -147,11 +147,7 @@ def save_samples_by_guidance(result: EvaluationResult, path: Path, scale: int = 
         for index, row in enumerate(result.rows)
         if all(row.get(name) == first.get(name) for name in shared)
     ]
-    blocks = []
-    for index, guidance in picks:
-        images = result.grids[index]
-        per_row = max(1, _images_per_row(result, images.shape[0]))
-        blocks.append((guidance, _tile(images, per_row, scale)))
+    blocks = [(guidance, _grid(result, result.grids[index])) for index, guidance in picks]
     font = ImageFont.load_default()
     header = 14
     gap = 8
@@ -168,15 +164,14 @@ def save_samples_by_guidance(result: EvaluationResult, path: Path, scale: int = 
     return str(path)
 
 
-def _images_per_row(result: EvaluationResult, count: int) -> int:
-    """Images of one class per row when the model is class-conditional."""
-    classes = result.info.get("num_classes")  # a model's classes, named or not
-    return count // classes if classes and count % classes == 0 else int(np.ceil(np.sqrt(count)))
-
-
-def _tile(images: torch.Tensor, per_row: int, scale: int) -> Image.Image:
-    """The images in rows of `per_row`, each pixel shown `scale` x `scale`."""
-    pil_images = [image.convert("RGB") for image in as_pil_images(images)]
-    pil_images += [Image.new("RGB", pil_images[0].size)] * (-len(pil_images) % per_row)
-    tile = make_image_grid(pil_images, rows=len(pil_images) // per_row, cols=per_row)
-    return tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
+def _grid(result: EvaluationResult, images: torch.Tensor) -> Image.Image:
+    """The images of one combination: one row per class, named by it, when the model is class-conditional (its
+    classes named or not); else the most square layout."""
+    count = images.shape[0]
+    classes = result.info.get("num_classes")
+    if classes and count % classes == 0:
+        id2label = {int(label_id): name for label_id, name in (result.info.get("id2label") or {}).items()}
+        names = [id2label.get(class_id, str(class_id)) for class_id in range(classes)]
+        return image_grid(as_pil_images(images), rows=classes, names=names)
+    per_row = math.ceil(math.sqrt(count))
+    return image_grid(as_pil_images(images), rows=math.ceil(count / per_row))
