@@ -149,7 +149,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
     parser.add_argument("--dataset", required=True,
                         help="the real images, as the training script reads them: a Hub dataset id, a local dataset "
-                             "path, or 'digits'")  # fmt: skip
+                             "path, a folder of IDX files, or 'digits'")  # fmt: skip
     parser.add_argument("--dataset-config", help="the dataset's configuration, if it has several")
     parser.add_argument("--split", default="train", help="the split of real images (default: train)")
     parser.add_argument("--image-column", help="column of the images (default: found automatically)")
@@ -157,7 +157,9 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--center-crop", action="store_true", help="crop the real images as training did with it")
     parser.add_argument("--metrics", nargs="+", choices=METRICS, metavar="METRIC",
                         help=f"any of {', '.join(METRICS)} (default: fd_digits, kid, precision_recall and agreement "
-                             "on digits; fid, kid and precision_recall elsewhere)")  # fmt: skip
+                             "on digits; fd_domain, kid, precision_recall and agreement for a class-conditional model "
+                             "elsewhere, measured by a classifier trained on the dataset; fid, kid and "
+                             "precision_recall for an unconditional one)")  # fmt: skip
     parser.add_argument("--num-samples", type=int,
                         help="images per combination, at most the held-out half of the real images (default: 1000, "
                              "or that half if smaller)")  # fmt: skip

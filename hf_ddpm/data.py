@@ -17,6 +17,8 @@ import PIL.Image
 import torch
 from datasets.data_files import EmptyDatasetError
 
+from .idx import INSTALL_HINT, find_idx_folder, is_idx_folder, read_idx_folder
+
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +84,11 @@ def load_image_data(
     Args:
         dataset_name (`str`, *optional*):
             A Hub dataset id (`"fashion_mnist"`, `"cifar10"`, ...), a local path that `datasets` reads (a parquet or
-            arrow file, a folder of parquet files or of images, a folder written by `save_to_disk`), or `"digits"`:
-            scikit-learn's 1,797 8x8 handwritten digits, shipped inside its wheel.
+            arrow file, a folder of parquet files or of images, a folder written by `save_to_disk`), a folder of the
+            MNIST family's IDX files (Fashion-MNIST, MNIST, KMNIST, EMNIST; see `hf_ddpm.idx`), or `"digits"`:
+            scikit-learn's 1,797 8x8 handwritten digits, shipped inside its wheel. `"fashion_mnist"` and `"mnist"`
+            read the dataset's original IDX files where Debian's package installed them (the same images, labels
+            and class names as the Hub dataset, without a download), and the Hub otherwise.
         dataset_config_name (`str`, *optional*): the dataset's configuration, for Hub datasets that have several.
         train_data_dir (`str`, *optional*): a folder of images, one sub-folder per class (instead of `dataset_name`).
         image_column (`str`, *optional*): the column holding the images; by default "image", "img" or the first
@@ -126,6 +131,10 @@ def load_image_data(
             raise ValueError(f"The built-in {DIGITS!r} dataset has no configurations or columns to choose: leave out "
                              f"{' and '.join(given)}.")  # fmt: skip
         return _load_digits(resolution, center_crop, num_channels, max_samples, seed)
+    idx_folder = _idx_folder(dataset_name) if train_data_dir is None else None
+    if idx_folder is not None:
+        return _load_idx(idx_folder, dataset_config_name, split, image_column, label_column, resolution, center_crop,
+                         num_channels, max_samples, seed)  # fmt: skip
 
     dataset, source = _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split)
     rows = np.arange(len(dataset))  # the dataset's own example numbers, to name an image that cannot be read
@@ -197,6 +206,41 @@ def _load_digits(resolution, center_crop, num_channels, max_samples, seed) -> Im
     return ImageData(images, labels, id2label, source=f"digits (scikit-learn load_digits, {count} images of 8x8)")
 
 
+def _idx_folder(dataset_name: str) -> Optional[str]:
+    """The folder of IDX files to read for `dataset_name`: the folder itself, or the local copy of a Hub dataset of the
+    MNIST family (the same images and labels, read without a download)."""
+    if os.path.isdir(dataset_name):
+        return dataset_name if is_idx_folder(dataset_name) else None
+    folder = find_idx_folder(dataset_name)
+    if folder is not None:
+        logger.info(f"Reading {dataset_name} from its original IDX files in {folder} (the Hub dataset's images).")
+    return folder
+
+
+def _load_idx(folder, config, split, image_column, label_column, resolution, center_crop, num_channels, max_samples,
+              seed) -> ImageData:  # fmt: skip
+    for flag, value, column in [("--image_column", image_column, "image"), ("--label_column", label_column, "label")]:
+        if value not in (None, column):
+            raise ValueError(f"{flag} {value!r}: the IDX files in {folder} have the columns 'image' and 'label'.")
+    data = read_idx_folder(folder, split, config)
+    rows = np.arange(len(data.labels))
+    if max_samples is not None and max_samples < len(rows):  # the subset that the Hub dataset's loading draws
+        rows = np.random.default_rng(seed).permutation(len(rows))[:max_samples]
+    pixels = data.images[rows]
+    if len(pixels) == 0:
+        raise ValueError(f"No examples to train on in the IDX files {data.files[0]} (split {split!r}).")
+    if pixels.shape[1:] == (resolution, resolution) and num_channels != 3:  # as stored: no resampling to do
+        images = torch.from_numpy(np.ascontiguousarray(pixels[:, None])).float().div_(127.5).sub_(1.0)
+    else:
+        pil_images = (PIL.Image.fromarray(image, mode="L") for image in pixels)
+        images = _images_to_tensor(pil_images, len(pixels), resolution, center_crop, num_channels)
+    config_text = f", config {config}" if config else ""
+    return ImageData(
+        images=images, labels=torch.from_numpy(data.labels[rows]), id2label=dict(enumerate(data.names)),
+        source=f"IDX files in {folder}{config_text}, split {split}",
+    )  # fmt: skip
+
+
 def _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split) -> tuple:
     """Returns (datasets.Dataset, description of what was loaded)."""
     if train_data_dir is not None:
@@ -227,9 +271,13 @@ def _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, 
     try:
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
     except Exception as error:  # what went wrong is for the user to read: network, name, config or split
+        offline = ""
+        if dataset_name in INSTALL_HINT:
+            offline = (f" Offline, install its original IDX files ({INSTALL_HINT[dataset_name]}) or pass the folder "
+                       "that holds them as --dataset_name.")  # fmt: skip
         raise ValueError(
             f"Could not load --dataset_name {dataset_name!r}: it is not a local path, not the built-in "
-            f"{DIGITS!r}, and loading it from the Hub failed: {type(error).__name__}: {error}"
+            f"{DIGITS!r}, and loading it from the Hub failed: {type(error).__name__}: {error}.{offline}"
         ) from error
     config = f", config {dataset_config_name}" if dataset_config_name else ""
     return dataset, f"Hub dataset {dataset_name}{config}, split {split}"

@@ -1,16 +1,22 @@
-"""The whole journey in one command: train a class-conditional diffusion model on handwritten digits, sample a grid
-of every digit with classifier-free guidance, and measure the samples against real digits.
+"""The whole journey in one command: train a class-conditional diffusion model, sample a grid of every class with
+classifier-free guidance, and measure the samples against real images the model never saw.
 
-    python -m hf_ddpm.demo
+    python -m hf_ddpm.demo                            # scikit-learn's 8x8 digits, a few minutes on a 2-core CPU
+    python -m hf_ddpm.demo --dataset fashion_mnist    # Fashion-MNIST at 28x28, offline from its IDX files
 
-It trains on scikit-learn's 8x8 digits (no download), shown at 16x16, in a few minutes on a 2-core CPU; then draws 10
-samples of each digit (DPM-Solver++ 15 steps, guidance 1.2) from the saved pipeline and writes them as a grid (one row
-per digit) and as a GIF of the denoising. Last it measures 898 samples at that guidance scale, as many as the held-out
-half of the real digits: the share that a classifier trained on real digits reads as the digit asked for, and the
-Fréchet distance to real digits in an offline digits feature space beside its real-vs-real floor (the same distance
-between the two halves of the real digits), with precision and recall; and it sweeps a few guidance scales into a
-trade-off plot. It trains on the held-out half only, so that the samples are measured against real digits the model
-never saw; `--no-exclude_eval_reference` trains on all 1,797, the reference half included.
+Each dataset has its recipe (`RECIPES`; every value can be overridden by its flag). The demo trains, then draws
+`--samples_per_class` samples of each class (DPM-Solver++ 15 steps) from the saved pipeline and writes them as a grid
+(one named row per class) and as a GIF of the denoising. Last it measures samples at its guidance scale, and sweeps a
+few scales into a trade-off plot: the share that a classifier of real images reads as the class asked for, beside that
+classifier's own accuracy on real images, and the Fréchet distance to real images in an offline feature space beside
+its real-vs-real floor (the same distance between two sets of real images, at the same sample count), with precision
+and recall.
+
+- digits: trains on the held-out half of the 1,797 digits and is measured against the other half (`--no-exclude_eval
+  _reference` trains on all of them), judged by a classifier of real digits in the `fd_digits` space.
+- fashion_mnist, and any other labelled dataset with a test split: trains on the training split (60,000 images) and is
+  measured against the test split (10,000), judged in the space of a small CNN trained on the training split
+  (`fd_domain`, `hf_ddpm.evaluation.domain`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -28,27 +35,76 @@ from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
 from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif
 from hf_ddpm.training.train import main as train
-from hf_ddpm.training_utils import cpu_threads_per_process
+from hf_ddpm.training_utils import cpu_bf16_support, cpu_threads_per_process
 
-DIGITS = list(range(10))
-# What the demo aims for at its guidance scale: samples read as the digit asked for, and a Fréchet distance to the
-# real digits within this factor of the distance between two halves of the real digits.
-TARGET_AGREEMENT = 0.98
-TARGET_FD_RATIO = 1.5
-# The real digits split into a reference half (899) and a held-out half (898); measuring as many samples as the
-# held-out half compares the model and the floor at the same sample count, and an evaluation can measure no more.
-EVAL_SAMPLES = 898
-SWEEP_GUIDANCE_SCALES = (1.0, 1.5, 2.0)
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the demo trains and measures one dataset.
+
+    Args:
+        resolution, model_config, max_train_steps, train_batch_size, learning_rate: the training run (see the training
+            script's flags of the same names).
+        guidance_scale: of the grid and the headline evaluation; `sweep_guidance_scales` are measured besides it.
+        eval_num_samples: samples per guidance scale; `max_eval_samples` the most there can be (the held-out real
+            images, which the real-vs-real floor needs as many of).
+        eval_split: the split measured against; `None`: the training split's reference half, left out of training
+            (`exclude_eval_reference`).
+        distance: the Fréchet metric, in whose space KID and precision/recall are measured too.
+        target_agreement: the agreement to reach, or `None`: the judge's own accuracy on real held-out images.
+        target_fd_ratio: the largest Fréchet distance to reach, as a multiple of its real-vs-real floor.
+        class_noun: what one class is called in the summary ("digit").
+    """
+
+    resolution: int
+    model_config: str
+    max_train_steps: int
+    train_batch_size: int
+    learning_rate: float
+    guidance_scale: float
+    sweep_guidance_scales: tuple[float, ...]
+    eval_num_samples: int
+    max_eval_samples: int | None
+    eval_split: str | None
+    distance: str
+    target_agreement: float | None
+    target_fd_ratio: float
+    class_noun: str = "class"
+    mixed_precision: str | None = None
+
+
+RECIPES = {
+    # The real digits split into a reference half (899) and a held-out half (898); measuring as many samples as the
+    # held-out half compares the model and the floor at the same sample count, and an evaluation can measure no more.
+    "digits": Recipe(
+        resolution=16, model_config="digits", max_train_steps=3000, train_batch_size=32, learning_rate=1e-3,
+        guidance_scale=1.2, sweep_guidance_scales=(1.0, 1.5, 2.0), eval_num_samples=898, max_eval_samples=898,
+        eval_split=None, distance="fd_digits", target_agreement=0.98, target_fd_ratio=1.5, class_noun="digit",
+    ),
+    # The test split's 10,000 images split into a reference half and a held-out half of 5,000 each.
+    "fashion_mnist": Recipe(
+        resolution=28, model_config="small", max_train_steps=3600, train_batch_size=32, learning_rate=1e-3,
+        guidance_scale=2.0, sweep_guidance_scales=(1.0, 3.0), eval_num_samples=1000, max_eval_samples=5000,
+        eval_split="test", distance="fd_domain", target_agreement=None, target_fd_ratio=2.0, mixed_precision="auto",
+    ),
+}  # fmt: skip
+# Datasets without a recipe of their own (a folder of IDX files, a Hub dataset with a test split) take this one.
+DEFAULT_RECIPE = "fashion_mnist"
+# Kept for the benchmarks that size themselves by the digits demo.
+EVAL_SAMPLES = RECIPES["digits"].eval_num_samples
+TARGET_AGREEMENT, TARGET_FD_RATIO = RECIPES["digits"].target_agreement, RECIPES["digits"].target_fd_ratio
 
 
 @dataclass
 class DemoResult:
-    """What the demo measured: `row` is the evaluation at the demo's guidance scale (agreement, fd_digits with
-    fd_digits_floor, precision, recall, ...), `evaluation` the whole guidance sweep, `seconds` the time of each part."""
+    """What the demo measured: `row` is the evaluation at the demo's guidance scale (agreement, the distance with its
+    floor, precision, recall, ...), `evaluation` the whole guidance sweep, `seconds` the time of each part, `recipe`
+    the recipe it ran."""
 
     row: dict
     evaluation: EvaluationResult
     seconds: dict
+    recipe: Recipe = RECIPES["digits"]
 
     @property
     def agreement(self) -> float:
@@ -56,48 +112,81 @@ class DemoResult:
 
     @property
     def fd_ratio(self) -> float:
-        return self.row["fd_digits"] / self.row["fd_digits_floor"]
+        return self.row[self.recipe.distance] / self.row[f"{self.recipe.distance}_floor"]
+
+    @property
+    def target_agreement(self) -> float:
+        """The recipe's target, or the judge's accuracy on real held-out images."""
+        if self.recipe.target_agreement is not None:
+            return self.recipe.target_agreement
+        return self.row["agreement_floor"]
 
     @property
     def met_targets(self) -> bool:
-        return self.agreement >= TARGET_AGREEMENT and self.fd_ratio <= TARGET_FD_RATIO
+        return self.agreement >= self.target_agreement and self.fd_ratio <= self.recipe.target_fd_ratio
+
+
+def dataset_file_name(dataset: str) -> str:
+    """The dataset's name as the demo's files are named: "digits", "fashion_mnist", a folder's own name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.basename(os.path.normpath(dataset))) or "data"
+
+
+def recipe_for(dataset: str) -> Recipe:
+    return RECIPES.get(dataset, RECIPES[DEFAULT_RECIPE])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="digits-demo", help="Where the pipeline, grid, GIF and evaluation go.")
-    parser.add_argument("--resolution", type=int, default=16, help="Training (and sample) image side.")
-    parser.add_argument("--model_config", default="digits", help="UNet preset or JSON file (see the training script).")
-    parser.add_argument("--max_train_steps", type=int, default=3000, help="Optimizer steps.")
-    parser.add_argument("--train_batch_size", type=int, default=32)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--samples_per_digit", type=int, default=10, help="Images per digit in the grid.")
-    parser.add_argument("--guidance_scale", type=float, default=1.2,
+    parser.add_argument("--dataset", default="digits",
+                        help="digits (default), fashion_mnist, or another labelled dataset as the training script "
+                             "reads it (a folder of IDX files, a Hub dataset id with a test split).")
+    parser.add_argument("--output_dir", default=None,
+                        help="Where the pipeline, grid, GIF and evaluation go (default: DATASET-demo).")
+    parser.add_argument("--resolution", type=int, help="Training (and sample) image side.")
+    parser.add_argument("--model_config", help="UNet preset or JSON file (see the training script).")
+    parser.add_argument("--max_train_steps", type=int, help="Optimizer steps.")
+    parser.add_argument("--train_batch_size", type=int)
+    parser.add_argument("--learning_rate", type=float)
+    parser.add_argument("--mixed_precision", choices=["no", "bf16", "auto"],
+                        help="bf16 autocast; auto: where the CPU has bf16 instructions (or on a GPU).")
+    parser.add_argument("--samples_per_class", "--samples_per_digit", dest="samples_per_class", type=int, default=10,
+                        help="Images per class in the grid.")
+    parser.add_argument("--guidance_scale", type=float,
                         help="Classifier-free guidance of the grid and of the headline evaluation.")
     parser.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
                         help="The pipeline's sampler, of the grid and the evaluation (dpm: DPM-Solver++ 2M).")
-    # DPM-Solver++ reaches DDIM 50's Fréchet distance (within 5%) from 8 steps on this model, and at 15 is within 2%
-    # of 20 steps (README, "How few steps"); fewer steps cost agreement at the demo's low guidance.
+    # DPM-Solver++ reaches DDIM 50's Fréchet distance (within 5%) from 8 steps on the digits model, and at 15 is
+    # within 2% of 20 steps (docs); fewer steps cost agreement at the demo's low guidance.
     parser.add_argument("--num_inference_steps", type=int, default=15, help="Sampling steps.")
     parser.add_argument("--guidance_interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="Guide only the steps with LOW <= t / training steps <= HIGH, in the grid and the "
                              "evaluation (default: every step).")
-    parser.add_argument("--eval_num_samples", type=int, default=EVAL_SAMPLES,
-                        help="Images per guidance scale in the evaluation (at least 10: one per digit).")
-    parser.add_argument("--sweep_guidance_scales", type=float, nargs="*", default=list(SWEEP_GUIDANCE_SCALES),
+    parser.add_argument("--eval_num_samples", type=int,
+                        help="Images per guidance scale in the evaluation (at least one per class).")
+    parser.add_argument("--sweep_guidance_scales", type=float, nargs="*", default=None,
                         help="Guidance scales that the evaluation sweeps besides --guidance_scale (none: just that).")
     parser.add_argument("--exclude_eval_reference", action=argparse.BooleanOptionalAction, default=True,
-                        help="Train on the held-out half of the digits only (898), so that the evaluation compares "
-                             "samples with real digits the model never saw. --no-exclude_eval_reference trains on all "
-                             "1,797, the evaluation's reference half included: its distances then flatter the model.")
+                        help="On a dataset measured against its training split (the digits): train on the held-out "
+                             "half only, so that the evaluation compares samples with real images the model never "
+                             "saw. --no-exclude_eval_reference trains on all of them, the evaluation's reference half "
+                             "included: its distances then flatter the model.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)  # fmt: skip
-    for name in ["resolution", "max_train_steps", "train_batch_size", "samples_per_digit", "num_inference_steps"]:
+    recipe = recipe_for(args.dataset)
+    for field in fields(Recipe):
+        if hasattr(args, field.name) and getattr(args, field.name) is None:
+            setattr(args, field.name, getattr(recipe, field.name))
+    args.sweep_guidance_scales = list(args.sweep_guidance_scales)
+    if args.output_dir is None:
+        args.output_dir = dataset_file_name(args.dataset).replace("_", "-") + "-demo"
+    for name in ["resolution", "max_train_steps", "train_batch_size", "samples_per_class", "num_inference_steps"]:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    if not len(DIGITS) <= args.eval_num_samples <= EVAL_SAMPLES:
-        parser.error(f"--eval_num_samples must be at least {len(DIGITS)} (one per digit) and at most "
-                     f"{EVAL_SAMPLES} (the held-out real digits), got {args.eval_num_samples}.")  # fmt: skip
+    most = recipe.max_eval_samples
+    noun = recipe.class_noun
+    if args.eval_num_samples < 10 or (most is not None and args.eval_num_samples > most):
+        parser.error(f"--eval_num_samples must be at least 10 (one per {noun}) and at most {most} (the held-out real "
+                     f"{noun}s), got {args.eval_num_samples}.")  # fmt: skip
     if not args.learning_rate > 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
     if args.guidance_interval is not None:
@@ -112,14 +201,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for scale in scales:
             if not 0 <= scale < math.inf:
                 parser.error(f"{flag} must be finite numbers >= 0, got {scale}.")
+    args.recipe = replace(recipe, **{field.name: getattr(args, field.name) for field in fields(Recipe)
+                                     if hasattr(args, field.name)})  # fmt: skip
     return args
 
 
 def training_flags(args: argparse.Namespace) -> list[str]:
     """The training run of the demo, as `accelerate launch training/train.py` flags."""
-    steps = args.max_train_steps
+    steps, recipe = args.max_train_steps, args.recipe
     return [
-        "--dataset_name", "digits",
+        "--dataset_name", args.dataset,
         "--resolution", str(args.resolution),
         "--model_config", args.model_config,
         "--output_dir", args.output_dir,
@@ -132,7 +223,6 @@ def training_flags(args: argparse.Namespace) -> list[str]:
         "--lr_warmup_steps", str(max(1, steps // 24)),
         # The cosine schedule of Nichol & Dhariwal 2021: the linear one leaves under 8% of the signal (alpha_bar)
         # from step 500 of 1000 on, the cosine one 49%, so fewer steps are spent on images already drowned in noise.
-        # At the same training steps and guidance it lowers the Fréchet distance of the samples by about 30%.
         "--beta_schedule", "squaredcos_cap_v2",
         # v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 keeps the x0 estimates of the first, noisiest steps in
         # range, where epsilon prediction divides its error by sqrt(alpha_bar) ~ 0.007: with epsilon prediction a
@@ -146,12 +236,22 @@ def training_flags(args: argparse.Namespace) -> list[str]:
         "--scheduler", args.scheduler,
         "--guidance_scale", str(args.guidance_scale),
         "--num_inference_steps", str(args.num_inference_steps),
-    ] + (["--exclude_eval_reference"] if args.exclude_eval_reference else [])  # fmt: skip
+    ] + (["--exclude_eval_reference"] if args.exclude_eval_reference and recipe.eval_split is None else []) + (
+        ["--mixed_precision", mixed_precision(args.mixed_precision)] if args.mixed_precision else []
+    )  # fmt: skip
+
+
+def mixed_precision(choice: str) -> str:
+    """`auto`: bf16 where it pays, on a GPU or on a CPU with bf16 instructions (AVX512-BF16, AMX); fp32 elsewhere."""
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() or cpu_bf16_support().native else "no"
 
 
 def main(argv: list[str] | None = None) -> DemoResult:
     """Runs the demo; returns what it measured at its guidance scale, the sweep, and the time of each part."""
     args = parse_args(argv)
+    recipe = args.recipe
     started = time.perf_counter()
     train(training_flags(args))
     trained = time.perf_counter()
@@ -164,12 +264,13 @@ def main(argv: list[str] | None = None) -> DemoResult:
     sampler = f"{SCHEDULER_NAMES[args.scheduler]} {args.num_inference_steps} steps"
     if args.guidance_interval is not None:
         sampler += f", guided at t/T in [{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
-    grid_path = os.path.join(args.output_dir, "digits_grid.png")
-    gif_path = os.path.join(args.output_dir, "digits_denoising.gif")
+    name = dataset_file_name(args.dataset)
+    grid_path = os.path.join(args.output_dir, f"{name}_grid.png")
+    gif_path = os.path.join(args.output_dir, f"{name}_denoising.gif")
     save_grid_and_gif(
-        pipe, grid_path, gif_path, seed=args.seed, class_labels=DIGITS, batch_size=args.samples_per_digit,
-        guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
-        guidance_interval=args.guidance_interval,
+        pipe, grid_path, gif_path, seed=args.seed, class_labels=list(range(pipe.config.null_class_id)),
+        batch_size=args.samples_per_class, guidance_scale=args.guidance_scale,
+        num_inference_steps=args.num_inference_steps, guidance_interval=args.guidance_interval,
     )  # fmt: skip
     sampled = time.perf_counter()
 
@@ -178,8 +279,10 @@ def main(argv: list[str] | None = None) -> DemoResult:
     evaluation_dir = os.path.join(args.output_dir, "evaluation")
     scales = sorted({args.guidance_scale, *args.sweep_guidance_scales})
     evaluation = evaluate(
-        pipe, "digits", num_samples=args.eval_num_samples, guidance_scales=scales, steps=[args.num_inference_steps],
-        schedulers=[args.scheduler], guidance_intervals=[args.guidance_interval], batch_size=300, seed=args.seed,
+        pipe, args.dataset, num_samples=args.eval_num_samples, guidance_scales=scales,
+        steps=[args.num_inference_steps], schedulers=[args.scheduler], guidance_intervals=[args.guidance_interval],
+        batch_size=250, seed=args.seed, split=recipe.eval_split or "train",
+        metrics=[recipe.distance, "kid", "precision_recall", "agreement"],
     )  # fmt: skip
     report = write_report(evaluation, evaluation_dir)
     finished = time.perf_counter()
@@ -188,7 +291,7 @@ def main(argv: list[str] | None = None) -> DemoResult:
         "training": trained - started, "grid_and_gif": sampled - trained, "evaluation": finished - sampled,
         "total": finished - started,
     }  # fmt: skip
-    result = DemoResult(row=row, evaluation=evaluation, seconds=seconds)
+    result = DemoResult(row=row, evaluation=evaluation, seconds=seconds, recipe=recipe)
     print("\n" + summary(args, result, sampler, grid_path, gif_path, evaluation_dir, list(report.values())))
     return result
 
@@ -197,33 +300,43 @@ def summary(
     args, result: DemoResult, sampler: str, grid_path: str, gif_path: str, evaluation_dir: str, report: list[str]
 ) -> str:
     """What the demo wrote where, and what it measured; `report` is the paths of the evaluation's files."""
-    row, seconds, n = result.row, result.seconds, result.row["num_samples"]
+    row, seconds, n, recipe = result.row, result.seconds, result.row["num_samples"], result.recipe
+    noun, distance = recipe.class_noun, recipe.distance
     floor_n = result.evaluation.floors.get("floor_num_samples", n)
+    if recipe.eval_split is not None:
+        against = f"against real {noun}s of the {recipe.eval_split} split, which the model never saw:"
+    elif args.exclude_eval_reference:
+        against = f"against real {noun}s that the model never saw:"
+    else:
+        against = f"against real {noun}s that the model was trained on (--no-exclude_eval_reference):"
+    if recipe.target_agreement is None:
+        agreement_target = f"target: the judge's own {result.target_agreement:.1%} on real held-out {noun}s"
+    else:
+        agreement_target = f"target {recipe.target_agreement:.0%}"
     lines = [
         f"Trained in {seconds['training']:.0f} s ({args.max_train_steps} steps, "
         f"{args.max_train_steps / seconds['training']:.1f} steps/s); grid and GIF in {seconds['grid_and_gif']:.0f} s; "
         f"evaluation in {seconds['evaluation']:.0f} s; {seconds['total']:.0f} s in all.",
         f"Pipeline:   {args.output_dir}",
-        f"Grid:       {grid_path}  (one row per digit, {sampler}, guidance {args.guidance_scale:g})",
+        f"Grid:       {grid_path}  (one row per {noun}, {sampler}, guidance {args.guidance_scale:g})",
         f"Denoising:  {gif_path}",
         f"Evaluation: {evaluation_dir}  ({', '.join(os.path.basename(path) for path in report)})",
         "",
-        f"At guidance {args.guidance_scale:g}, {n} samples ({sampler}), against real digits that the model "
-        + ("never saw:" if args.exclude_eval_reference else "was trained on (--no-exclude_eval_reference):"),
-        f"  label accuracy  {row['agreement']:.1%} read as the digit asked for (target {TARGET_AGREEMENT:.0%})",
-        f"  fd_digits       {row['fd_digits']:.2f} = {result.fd_ratio:.2f}x the real-vs-real floor "
-        f"{row['fd_digits_floor']:.2f} ({floor_n} held-out real digits; target at most {TARGET_FD_RATIO:g}x)",
+        f"At guidance {args.guidance_scale:g}, {n} samples ({sampler}), {against}",
+        f"  label accuracy  {row['agreement']:.1%} read as the {noun} asked for ({agreement_target})",
+        f"  {distance:<15} {row[distance]:.2f} = {result.fd_ratio:.2f}x the real-vs-real floor "
+        f"{row[distance + '_floor']:.2f} ({floor_n} held-out real {noun}s; target at most {recipe.target_fd_ratio:g}x)",
         f"  precision       {row['precision']:.2f} (real-vs-real {row['precision_floor']:.2f}), recall "
         f"{row['recall']:.2f} (real-vs-real {row['recall_floor']:.2f})",
         f"  targets         {'met' if result.met_targets else 'NOT met'}",
         "",
-        "Guidance sweep (same seeds; label accuracy, fd_digits and its ratio to the floor, precision, recall):",
+        f"Guidance sweep (same seeds; label accuracy, {distance} and its ratio to the floor, precision, recall):",
     ]
     for other in result.evaluation.rows:
         mark = "  <- the demo's" if other is row else ""
         lines.append(
-            f"  guidance {other['guidance_scale']:<4g} {other['agreement']:6.1%}  fd {other['fd_digits']:6.2f} "
-            f"({other['fd_digits'] / other['fd_digits_floor']:4.2f}x)  P {other['precision']:.2f}  "
+            f"  guidance {other['guidance_scale']:<4g} {other['agreement']:6.1%}  fd {other[distance]:6.2f} "
+            f"({other[distance] / other[distance + '_floor']:4.2f}x)  P {other['precision']:.2f}  "
             f"R {other['recall']:.2f}{mark}"
         )
     lines.append(f"Label accuracy is judged by a {result.evaluation.info['judge']}.")

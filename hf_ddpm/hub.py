@@ -32,7 +32,7 @@ CFG_TAG = "classifier-free-guidance"
 SECRET_KEY_PARTS = ("token", "secret", "password", "api_key", "credential")
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
 # The values of an evaluation that the model card shows, in this order.
-EVALUATION_METRICS = ("fid", "fd_dinov2", "fd_digits", "kid", "precision", "recall", "agreement")
+EVALUATION_METRICS = ("fid", "fd_dinov2", "fd_digits", "fd_domain", "kid", "precision", "recall", "agreement")
 MISSING_TOKEN_HELP = "pass {flag}, set the HF_TOKEN environment variable, or log in with `hf auth login`"
 # Answers worth trying again: the Hub's own trouble (5xx), a request it timed out, and rate limiting. Any other 4xx is
 # final; 401 and 403 mean the token was revoked or cannot write.

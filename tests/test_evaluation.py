@@ -608,12 +608,13 @@ def test_a_classifier_that_does_not_know_the_classes_is_refused(tiny_classifier,
         evaluate(pipe, "digits", metrics=["agreement"], classifier=tiny_classifier, num_samples=10, cache_dir=str(tmp_path))
 
 
-def test_agreement_elsewhere_than_digits_needs_a_classifier(no_sampling, tmp_path):
+def test_agreement_elsewhere_than_digits_is_judged_by_a_classifier_of_the_dataset(no_sampling, tmp_path):
+    """The default judge learns the dataset's own classes (`domain.py`); a pipeline of other classes is refused."""
     folder = tmp_path / "shirts"
     images = [PIL.Image.fromarray(np.full((8, 8), 40 * i, np.uint8)) for i in range(6)]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list("ab"))})
     datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 3}, features=features).save_to_disk(str(folder))
-    with pytest.raises(ValueError, match="needs a classifier of its classes"):
+    with pytest.raises(ValueError, match=r"domain CNN .*do not cover the pipeline's classes \['0', '1'"):
         evaluate(tiny_pipeline(), str(folder), metrics=["agreement"], num_samples=3, cache_dir=str(tmp_path))
 
 

@@ -412,7 +412,7 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
 @pytest.mark.parametrize(
     "flags, message",
     [(["--max_train_steps", "0"], "--max_train_steps must be at least 1"),
-     (["--samples_per_digit", "0"], "--samples_per_digit must be at least 1"),
+     (["--samples_per_digit", "0"], "--samples_per_class must be at least 1"),
      (["--learning_rate", "0"], "--learning_rate must be positive"),
      (["--eval_num_samples", "9"], "--eval_num_samples must be at least 10"),
      (["--eval_num_samples", "899"], "at most 898 (the held-out real digits)"),

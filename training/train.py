@@ -230,7 +230,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  "scale of the periodic ones); the trade-off plot needs two or more.")
     evaluation.add_argument("--eval_classifier", default=None,
                             help="A transformers image classifier (Hub id or folder) that judges `agreement` on a "
-                                 "dataset other than digits.")
+                                 "dataset other than digits (default there: a small CNN trained on the dataset's "
+                                 "own training images, hf_ddpm.evaluation.domain).")
+    evaluation.add_argument("--eval_split", default=None,
+                            help="The split of real images that evaluation measures against, such as 'test' "
+                                 "(default: the training split, whose reference half --exclude_eval_reference "
+                                 "leaves out of training).")
     evaluation.add_argument("--keep_best_checkpoint", default=None, choices=METRIC_KEYS, metavar="METRIC",
                             help=f"After an evaluation that beats every earlier one by METRIC (one of "
                                  f"{', '.join(METRIC_KEYS)}; among the evaluated ones), save the training state and "
@@ -334,7 +339,7 @@ def check_logging_dir(parser: argparse.ArgumentParser, logging_dir: str) -> None
 
 def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The evaluation flags that can be checked before the data is loaded; `main` checks the rest against it."""
-    evaluation_flags = ["eval_num_samples", "eval_metrics", "eval_guidance_scales", "eval_classifier",
+    evaluation_flags = ["eval_num_samples", "eval_metrics", "eval_guidance_scales", "eval_classifier", "eval_split",
                         "keep_best_checkpoint"]  # fmt: skip
     if args.eval_steps is None:
         given = [f"--{name}" for name in evaluation_flags if getattr(args, name) is not None]
@@ -555,7 +560,7 @@ class TrainingRun:
             num_samples = args.eval_num_samples or min(DEFAULT_EVAL_SAMPLES, held_out_size(len(real.images)))
             return Evaluator(
                 self.pipeline(), args.dataset_name or args.train_data_dir, metrics=self.eval_metrics,
-                num_samples=num_samples, classifier=args.eval_classifier,
+                num_samples=num_samples, classifier=args.eval_classifier, split=args.eval_split or "train",
                 data=real, dataset_config_name=args.dataset_config_name,
                 image_column=args.image_column, label_column=args.label_column, center_crop=args.center_crop,
             )  # fmt: skip
@@ -1277,13 +1282,13 @@ def evaluation_settings(args: argparse.Namespace, conditional: bool) -> tuple[li
     return metrics, args.guidance_scale, sorted({args.guidance_scale, *(args.eval_guidance_scales or [])})
 
 
-def read_split(args: argparse.Namespace, max_samples: int | None = None) -> ImageData:
-    """The dataset's split at the training resolution (a random subset of `max_samples`, if given)."""
+def read_split(args: argparse.Namespace, max_samples: int | None = None, split: str = "train") -> ImageData:
+    """The dataset's `split` at the training resolution (a random subset of `max_samples`, if given)."""
     return load_image_data(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
         resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
-        max_samples=max_samples, seed=args.seed, skip_corrupt_images=args.skip_corrupt_images,
+        max_samples=max_samples, seed=args.seed, skip_corrupt_images=args.skip_corrupt_images, split=split,
     )  # fmt: skip
 
 
@@ -1306,7 +1311,10 @@ def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
     data, unless --max_train_samples or --exclude_eval_reference trained on part of it: then the split is read
     again, whole, because the model is meant to learn the distribution, not the subset, the real-vs-real floor needs
     more images than a small subset has, and the reference half is the one left out of training.
-    Never flipped: --random_flip augments training; it does not change the data the model is measured against."""
+    Never flipped: --random_flip augments training; it does not change the data the model is measured against.
+    With --eval_split, that split, whole."""
+    if args.eval_split not in (None, "train"):
+        return read_split(args, split=args.eval_split)
     if args.max_train_samples is None and not args.exclude_eval_reference:
         return data
     return read_split(args)

@@ -23,15 +23,16 @@ from tqdm.auto import tqdm
 from ..data import DIGITS, ImageData, load_image_data
 from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval, check_num_inference_steps
 from ..sampling import SCHEDULERS, scheduler_from_name
+from .domain import DomainClassifier, DomainFeatures, domain_classifier
 from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import (
     DigitClassifier, ImageClassifierJudge, class_agreement, classify_in_batches, digit_classifier, match_labels,
 )  # fmt: skip
 from .metrics import MIN_SAMPLES, frechet_distance, kernel_distance, precision_recall
-from .reference import FEATURE_BATCH_SIZE, extract_features, held_out_size, real_features
+from .reference import FEATURE_BATCH_SIZE, extract_features, held_out_size, real_features, split_halves
 
 # Each Fréchet metric names its feature space.
-FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits"}
+FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits", "fd_domain": "domain"}
 SPACE_METRICS = {space: metric for metric, space in FRECHET_METRICS.items()}
 METRICS = (*FRECHET_METRICS, "kid", "precision_recall", "agreement")
 # Lower is better for these; higher for the others (precision, recall, agreement).
@@ -133,7 +134,7 @@ def best_guidance(rows: Sequence[dict], distance: str) -> dict:
 
 VALUE_KEYS = {
     *FRECHET_METRICS, *(f"{key}_floor" for key in FRECHET_METRICS), "kid", "kid_std", "kid_floor", "precision",
-    "recall", "precision_floor", "recall_floor", "agreement",
+    "recall", "precision_floor", "recall_floor", "agreement", "agreement_floor",
 }  # fmt: skip
 
 
@@ -148,10 +149,13 @@ def _format(value) -> str:
 
 
 def default_metrics(dataset: str | None, conditional: bool) -> list[str]:
-    """Offline digits metrics for the built-in digits; FID, KID and precision/recall otherwise; plus agreement on the
-    digits for a class-conditional model (elsewhere it needs a classifier)."""
+    """Offline digits metrics for the built-in digits. Elsewhere, for a class-conditional model (so labelled data),
+    the offline metrics of a classifier trained on the dataset itself (`fd_domain`, agreement); for an unconditional
+    one FID. KID and precision/recall always, in the first distance's feature space."""
     if dataset == DIGITS:
         return ["fd_digits", "kid", "precision_recall"] + (["agreement"] if conditional else [])
+    if conditional:
+        return ["fd_domain", "kid", "precision_recall", "agreement"]
     return ["fid", "kid", "precision_recall"]
 
 
@@ -270,12 +274,21 @@ class Evaluator:
             )
         self.num_samples = int(num_samples)
 
-        # 3. The judge of agreement, matched to the pipeline's classes.
-        self.judge, self.label_map = None, None
+        # 3. The judge of agreement, matched to the pipeline's classes; the classifier of the dataset's own images
+        # (the default judge of datasets other than the digits, and the feature space of `fd_domain`).
+        self.judge, self.label_map, domain = None, None, None
+        if "agreement" in metrics and data.labels is None:
+            raise ValueError(f"`agreement` needs a dataset with class labels; {data.source} has none.")
+        wants_domain_judge = "agreement" in metrics and classifier is None and dataset != DIGITS
+        if "fd_domain" in metrics or wants_domain_judge:
+            load = {"dataset_name": dataset, "dataset_config_name": dataset_config_name, "image_column": image_column,
+                    "label_column": label_column, "resolution": resolution, "center_crop": center_crop}  # fmt: skip
+            domain = _domain_classifier(data, split, load, cache_dir)
         if "agreement" in metrics:
-            if data.labels is None:
-                raise ValueError(f"`agreement` needs a dataset with class labels; {data.source} has none.")
-            self.judge = _judge(classifier, dataset, resolution, unet_config.in_channels, pipe.device)
+            if wants_domain_judge:
+                self.judge = domain[0]
+            else:
+                self.judge = _judge(classifier, dataset, resolution, unet_config.in_channels, pipe.device)
             id2label = pipe.config.id2label or {i: str(i) for i in range(pipe.config.null_class_id)}
             self.label_map = match_labels(
                 {int(k): v for k, v in id2label.items()}, self.judge.labels, self.judge.describe()
@@ -283,7 +296,8 @@ class Evaluator:
         self.class_ids = np.arange(num_samples) % pipe.config.null_class_id if conditional else None
 
         # 4. Feature spaces and the real features (cached), with the real-vs-real floors.
-        self.extractors = _feature_extractors(metrics, dataset, resolution, dinov2_model, feature_extractors or {})
+        self.extractors = _feature_extractors(metrics, dataset, resolution, dinov2_model, feature_extractors or {},
+                                              domain)  # fmt: skip
         for extractor in self.extractors.values():
             extractor.to(pipe.device)
         dataset_identity = {
@@ -297,6 +311,8 @@ class Evaluator:
         self.shared_space = next(iter(self.extractors), None)  # KID and precision/recall live in the first space
         held_out = {space: real.held_out[:num_samples] for space, real in self.reals.items()}
         self.floors = self._distances(held_out, suffix="_floor")
+        if isinstance(self.judge, DomainClassifier):  # agreement's real-vs-real value: the judge on real images
+            self.floors["agreement_floor"] = self.judge.test_accuracy
         if self.floors:
             self.floors["floor_num_samples"] = self.num_samples
         self.info = {
@@ -324,6 +340,8 @@ class Evaluator:
                 values[f"{key}_floor"] = self.floors[f"{key}_floor"]
         if predicted is not None:
             values["agreement"] = class_agreement(predicted, self.class_ids, self.label_map)
+            if "agreement_floor" in self.floors:
+                values["agreement_floor"] = self.floors["agreement_floor"]
         values["seconds_features"] = round(featured - started, 3)
         values["seconds_metrics"] = round(time.perf_counter() - featured, 3)
         return values
@@ -496,7 +514,12 @@ def sample_images(
 
 
 def _feature_extractors(
-    metrics: list[str], dataset: str, resolution: int, dinov2_model: str, given: dict[str, FeatureExtractor]
+    metrics: list[str],
+    dataset: str,
+    resolution: int,
+    dinov2_model: str,
+    given: dict[str, FeatureExtractor],
+    domain: tuple[DomainClassifier, str] | None = None,
 ) -> dict[str, FeatureExtractor]:
     """One extractor per feature space needed: the Fréchet metrics' spaces, in the order listed, or the dataset's
     default space when only KID or precision/recall are asked for."""
@@ -511,8 +534,29 @@ def _feature_extractors(
         "fid": InceptionFeatures,
         "fd_dinov2": lambda: DinoV2Features(dinov2_model),
         "fd_digits": lambda: _digits_features(dataset, resolution),
+        "fd_domain": lambda: DomainFeatures(*domain),
     }
     return {FRECHET_METRICS[metric]: given.get(metric) or builders[metric]() for metric in wanted}
+
+
+def _domain_classifier(data: ImageData, split: str, load: dict, cache_dir: str | None):
+    """The classifier of the dataset's own images (`domain.py`) and the fingerprint of its training data: trained on
+    the training split and tested on `data` (the split measured against); for a dataset evaluated on its training
+    split, trained on the held-out half of `data` and tested on its reference half."""
+    if data.labels is None:
+        raise ValueError(f"`fd_domain` and the default judge of `agreement` learn the dataset's classes; {data.source} "
+                         "has no labels.")  # fmt: skip
+    if split != "train":
+        train = load_image_data(split="train", **load)
+        if train.labels is None or train.id2label != data.id2label:
+            raise ValueError(f"The training split of {data.source} has other classes than split {split!r}.")
+        test, description = data, f"{split} split, {len(data)} images"
+    else:
+        held_out, reference = split_halves(len(data))
+        train, test = data.select(held_out, "held-out half"), data.select(reference, "reference half")
+        description = f"reference half of the {split} split, {len(test)} images"
+    return domain_classifier(train.images, train.labels, test.images, test.labels, data.id2label, description,
+                             cache_dir=cache_dir)  # fmt: skip
 
 
 def _digits_features(dataset: str, resolution: int) -> DigitsFeatures:
@@ -524,11 +568,6 @@ def _digits_features(dataset: str, resolution: int) -> DigitsFeatures:
 def _judge(classifier: str | None, dataset: str, resolution: int, channels: int, device):
     if classifier is not None:
         return ImageClassifierJudge(classifier, device=device)
-    if dataset != DIGITS:
-        raise ValueError(
-            "`agreement` on a dataset other than the built-in digits needs a classifier of its classes: pass a "
-            "transformers image classifier (`classifier=`, `--classifier`), a Hub id or a local folder."
-        )
     if channels != 1:
         raise ValueError(f"The digits judge reads grayscale images; the model makes {channels}-channel ones.")
     judge: DigitClassifier = digit_classifier(resolution)
