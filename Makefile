@@ -1,11 +1,11 @@
-# `make demo` and `make test` each do all the set-up on a fresh machine.
+# `make demo`, `make fashion` and `make test` each do all the set-up on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch; pinned so that pip never resolves a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo fashion fashion-data test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,25 @@ install: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m hf_ddpm.demo
+
+# Fashion-MNIST's original IDX files, from Debian's package where this machine can install it; elsewhere the demo
+# reads the Hub dataset, or a folder of the four files given as --dataset.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+fashion-data:
+	@if [ ! -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; \
+		else \
+			echo "Fashion-MNIST's files are not on this machine. Install them with"; \
+			echo "    sudo apt-get install dataset-fashion-mnist"; \
+			echo "or run '$(BIN)/python -m hf_ddpm.demo --dataset FOLDER' on a folder of its four IDX files."; \
+			echo "Trying the Hub dataset instead."; \
+		fi; \
+	fi
+
+# DEMO_ARGS passes more flags, e.g. make fashion DEMO_ARGS="--max_train_steps 600".
+fashion: $(VENV)/.installed-demo fashion-data
+	$(BIN)/python -m hf_ddpm.demo --dataset fashion_mnist $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest

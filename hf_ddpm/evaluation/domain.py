@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # How the classifier is trained; part of the cache key, so a change of recipe trains a new one.
 RECIPE = {
     "version": 1, "widths": [16, 32], "hidden": 128, "dropout": 0.25, "optimizer": "adam", "learning_rate": 2e-3,
-    "batch_size": 128, "min_epochs": 3, "min_steps": 1500, "seed": 0,
+    "batch_size": 128, "min_epochs": 3, "min_steps": 500, "seed": 0,
 }  # fmt: skip
 
 
