@@ -22,7 +22,7 @@ import gradio as gr
 import PIL.Image
 from huggingface_hub import ModelCard
 
-from hf_ddpm.cli import with_flag_names
+from hf_ddpm.messages import with_flag_names
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import default_num_inference_steps, variance_preserving
 from hf_ddpm.sampling import (

@@ -4,11 +4,14 @@ argument name that its errors may mention."""
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 
-import torch
+from hf_ddpm.messages import with_flag_names
+from hf_ddpm.scheduler_names import SCHEDULER_NAMES
+
+# Nothing heavy is imported at the top: torch, diffusers, transformers and gradio load inside the commands that use
+# them, so that --help and a usage error answer at once.
 
 
 def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +29,8 @@ def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_noising(args: argparse.Namespace) -> None:
+    import torch
+
     from hf_ddpm.visualization import load_digit_images, save_forward_process_grid
 
     check_writable_folder("--out", args.out, os.path.dirname(os.path.abspath(args.out)))
@@ -39,8 +44,6 @@ def run_noising(args: argparse.Namespace) -> None:
 
 
 def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
-    from hf_ddpm.sampling import SCHEDULERS
-
     parser = subparsers.add_parser("sample", help="draw images from a saved pipeline: a grid and a denoising GIF")
     parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
     parser.add_argument("--labels", nargs="+",
@@ -57,7 +60,7 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int,
                         help="denoising steps (default: the scheduler's: 15 for dpm and unipc, 50 for ddim and euler, "
                              "every training step for ddpm)")
-    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS),
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULER_NAMES),
                         help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
@@ -136,8 +139,7 @@ def check_writable_folder(flag: str, path: str, folder: str) -> None:
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
-    from hf_ddpm.evaluation.evaluate import METRICS
-    from hf_ddpm.sampling import SCHEDULERS
+    from hf_ddpm.evaluation.registry import METRICS
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -166,8 +168,8 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0], help="guidance scales to sweep")
     parser.add_argument("--steps", type=int, nargs="+", default=[None],
                         help="denoising step counts to sweep (default: the scheduler's own default)")  # fmt: skip
-    parser.add_argument("--scheduler", nargs="+", choices=sorted(SCHEDULERS), default=[None], metavar="NAME",
-                        help=f"schedulers to sweep: {', '.join(sorted(SCHEDULERS))} (default: the saved one)")  # fmt: skip
+    parser.add_argument("--scheduler", nargs="+", choices=sorted(SCHEDULER_NAMES), default=[None], metavar="NAME",
+                        help=f"schedulers to sweep: {', '.join(sorted(SCHEDULER_NAMES))} (default: the saved one)")  # fmt: skip
     parser.add_argument("--guidance-interval", type=float, nargs=2, action="append", metavar=("LOW", "HIGH"),
                         help="sweep guidance limited to the steps with LOW <= t / training steps <= HIGH; repeat it to "
                              "sweep several intervals ('0 1' guides every step; default: every step)")  # fmt: skip
@@ -228,6 +230,8 @@ def check_seed(seed: int) -> None:
 
 
 def check_device(device: str) -> None:
+    import torch
+
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
@@ -361,8 +365,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.error(with_flag_names(str(error), args.flags))
     return 0
 
-
-def with_flag_names(message: str, flags: dict[str, str]) -> str:
-    """The message with each `python_name` or --python_name (the training script's flag, which the data loader's
-    messages name) that has a flag here written as that flag (`num_inference_steps` -> --steps)."""
-    return re.sub(r"`(\w+)`|--(\w+)", lambda match: flags.get(match.group(1) or match.group(2), match.group(0)), message)

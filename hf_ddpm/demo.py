@@ -33,7 +33,8 @@ import torch
 from hf_ddpm.evaluation import EvaluationResult, evaluate, write_report
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
-from hf_ddpm.sampling import SCHEDULER_NAMES, SCHEDULERS, save_grid_and_gif
+from hf_ddpm.sampling import SCHEDULERS, save_grid_and_gif
+from hf_ddpm.scheduler_names import SCHEDULER_NAMES
 from hf_ddpm.training.train import main as train
 from hf_ddpm.training_utils import cpu_bf16_support, cpu_threads_per_process
 

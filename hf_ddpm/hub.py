@@ -23,6 +23,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import _http as hub_http
 from huggingface_hub.utils import filter_repo_objects, set_client_factory
 
+from .evaluation.registry import LOWER_IS_BETTER, METRIC_KEYS
+
 logger = logging.getLogger(__name__)
 
 # Training state and logs stay local unless asked for: they are large, and only the pipeline is meant to be shared.
@@ -32,7 +34,7 @@ CFG_TAG = "classifier-free-guidance"
 SECRET_KEY_PARTS = ("token", "secret", "password", "api_key", "credential")
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
 # The values of an evaluation that the model card shows, in this order.
-EVALUATION_METRICS = ("fid", "fd_dinov2", "fd_digits", "fd_domain", "kid", "precision", "recall", "agreement")
+
 MISSING_TOKEN_HELP = "pass {flag}, set the HF_TOKEN environment variable, or log in with `hf auth login`"
 # Answers worth trying again: the Hub's own trouble (5xx), a request it timed out, and rate limiting. Any other 4xx is
 # final; 401 and 403 mean the token was revoked or cannot write.
@@ -664,12 +666,11 @@ def _classes_section(id2label: Optional[dict]) -> str:
 def _evaluation_section(output_dir: str, evaluation_dir: Optional[str], training_args: dict) -> str:
     if evaluation_dir is None or not os.path.isfile(os.path.join(evaluation_dir, "metrics.json")):
         return ""
-    from .evaluation.evaluate import LOWER_IS_BETTER  # torch and the metrics: only for a card that has them
 
     with open(os.path.join(evaluation_dir, "metrics.json"), encoding="utf-8") as file:
         report = json.load(file)
     rows, floors, info = report["rows"], report["floors"], report["info"]
-    metrics = [key for key in EVALUATION_METRICS if key in rows[0]]
+    metrics = [key for key in METRIC_KEYS if key in rows[0]]
     scales = " | ".join(f"guidance {row['guidance_scale']:g}" for row in rows)
     lines = [f"| Metric | {scales} | Real-vs-real floor |", "|---|" + "---:|" * (len(rows) + 1)]
     for metric in metrics:

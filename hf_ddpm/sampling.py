@@ -19,6 +19,7 @@ from diffusers import (
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
+from hf_ddpm.scheduler_names import SCHEDULER_NAMES
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler, make_betas
 
 SCHEDULERS: dict[str, type[SchedulerMixin]] = {
@@ -28,12 +29,9 @@ SCHEDULERS: dict[str, type[SchedulerMixin]] = {
     "euler": EulerDiscreteScheduler,
     "unipc": UniPCMultistepScheduler,
 }
+assert set(SCHEDULERS) == set(SCHEDULER_NAMES), "every sampler has a name for people (scheduler_names.py)"
 # The beta schedules that every diffusers scheduler implements by name.
 DIFFUSERS_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-# How each of SCHEDULERS is named to people.
-SCHEDULER_NAMES = {
-    "ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++ (2M)", "euler": "Euler", "unipc": "UniPC",
-}  # fmt: skip
 
 
 def default_device() -> str:

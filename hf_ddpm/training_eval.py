@@ -27,20 +27,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
 from .evaluation import EvaluationResult, Evaluator, sample_images, write_report
-from .evaluation.evaluate import LOWER_IS_BETTER, METRICS, grid_images, settings_row
+from .evaluation.evaluator import grid_images, settings_row
+from .evaluation.registry import LOWER_IS_BETTER, METRIC_KEYS, metric_keys
 from .stopping import StopRequested
 
 logger = logging.getLogger(__name__)
 
-# What each metric adds to a measurement; the others add their own name.
-_METRIC_VALUES = {"precision_recall": ("precision", "recall")}
-METRIC_KEYS = tuple(key for name in METRICS for key in _METRIC_VALUES.get(name, (name,)))
 BEST_FILE = "best.json"
-
-
-def metric_keys(metrics: Sequence[str]) -> list[str]:
-    """The values that evaluating `metrics` gives (`precision_recall` gives `precision` and `recall`)."""
-    return [key for name in metrics for key in _METRIC_VALUES.get(name, (name,))]
 
 
 def run_on_main(accelerator: Accelerator, compute: Callable[[], object]) -> object:

@@ -30,7 +30,7 @@ from hf_ddpm.evaluation import (
     sample_images,
     split_halves,
 )
-from hf_ddpm.evaluation.evaluate import EvaluationResult, best_guidance
+from hf_ddpm.evaluation.results import EvaluationResult, best_guidance
 from hf_ddpm.evaluation.judges import (
     HELD_OUT_FRACTION,
     DigitClassifier,

@@ -10,7 +10,7 @@ from test_evaluation import tiny_pipeline as evaluation_pipeline
 from test_pipeline import TRAIN_STEPS, ForwardLog, reference_sample, tiny_pipeline
 
 from hf_ddpm.cli import main as cli_main
-from hf_ddpm.evaluation.evaluate import best_guidance
+from hf_ddpm.evaluation.results import best_guidance
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 

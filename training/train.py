@@ -73,6 +73,22 @@ from hf_ddpm.training_utils import (
 )
 
 logger = get_logger(__name__, log_level="INFO")
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+LOG_FILE = "train.log"
+
+
+class ConsoleFilter(logging.Filter):
+    """The console shows the run's own lines and every warning; the libraries' INFO lines (eight of Accelerate's per
+    checkpoint, say) only with --verbose. The log file keeps them all."""
+
+    OWN = ("__main__", "hf_ddpm")
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.verbose or record.levelno >= logging.WARNING or record.name.split(".")[0] in self.OWN
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 BEST_CHECKPOINT = "checkpoint-best"  # --keep_best_checkpoint; never pruned, never the "latest"
@@ -212,6 +228,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"],
                         help="Where scalars and previews are logged.")
     output.add_argument("--logging_dir", default="logs", help="Log folder, inside --output_dir.")
+    output.add_argument("--verbose", action="store_true",
+                        help=f"Show the libraries' INFO lines (Accelerate's checkpointing, ...) on the console too; "
+                             f"they always go to --logging_dir/{LOG_FILE}.")
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval_steps", type=int, default=None,
@@ -372,9 +391,12 @@ def main(argv: list[str] | None = None) -> str:
     accelerator = make_accelerator(args, plan)
     data = load_training_data(args)
     run = TrainingRun(args, accelerator, data, plan)
-    with PreemptionSignals() as signals:
-        run.train(signals)
-        run.finish()
+    try:
+        with PreemptionSignals() as signals:
+            run.train(signals)
+            run.finish()
+    finally:
+        run.close()
     return args.output_dir
 
 
@@ -425,7 +447,9 @@ def make_accelerator(args: argparse.Namespace, plan: RunPlan) -> Accelerator:
         )
     if plan.resume_path is not None:
         check_checkpoint_matches(plan.resume_path, args)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if not logging.getLogger().handlers:  # a program that embeds the training keeps its own console
+        logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
+        logging.getLogger().handlers[0].addFilter(ConsoleFilter(args.verbose))
     if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu":
         bf16_support = cpu_bf16_support()
         (logger.info if bf16_support.native else logger.warning)(bf16_support.message)
@@ -464,6 +488,7 @@ class TrainingRun:
         self._build_training(args, accelerator, data, plan)
         self._build_evaluation(args, plan)
         self._prepare_outputs(args, accelerator, plan)
+        self._log_to_file(args, accelerator)
 
     # ----- set-up -----
 
@@ -566,6 +591,25 @@ class TrainingRun:
             )  # fmt: skip
         except ValueError as error:
             raise ValueError(f"Evaluation (--eval_steps) cannot be set up: {error}") from error
+
+    def _log_to_file(self, args, accelerator: Accelerator) -> None:
+        """Every log line, the libraries' included, also goes to --logging_dir/train.log (the main process's), until
+        `close`."""
+        self.log_file_handler = None
+        if accelerator.is_main_process:
+            folder = os.path.join(args.output_dir, args.logging_dir)
+            os.makedirs(folder, exist_ok=True)
+            self.log_file_handler = logging.FileHandler(os.path.join(folder, LOG_FILE), encoding="utf-8")
+            self.log_file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            self.log_file_handler.setLevel(logging.INFO)
+            logging.getLogger().addHandler(self.log_file_handler)
+
+    def close(self) -> None:
+        """Stops writing the log file (a later run in the same process writes its own)."""
+        if getattr(self, "log_file_handler", None) is not None:
+            logging.getLogger().removeHandler(self.log_file_handler)
+            self.log_file_handler.close()
+            self.log_file_handler = None
 
     def _prepare_outputs(self, args, accelerator: Accelerator, plan: RunPlan) -> None:
         # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces

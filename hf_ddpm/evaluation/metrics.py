@@ -17,6 +17,7 @@ import warnings
 import torch
 
 MIN_SAMPLES = 2  # a covariance needs two samples
+PRECISION_RECALL_K = 3  # the neighbours of Kynkäänniemi et al.
 
 
 class _Precomputed(torch.nn.Module):
@@ -89,7 +90,7 @@ def kernel_distance(
     return float(mean), float(std)
 
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PRECISION_RECALL_K) -> tuple[float, float]:
     """Improved precision and recall of generated `fake` against `real` features, with k-NN manifolds.
 
     Precision: the share of generated samples within the k-NN radius of at least one real sample. Recall: the share

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..pipelines.pipeline_ddpm_cfg import image_grid
 from ..sampling import as_pil_images
 
-from .evaluate import AGREEMENT_TOLERANCE, SWEPT, EvaluationResult, best_guidance, group_rows
+from .results import AGREEMENT_TOLERANCE, SWEPT, EvaluationResult, best_guidance, group_rows
 
 
 STEPS_LINE_STYLES = ("o-", "s--", "^-.", "D:", "v-", "P--", "X-.", "*:")

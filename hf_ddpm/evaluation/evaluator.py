@@ -1,4 +1,4 @@
-"""`evaluate`: sample a pipeline at every combination of guidance scale, steps and scheduler, and measure the samples
+"""`evaluate` (and its `Evaluator`): sample a pipeline at every combination of guidance scale, steps and scheduler, and measure the samples
 against real images of the dataset it was trained on. Backs `hf-ddpm evaluate` and evaluation during training.
 
 Every combination draws the same images: image i is asked for class `i % num_classes` and starts from the noise of
@@ -14,7 +14,6 @@ import numbers
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,124 +27,15 @@ from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, Feat
 from .judges import (
     DigitClassifier, ImageClassifierJudge, class_agreement, classify_in_batches, digit_classifier, match_labels,
 )  # fmt: skip
-from .metrics import MIN_SAMPLES, frechet_distance, kernel_distance, precision_recall
+from . import metrics as metric_functions
+from .metrics import MIN_SAMPLES, frechet_distance
 from .reference import FEATURE_BATCH_SIZE, extract_features, held_out_size, real_features, split_halves
+from .registry import FRECHET_METRICS, METRICS, REGISTRY
+from .results import EvaluationResult
 
-# Each Fréchet metric names its feature space.
-FRECHET_METRICS = {"fid": "inception", "fd_dinov2": "dinov2", "fd_digits": "digits", "fd_domain": "domain"}
 SPACE_METRICS = {space: metric for metric, space in FRECHET_METRICS.items()}
-METRICS = (*FRECHET_METRICS, "kid", "precision_recall", "agreement")
-# Lower is better for these; higher for the others (precision, recall, agreement).
-LOWER_IS_BETTER = (*FRECHET_METRICS, "kid")
-PRECISION_RECALL_K = 3
 DEFAULT_NUM_SAMPLES = 1000  # or as many as the held-out half holds, if fewer
 GRID_IMAGES_PER_CLASS = 4  # kept per combination for the side-by-side sample grids
-
-
-@dataclass
-class EvaluationResult:
-    """What `evaluate` measured.
-
-    Args:
-        rows (`list[dict]`): one per (scheduler, steps, guidance scale, guidance interval), each with `scheduler`,
-            `steps`, `guidance_scale`, `guidance_interval`, `num_samples`, `unet_evals_per_image` (UNet forwards,
-            both CFG halves in one), `nfe_per_image` (network evaluations: two on a guided step, one on any other
-            step, the work done), every metric's value, the real-vs-real floor
-            beside each distance (`<metric>_floor`), and the seconds spent sampling, in features (and the judge) and
-            in the metrics.
-        floors (`dict`): the real-vs-real value of each distance, with `floor_num_samples`.
-        info (`dict`): the model, dataset, split, feature spaces and judge.
-        grids (`dict`): per row index, the first images of each class (`(N, C, H, W)` in [0, 1]) for sample grids.
-    """
-
-    rows: list[dict]
-    floors: dict
-    info: dict
-    grids: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-
-    def table(self) -> str:
-        """The rows as a plain-text table, each distance beside its floor."""
-        intervals = ["guidance_interval"] if any(row.get("guidance_interval") for row in self.rows) else []
-        keys = ["scheduler", "steps", "guidance_scale", *intervals, "num_samples", "nfe_per_image"] + [
-            key for key in self.rows[0] if key in VALUE_KEYS
-        ]
-        header = [HEADERS.get(key, key) for key in keys]
-        cells = [[_format(row.get(key)) for key in keys] for row in self.rows]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-        lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-        if self.floors:
-            floors = ", ".join(f"{key} {_format(value)}" for key, value in self.floors.items())
-            lines.append(f"real-vs-real floor: {floors}")
-        return "\n".join(lines)
-
-    @property
-    def distance(self) -> str | None:
-        """The first Fréchet metric listed, in whose feature space KID and precision/recall were measured (the one
-        the plots and `best_guidance_rows` use), or KID."""
-        frechet = [key for key in self.rows[0] if key in FRECHET_METRICS]
-        if frechet:
-            return frechet[0]
-        return "kid" if "kid" in self.rows[0] else None
-
-    def best_guidance_rows(self) -> list[dict]:
-        """For each scheduler and steps swept over several guidance scales, the best of them (`best_guidance`)."""
-        if self.distance is None:
-            return []
-        series = group_rows(self.rows, "guidance_scale").values()
-        return [best_guidance(rows, self.distance) for rows in series if len(rows) > 1]
-
-    def best(self, metric: str) -> dict:
-        """The row with the best value of `metric` (lowest for distances, highest otherwise)."""
-        if metric not in self.rows[0]:
-            raise ValueError(f"`metric` {metric!r} was not measured; measured: {sorted(set(self.rows[0]) & VALUE_KEYS)}.")
-        sign = 1 if metric in LOWER_IS_BETTER else -1
-        return min(self.rows, key=lambda row: sign * row[metric])
-
-
-def group_rows(rows: Sequence[dict], by: str) -> dict[tuple, list[dict]]:
-    """Rows grouped by every swept setting but `by`, each group sorted by `by`."""
-    groups: dict[tuple, list[dict]] = {}
-    others = [name for name in SWEPT if name != by]
-    for row in rows:
-        groups.setdefault(tuple(row.get(name) for name in others), []).append(row)
-    return {group: sorted(members, key=lambda row: row[by]) for group, members in groups.items()}
-
-
-# The settings a sweep varies, in the order rows list them.
-SWEPT = ("scheduler", "steps", "guidance_scale", "guidance_interval")
-HEADERS = {"guidance_scale": "guidance", "guidance_interval": "interval", "nfe_per_image": "nfe"}
-
-# How far below the highest agreement of a guidance sweep a scale may read and still count as fully guided.
-AGREEMENT_TOLERANCE = 0.01
-
-
-def best_guidance(rows: Sequence[dict], distance: str) -> dict:
-    """The best row of a guidance sweep (rows that differ in guidance scale alone): the lowest `distance` among the
-    rows whose class agreement is within `AGREEMENT_TOLERANCE` of the highest measured, or the lowest `distance`
-    where agreement was not measured. Guidance buys agreement with diversity; this is the least diversity spent for
-    (nearly) all the agreement that guidance can buy, not the scale with the lowest distance, which is often the one
-    with the worst agreement."""
-    if "agreement" in rows[0]:
-        highest = max(row["agreement"] for row in rows)
-        rows = [row for row in rows if row["agreement"] >= highest - AGREEMENT_TOLERANCE]
-    return min(rows, key=lambda row: row[distance])
-
-
-VALUE_KEYS = {
-    *FRECHET_METRICS, *(f"{key}_floor" for key in FRECHET_METRICS), "kid", "kid_std", "kid_floor", "precision",
-    "recall", "precision_floor", "recall_floor", "agreement", "agreement_floor",
-}  # fmt: skip
-
-
-def _format(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
-    return str(value)
 
 
 def default_metrics(dataset: str | None, conditional: bool) -> list[str]:
@@ -355,16 +245,15 @@ class Evaluator:
         if self.shared_space is None:
             return values
         reference, fake = self.reals[self.shared_space].reference, fakes[self.shared_space]
-        if "kid" in self.metrics:
-            kid, kid_std = kernel_distance(reference, fake)
-            values["kid" + suffix] = kid
-            if not suffix:
-                values["kid_std"] = kid_std
-        if "precision_recall" in self.metrics:
-            # Equal set sizes, as Kynkäänniemi et al. compare: the k-NN radii shrink as a set grows. The reference
-            # half holds at least as many as the held-out half, and so at least `num_samples`.
-            precision, recall = precision_recall(reference[: fake.shape[0]], fake, k=PRECISION_RECALL_K)
-            values["precision" + suffix], values["recall" + suffix] = precision, recall
+        for name in self.metrics:
+            metric = REGISTRY[name]
+            if metric.kind == "features":
+                # The reference half holds at least as many as the held-out half, and so at least `num_samples`.
+                compared = reference[: fake.shape[0]] if metric.same_count else reference
+                computed = getattr(metric_functions, metric.compute)(compared, fake)
+                values.update({key + suffix: value for key, value in zip(metric.values, computed)})
+                if name == "kid" and not suffix:
+                    values["kid_std"] = computed[1]
         return values
 
 
@@ -484,10 +373,11 @@ def _check_num_samples(num_samples, metrics: list[str]) -> None:
         raise ValueError(
             f"`num_samples` must be an integer >= {MIN_SAMPLES} (a covariance needs 2), got {num_samples!r}."
         )
-    if "precision_recall" in metrics and num_samples <= PRECISION_RECALL_K:
-        raise ValueError(
-            f"`precision_recall` needs more than k={PRECISION_RECALL_K} samples; `num_samples` is {num_samples}."
-        )
+    for name in metrics:
+        metric = REGISTRY[name]
+        if num_samples < metric.min_samples:
+            fewest = metric.fewest or f"at least {metric.min_samples}"
+            raise ValueError(f"`{name}` needs {fewest} samples; `num_samples` is {num_samples}.")
 
 
 def sample_images(

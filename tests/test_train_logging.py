@@ -1,0 +1,27 @@
+"""The training console shows the run's progress, its own lines and every warning; the libraries' INFO chatter goes to
+the log file only, unless --verbose."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import tiny_flags
+
+CHECKPOINT_CHATTER = "accelerate.checkpointing"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_info_lines_go_to_the_log_file_and_to_the_console_only_when_verbose(tmp_path, verbose):
+    output_dir = tmp_path / "run"
+    flags = tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2")
+    flags += ["--verbose"] if verbose else []
+    done = subprocess.run([sys.executable, "-m", "hf_ddpm.training.train", *flags], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    with open(output_dir / "logs" / "train.log", encoding="utf-8") as file:
+        log = file.read()
+    assert CHECKPOINT_CHATTER in log and "Saved the pipeline" in log
+    assert (CHECKPOINT_CHATTER in console) is verbose
+    assert "Saved the pipeline" in console  # the run's own lines stay
