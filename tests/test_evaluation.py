@@ -30,6 +30,7 @@ from hf_ddpm.evaluation import (
     sample_images,
     split_halves,
 )
+from hf_ddpm.evaluation.metrics import density_coverage
 from hf_ddpm.evaluation.results import EvaluationResult, best_guidance
 from hf_ddpm.evaluation.judges import (
     HELD_OUT_FRACTION,
@@ -699,3 +700,16 @@ def test_cli_evaluate_refuses_columns_and_configs_of_the_builtin_digits(tmp_path
     assert exit_info.value.code == 2
     assert ("hf-ddpm evaluate: error: The built-in 'digits' dataset has no configurations or columns to choose: leave "
             "out --dataset-config and --image-column.") in capsys.readouterr().err  # fmt: skip
+
+
+def test_density_and_coverage_match_their_definition_and_are_measured_by_name(tmp_path):
+    """Naeem et al.'s density and coverage, against a direct double loop over their definition (k = 5)."""
+    real, fake = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)), torch.randn(30, 3) * 1.5
+    radius = [sorted(float((r - other).norm()) for other in real)[5] for r in real]  # [0] is the point itself
+    balls = [[float((f - r).norm()) <= radius[i] for i, r in enumerate(real)] for f in fake]
+    density, coverage = density_coverage(real, fake)
+    assert density == pytest.approx(sum(map(sum, balls)) / (5 * len(fake)))
+    assert coverage == pytest.approx(np.mean([any(ball[i] for ball in balls) for i in range(len(real))]))
+    row = evaluate(tiny_pipeline(), "digits", metrics=["fd_digits", "density_coverage"], num_samples=10, steps=[2],
+                   cache_dir=str(tmp_path), progress=False).rows[0]  # fmt: skip
+    assert 0 <= row["coverage"] <= 1 and row["density"] >= 0 and 0 < row["coverage_floor"] <= 1

@@ -18,6 +18,7 @@ import torch
 
 MIN_SAMPLES = 2  # a covariance needs two samples
 PRECISION_RECALL_K = 3  # the neighbours of Kynkäänniemi et al.
+DENSITY_COVERAGE_K = 5  # the neighbours of Naeem et al.
 
 
 class _Precomputed(torch.nn.Module):
@@ -105,6 +106,26 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PRECISION_
     precision = _inside_manifold(real, _knn_radii(real, k), fake).mean()
     recall = _inside_manifold(fake, _knn_radii(fake, k), real).mean()
     return float(precision), float(recall)
+
+
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = DENSITY_COVERAGE_K) -> tuple[float, float]:
+    """Density and coverage of generated `fake` against `real` features (Naeem et al. 2020,
+    https://arxiv.org/abs/2002.09797), with the k-NN balls of the real samples alone, so that outliers among the
+    generated ones cannot inflate them.
+
+    Density: how many real balls hold each generated sample, over k (1 on average for samples like the real ones; above
+    1 where they crowd the dense regions). Coverage: the share of real samples whose ball holds a generated sample.
+    """
+    check_feature_sets(real, fake)
+    if real.shape[0] <= k:
+        raise ValueError(f"Density/coverage with k={k} needs more than {k} real samples.")
+    real, fake = real.double(), fake.double()
+    radii = _knn_radii(real, k)
+    holders = torch.cat([(torch.cdist(chunk, real) <= radii).double().sum(dim=1) for chunk in fake.split(CHUNK)])
+    covered = torch.zeros(real.shape[0], dtype=torch.bool)
+    for chunk in fake.split(CHUNK):
+        covered |= (torch.cdist(chunk, real) <= radii).any(dim=0)
+    return float(holders.sum() / (k * fake.shape[0])), float(covered.double().mean())
 
 
 CHUNK = 1024  # rows of a distance matrix computed at a time

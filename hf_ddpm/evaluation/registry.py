@@ -59,6 +59,9 @@ REGISTRY: dict[str, Metric] = {
                description="kernel inception distance (Binkowski et al. 2018), unbiased at any sample count"),
         Metric("precision_recall", ("precision", "recall"), False, "features", compute="precision_recall",
                same_count=True, min_samples=4, fewest="more than k=3", description="k-NN precision and recall (Kynkäänniemi et al. 2019), k = 3"),
+        Metric("density_coverage", ("density", "coverage"), False, "features", compute="density_coverage",
+               same_count=True, min_samples=6, fewest="more than k=5",
+               description="k-NN density and coverage (Naeem et al. 2020), k = 5, robust to outliers"),
         Metric("agreement", ("agreement",), False, "judge",
                description="the share of samples a classifier reads as the class asked for"),
     ]
