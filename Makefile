@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; pinned so that pip never resolves a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo fashion fashion-data test bench clean
+.PHONY: install demo fashion fashion-data test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ fashion: $(VENV)/.installed-demo fashion-data
 
 test: install
 	$(BIN)/python -m pytest
+
+# ruff's lint and format check, as configured in pyproject.toml; `$(BIN)/ruff format .` applies the format.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python benchmarks/bench_schedulers.py

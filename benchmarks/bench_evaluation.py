@@ -46,19 +46,38 @@ def main() -> None:
         started = time.perf_counter()
         Evaluator(pipe, "digits", num_samples=args.num_samples, cache_dir=cache_dir)
         cached = time.perf_counter() - started
-        print(f"{cpu_description()}, {torch.get_num_threads()} torch threads; "
-              f"{evaluator.num_samples} samples, batch {args.batch_size}")  # fmt: skip
+        print(
+            f"{cpu_description()}, {torch.get_num_threads()} torch threads; "
+            f"{evaluator.num_samples} samples, batch {args.batch_size}"
+        )
         print(f"set-up (data, judge, real features, floors): {uncached:.1f} s uncached, {cached:.1f} s cached")
 
-        settings = [("dpm", 20, 1.0)] if args.quick else [("ddim", 50, 1.0), ("ddim", 50, 3.0), ("dpm", 20, 1.0), ("dpm", 20, 3.0)]
-        print(f"{'scheduler':>9} {'steps':>5} {'guidance':>8} {'sampling s':>10} {'features s':>10} {'metrics s':>9} {'total s':>8} {'sampling %':>10}")
+        settings = (
+            [("dpm", 20, 1.0)]
+            if args.quick
+            else [("ddim", 50, 1.0), ("ddim", 50, 3.0), ("dpm", 20, 1.0), ("dpm", 20, 3.0)]
+        )
+        print(
+            f"{'scheduler':>9} {'steps':>5} {'guidance':>8} {'sampling s':>10} {'features s':>10} {'metrics s':>9} {'total s':>8} {'sampling %':>10}"
+        )
         for name, steps, scale in settings:
             started = time.perf_counter()
-            row = evaluate(pipe, "digits", num_samples=args.num_samples, guidance_scales=[scale], steps=[steps],
-                           schedulers=[name], batch_size=args.batch_size, cache_dir=cache_dir, progress=False).rows[0]  # fmt: skip
+            row = evaluate(
+                pipe,
+                "digits",
+                num_samples=args.num_samples,
+                guidance_scales=[scale],
+                steps=[steps],
+                schedulers=[name],
+                batch_size=args.batch_size,
+                cache_dir=cache_dir,
+                progress=False,
+            ).rows[0]
             total = time.perf_counter() - started
-            print(f"{name:>9} {steps:>5} {scale:>8g} {row['seconds_sampling']:>10.1f} {row['seconds_features']:>10.2f} "
-                  f"{row['seconds_metrics']:>9.2f} {total:>8.1f} {row['seconds_sampling'] / total:>10.0%}")  # fmt: skip
+            print(
+                f"{name:>9} {steps:>5} {scale:>8g} {row['seconds_sampling']:>10.1f} {row['seconds_features']:>10.2f} "
+                f"{row['seconds_metrics']:>9.2f} {total:>8.1f} {row['seconds_sampling'] / total:>10.0%}"
+            )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,14 @@ from hf_ddpm.sampling import SCHEDULERS
 def build_pipeline(scheduler: str, num_classes: int) -> DDPMCFGPipeline:
     torch.manual_seed(0)
     unet = DDPMUNet2DModel(
-        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 128), layers_per_block=2,
-        attention_levels=(False, False, True), num_class_embeds=num_classes,
-    )  # fmt: skip
+        sample_size=28,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=2,
+        attention_levels=(False, False, True),
+        num_class_embeds=num_classes,
+    )
     pipe = DDPMCFGPipeline(unet.eval(), SCHEDULERS[scheduler](num_train_timesteps=1000))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -111,8 +116,13 @@ def main() -> None:
     both_x, both_labels = torch.cat([x, x]), torch.cat([cond, null])
 
     def pipeline_call():
-        pipe(labels, guidance_scale=3.0, num_inference_steps=args.steps, output_type="pt",
-             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        pipe(
+            labels,
+            guidance_scale=3.0,
+            num_inference_steps=args.steps,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        )
 
     @torch.no_grad()
     def unet_forwards():
@@ -128,10 +138,14 @@ def main() -> None:
         unet(x, timesteps[0], class_labels=cond)
         unet(x, timesteps[0], class_labels=null)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; UNet 28x28x1, widths (32, 64, 128), "
-          f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")  # fmt: skip
-    print(f"{args.images} images with CFG (UNet batch {2 * args.images}), {args.steps} {args.scheduler} steps, "
-          f"medians of {args.repeats} after {args.warmup} warm-up rounds")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; UNet 28x28x1, widths (32, 64, 128), "
+        f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters"
+    )
+    print(
+        f"{args.images} images with CFG (UNet batch {2 * args.images}), {args.steps} {args.scheduler} steps, "
+        f"medians of {args.repeats} after {args.warmup} warm-up rounds"
+    )
 
     whole = median_times({"pipe": pipeline_call, "unet": unet_forwards}, args.warmup, args.repeats)
     overhead = whole["pipe"] / whole["unet"] - 1

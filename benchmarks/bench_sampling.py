@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 from bench_evaluation import cpu_description
 
-from hf_ddpm.demo import EVAL_SAMPLES, parse_args as demo_defaults
+from hf_ddpm.demo import EVAL_SAMPLES
+from hf_ddpm.demo import parse_args as demo_defaults
 from hf_ddpm.evaluation import evaluate
-from hf_ddpm.evaluation.results import best_guidance
 from hf_ddpm.evaluation.report import plot_quality_vs_steps, write_metrics
+from hf_ddpm.evaluation.results import best_guidance
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
 
 REFERENCE = ("ddim", 50)  # the quality to keep: DDIM with 50 steps
@@ -45,25 +46,52 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=EVAL_SAMPLES)
     parser.add_argument("--batch-size", type=int, default=300)
     parser.add_argument("--schedulers", nargs="+", choices=sorted(SCHEDULERS), default=list(SCHEDULERS))
-    parser.add_argument("--steps", type=int, nargs="+", default=[5, 8, 10, 15, 20, 50],
-                        help="step counts of every scheduler (DDIM 50, the reference, is added when missing)")
-    parser.add_argument("--guidance-scale", type=float, default=demo.guidance_scale,
-                        help=f"guidance of the steps sweep (default: the demo's, {demo.guidance_scale:g})")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[5, 8, 10, 15, 20, 50],
+        help="step counts of every scheduler (DDIM 50, the reference, is added when missing)",
+    )
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=demo.guidance_scale,
+        help=f"guidance of the steps sweep (default: the demo's, {demo.guidance_scale:g})",
+    )
     parser.add_argument("--interval-scheduler", default=demo.scheduler, choices=sorted(SCHEDULERS))
     parser.add_argument("--interval-steps", type=int, default=demo.num_inference_steps)
-    parser.add_argument("--guidance-scales", type=float, nargs="+",
-                        default=sorted({1.0, demo.guidance_scale, 1.5, 2.0, 3.0, 4.0}),
-                        help="the guidance sweep, with and without the interval (default: the demo's scale among them)")
-    parser.add_argument("--guidance-interval", type=float, nargs=2, default=[0.17, 0.88], metavar=("LOW", "HIGH"),
-                        help="fractions of the training timesteps (default 0.17 0.88: sigma 0.28 to 5.42 on the "
-                             "cosine schedule, the interval Kynkäänniemi et al. found for EDM2)")
-    parser.add_argument("--parts", nargs="+", choices=["steps", "interval"], default=["steps", "interval"],
-                        help="steps: part 1, interval: part 2 (default: both)")
-    parser.add_argument("--timestep-spacing", choices=["leading", "linspace", "trailing"],
-                        help="sample every scheduler with this spacing of the timesteps (default: the saved one)")
+    parser.add_argument(
+        "--guidance-scales",
+        type=float,
+        nargs="+",
+        default=sorted({1.0, demo.guidance_scale, 1.5, 2.0, 3.0, 4.0}),
+        help="the guidance sweep, with and without the interval (default: the demo's scale among them)",
+    )
+    parser.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        default=[0.17, 0.88],
+        metavar=("LOW", "HIGH"),
+        help="fractions of the training timesteps (default 0.17 0.88: sigma 0.28 to 5.42 on the "
+        "cosine schedule, the interval Kynkäänniemi et al. found for EDM2)",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["steps", "interval"],
+        default=["steps", "interval"],
+        help="steps: part 1, interval: part 2 (default: both)",
+    )
+    parser.add_argument(
+        "--timestep-spacing",
+        choices=["leading", "linspace", "trailing"],
+        help="sample every scheduler with this spacing of the timesteps (default: the saved one)",
+    )
     parser.add_argument("--out", help="folder for each part's metrics.json and plots (quality_vs_steps.png, ...)")
     parser.add_argument("--cache-dir", help="the real-feature cache (default: in the HF cache)")
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
 
     pipe = load_pipeline(args.model, device="cpu")
     if args.timestep_spacing is not None:  # the schedulers of the sweep are built from this config
@@ -80,11 +108,18 @@ def main() -> None:
 
 def quality_against_steps(pipe, args: argparse.Namespace, common: dict) -> None:
     started = time.perf_counter()
-    result = evaluate(pipe, "digits", schedulers=args.schedulers, steps=args.steps,
-                      guidance_scales=[args.guidance_scale], **common)  # fmt: skip
+    result = evaluate(
+        pipe, "digits", schedulers=args.schedulers, steps=args.steps, guidance_scales=[args.guidance_scale], **common
+    )
     if not any((row["scheduler"], row["steps"]) == REFERENCE for row in result.rows):
-        result.rows += evaluate(pipe, "digits", schedulers=[REFERENCE[0]], steps=[REFERENCE[1]],
-                                guidance_scales=[args.guidance_scale], **common).rows  # fmt: skip
+        result.rows += evaluate(
+            pipe,
+            "digits",
+            schedulers=[REFERENCE[0]],
+            steps=[REFERENCE[1]],
+            guidance_scales=[args.guidance_scale],
+            **common,
+        ).rows
     print(f"\n1. Quality against steps, guidance {args.guidance_scale:g} ({time.perf_counter() - started:.0f} s)")
     print(steps_table(result.rows))
     if args.out:
@@ -96,19 +131,30 @@ def quality_against_steps(pipe, args: argparse.Namespace, common: dict) -> None:
 def guidance_with_and_without_interval(pipe, args: argparse.Namespace, common: dict) -> None:
     started = time.perf_counter()
     interval = tuple(args.guidance_interval)
-    result = evaluate(pipe, "digits", schedulers=[args.interval_scheduler], steps=[args.interval_steps],
-                      guidance_scales=args.guidance_scales, guidance_intervals=[None, interval],
-                      out_dir=args.out and f"{args.out}/interval", **common)  # fmt: skip
-    print(f"\n2. Guidance with and without the interval t/T in [{interval[0]:g}, {interval[1]:g}], "
-          f"{args.interval_scheduler} {args.interval_steps} steps ({time.perf_counter() - started:.0f} s)")  # fmt: skip
+    result = evaluate(
+        pipe,
+        "digits",
+        schedulers=[args.interval_scheduler],
+        steps=[args.interval_steps],
+        guidance_scales=args.guidance_scales,
+        guidance_intervals=[None, interval],
+        out_dir=args.out and f"{args.out}/interval",
+        **common,
+    )
+    print(
+        f"\n2. Guidance with and without the interval t/T in [{interval[0]:g}, {interval[1]:g}], "
+        f"{args.interval_scheduler} {args.interval_steps} steps ({time.perf_counter() - started:.0f} s)"
+    )
     print(interval_table(result.rows))
 
 
 def steps_table(rows: list[dict]) -> str:
     """Part 1's rows with fd_digits against the floor and the reference, and the recommendation."""
     reference = next((r for r in rows if (r["scheduler"], r["steps"]) == REFERENCE), None)
-    lines = [f"{'scheduler':>9} {'steps':>5} {'unet':>4} {'nfe':>4} {'fd_digits':>9} {'x floor':>7} "
-             f"{'x ddim50':>8} {'agreement':>9} {'sampling s':>10}"]  # fmt: skip
+    lines = [
+        f"{'scheduler':>9} {'steps':>5} {'unet':>4} {'nfe':>4} {'fd_digits':>9} {'x floor':>7} "
+        f"{'x ddim50':>8} {'agreement':>9} {'sampling s':>10}"
+    ]
     for row in rows:
         versus = f"{row['fd_digits'] / reference['fd_digits']:8.3f}" if reference else f"{'-':>8}"
         lines.append(
@@ -123,8 +169,10 @@ def steps_table(rows: list[dict]) -> str:
     good = [r for r in rows if r["fd_digits"] <= target and r["unet_evals_per_image"] <= MAX_UNET_EVALS]
     if good:
         best = min(good, key=lambda r: (r["unet_evals_per_image"], r["fd_digits"]))
-        lines.append(f"recommended: {best['scheduler']} {best['steps']} steps, fd_digits {best['fd_digits']:.3f} <= "
-                     f"{target:.3f} (DDIM 50 + {FD_TOLERANCE:.0%}) in {best['unet_evals_per_image']} UNet forwards")  # fmt: skip
+        lines.append(
+            f"recommended: {best['scheduler']} {best['steps']} steps, fd_digits {best['fd_digits']:.3f} <= "
+            f"{target:.3f} (DDIM 50 + {FD_TOLERANCE:.0%}) in {best['unet_evals_per_image']} UNet forwards"
+        )
     else:
         lines.append(f"no setting of at most {MAX_UNET_EVALS} UNet forwards reaches fd_digits {target:.3f}")
     return "\n".join(lines)
@@ -132,8 +180,10 @@ def steps_table(rows: list[dict]) -> str:
 
 def interval_table(rows: list[dict]) -> str:
     """Part 2's rows, then the best (fd_digits, agreement) pair of each guidance sweep."""
-    lines = [f"{'interval':>12} {'guidance':>8} {'nfe':>4} {'fd_digits':>9} {'x floor':>7} {'agreement':>9} "
-             f"{'precision':>9} {'recall':>6}"]  # fmt: skip
+    lines = [
+        f"{'interval':>12} {'guidance':>8} {'nfe':>4} {'fd_digits':>9} {'x floor':>7} {'agreement':>9} "
+        f"{'precision':>9} {'recall':>6}"
+    ]
     for row in rows:
         lines.append(
             f"{interval_name(row):>12} {row['guidance_scale']:>8g} {row['nfe_per_image']:>4} {row['fd_digits']:>9.3f} "
@@ -142,9 +192,11 @@ def interval_table(rows: list[dict]) -> str:
         )
     for name in dict.fromkeys(interval_name(row) for row in rows):
         best = best_guidance([row for row in rows if interval_name(row) == name], "fd_digits")
-        lines.append(f"best {name}: guidance {best['guidance_scale']:g}, fd_digits {best['fd_digits']:.3f} "
-                     f"({best['fd_digits'] / best['fd_digits_floor']:.2f}x floor), agreement {best['agreement']:.1%}, "
-                     f"{best['nfe_per_image']} network evaluations per image")  # fmt: skip
+        lines.append(
+            f"best {name}: guidance {best['guidance_scale']:g}, fd_digits {best['fd_digits']:.3f} "
+            f"({best['fd_digits'] / best['fd_digits_floor']:.2f}x floor), agreement {best['agreement']:.1%}, "
+            f"{best['nfe_per_image']} network evaluations per image"
+        )
     return "\n".join(lines)
 
 

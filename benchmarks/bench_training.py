@@ -36,10 +36,15 @@ from hf_ddpm.training_utils import cpu_bf16_support, read_model_config, unet_con
 
 # The presets measured: the demo's digits model and the DDPM CIFAR-10 network, with the data shapes they train on.
 SETUPS = {
-    "digits": dict(resolution=16, channels=1, num_classes=10, batch_size=32,
-                   flags=["--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"]),
+    "digits": dict(
+        resolution=16,
+        channels=1,
+        num_classes=10,
+        batch_size=32,
+        flags=["--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"],
+    ),
     "ddpm-cifar10": dict(resolution=32, channels=3, num_classes=10, batch_size=16, flags=[]),
-}  # fmt: skip
+}
 OPTIONS = ("fp32", "bf16", "compile", "channels_last")
 
 
@@ -48,8 +53,11 @@ def build_model(name: str, setup: str) -> torch.nn.Module:
     spec = SETUPS[setup]
     if name == "ours":
         keys = read_model_config(setup)
-        return DDPMUNet2DModel(**unet_config_from(keys, resolution=spec["resolution"], channels=spec["channels"],
-                                                  num_classes=spec["num_classes"]))  # fmt: skip
+        return DDPMUNet2DModel(
+            **unet_config_from(
+                keys, resolution=spec["resolution"], channels=spec["channels"], num_classes=spec["num_classes"]
+            )
+        )
     if setup != "ddpm-cifar10":
         raise ValueError(f"--models diffusers is matched to the ddpm-cifar10 config only, not {setup!r}.")
     # One more embedding row than classes: the null label, which ours keeps apart.
@@ -79,8 +87,11 @@ def step_function(model_name: str, variant: str, setup: str, initial: torch.nn.M
     model.to(memory_format=memory_format)
     forward = torch.compile(model) if "compile" in options else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
-                                    prediction_type=args.prediction_type)  # fmt: skip
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+    )
     null_class_id = spec["num_classes"]
     images, labels = training_images(setup)
     images, labels = images.to(device, memory_format=memory_format), labels.to(device)
@@ -90,8 +101,9 @@ def step_function(model_name: str, variant: str, setup: str, initial: torch.nn.M
         batch_generator = torch.Generator().manual_seed(next(calls))  # the same batches for every variant
         batch = torch.randint(0, len(images), (spec["batch_size"],), generator=batch_generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in options):
-            loss = training_loss(forward, noise_scheduler, [images[batch], labels[batch]], batch_generator, args,
-                                 null_class_id)  # fmt: skip
+            loss = training_loss(
+                forward, noise_scheduler, [images[batch], labels[batch]], batch_generator, args, null_class_id
+            )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -138,18 +150,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", choices=list(SETUPS), default=list(SETUPS))
     parser.add_argument("--models", nargs="+", choices=["ours", "diffusers"], default=["ours"])
-    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "fp32+compile", "bf16+compile"],
-                        help=f"'+'-joined options of {OPTIONS}; the first is the baseline of the ratios")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["fp32", "bf16", "fp32+compile", "bf16+compile"],
+        help=f"'+'-joined options of {OPTIONS}; the first is the baseline of the ratios",
+    )
     parser.add_argument("--batch-size", type=int, help="per config default: digits 32 (the demo's), CIFAR 16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (the first compiles)")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="digits, fp32 and bf16, 1 warm-up step, 2 rounds")
-    parser.add_argument("--loss-curve", type=int, metavar="STEPS",
-                        help="instead of timing, train each variant STEPS steps on the same batches (the real digits "
-                             "for the digits config) and print the mean loss of every tenth of the run")
-    args = parser.parse_args()  # fmt: skip
+    parser.add_argument(
+        "--loss-curve",
+        type=int,
+        metavar="STEPS",
+        help="instead of timing, train each variant STEPS steps on the same batches (the real digits "
+        "for the digits config) and print the mean loss of every tenth of the run",
+    )
+    args = parser.parse_args()
     if args.quick:
         args.configs, args.variants, args.warmup, args.repeats = ["digits"], ["fp32", "bf16"], 1, 2
     for variant in args.variants:
@@ -183,8 +203,10 @@ def main() -> None:
         baseline = next(iter(results.values()))["seconds"]
         print(f"{'variant':34} {'steps/s':>8} {'images/s':>9} {'ratio':>6} {'first step s':>12} {'mean loss':>9}")
         for name, r in results.items():
-            print(f"{name:34} {1 / r['seconds']:8.2f} {batch / r['seconds']:9.1f} {baseline / r['seconds']:5.2f}x "
-                  f"{r['first']:12.1f} {r['loss']:9.4f}")  # fmt: skip
+            print(
+                f"{name:34} {1 / r['seconds']:8.2f} {batch / r['seconds']:9.1f} {baseline / r['seconds']:5.2f}x "
+                f"{r['first']:12.1f} {r['loss']:9.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -269,8 +269,18 @@ def result_row(config, mode, task, seconds, speedup, flops, batch, peak_gflops) 
     gflops = {key: flops[key] / seconds[key] / 1e9 for key in seconds}
     speed = {key: (batch / seconds[key] if batch else 1e3 * seconds[key]) for key in seconds}
     shares = {key: value / peak_gflops for key, value in gflops.items()}
-    return (config, mode, task, speed["ours"], speed["diffusers"], speedup,
-            gflops["ours"], gflops["diffusers"], shares["ours"], shares["diffusers"])  # fmt: skip
+    return (
+        config,
+        mode,
+        task,
+        speed["ours"],
+        speed["diffusers"],
+        speedup,
+        gflops["ours"],
+        gflops["diffusers"],
+        shares["ours"],
+        shares["diffusers"],
+    )
 
 
 HEADER = (

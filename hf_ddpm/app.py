@@ -36,10 +36,15 @@ from hf_ddpm.sampling import (
 
 # The controls, by the pipeline argument they set: the pipeline's messages name its arguments in backquotes.
 CONTROL_NAMES = {
-    "class_labels": "Class", "batch_size": "Images per class", "guidance_scale": "Guidance scale",
-    "num_inference_steps": "Steps", "guidance_rescale": "Guidance rescale", "guidance_interval": "Guidance interval",
-    "generator": "Seed", "scheduler": "Scheduler",
-}  # fmt: skip
+    "class_labels": "Class",
+    "batch_size": "Images per class",
+    "guidance_scale": "Guidance scale",
+    "num_inference_steps": "Steps",
+    "guidance_rescale": "Guidance rescale",
+    "guidance_interval": "Guidance interval",
+    "generator": "Seed",
+    "scheduler": "Scheduler",
+}
 SEED_LIMIT = 2**63  # image i starts from the noise of seed + i, and a torch generator takes at most 64 bits
 PREVIEWS_PER_RUN = 10  # intermediate grids sent to the page during one run
 DISPLAY_SIDE = 768  # the live grid is enlarged (pixels kept sharp) to about this many pixels a side
@@ -139,19 +144,31 @@ class DemoApp:
 
     # ----- the page's events -----
     def generate(
-        self, classes, images_per_class, guidance_scale, steps, scheduler, seed, guidance_rescale=0.0,
-        interval_low=0.0, interval_high=1.0, request: gr.Request | None = None,
-    ) -> Iterator[tuple]:  # fmt: skip
+        self,
+        classes,
+        images_per_class,
+        guidance_scale,
+        steps,
+        scheduler,
+        seed,
+        guidance_rescale=0.0,
+        interval_low=0.0,
+        interval_high=1.0,
+        request: gr.Request | None = None,
+    ) -> Iterator[tuple]:
         """Draws `images_per_class` images of each class: yields (the grid being denoised, no final images yet, a
         status line) every few steps, then (the final grid, the final images, a status line)."""
         labels = self._labels(classes)
         num_images = self._check_request(labels, images_per_class, steps, seed, runs=1)
         call = dict(
-            class_labels=labels, batch_size=int(images_per_class), guidance_scale=guidance_scale,
-            num_inference_steps=int(steps), guidance_rescale=guidance_rescale,
+            class_labels=labels,
+            batch_size=int(images_per_class),
+            guidance_scale=guidance_scale,
+            num_inference_steps=int(steps),
+            guidance_rescale=guidance_rescale,
             guidance_interval=_interval(interval_low, interval_high),
             generator=per_image_generators(int(seed), num_images),
-        )  # fmt: skip
+        )
         pipe = self._pipeline_with(scheduler)
         for step, grid, images in self._stream(pipe, call, request):
             if images is None:
@@ -172,9 +189,13 @@ class DemoApp:
         pipe = self._pipeline_with(scheduler)
         grids = []
         for scale in scales:
-            call = dict(class_labels=labels, batch_size=int(images_per_class), guidance_scale=scale,
-                        num_inference_steps=int(steps),
-                        generator=per_image_generators(int(seed), num_images))  # fmt: skip
+            call = dict(
+                class_labels=labels,
+                batch_size=int(images_per_class),
+                guidance_scale=scale,
+                num_inference_steps=int(steps),
+                generator=per_image_generators(int(seed), num_images),
+            )
             *_, (_, grid, _) = self._stream(pipe, call, request)
             grids.append((self._enlarged(grid), f"guidance {scale:g}"))
             done = ", ".join(f"{done_scale:g}" for done_scale in scales[: len(grids)])
@@ -211,9 +232,11 @@ class DemoApp:
         work = num_images * int(steps) * runs
         if work > self.max_image_steps:
             per = f" x {runs} guidance scales" if runs > 1 else ""
-            raise gr.Error(f"Too much work for one request: {num_images} images x {int(steps)} steps{per} = {work} "
-                           f"image-steps; this server allows at most {self.max_image_steps}. Choose fewer classes, "
-                           "images or steps.")  # fmt: skip
+            raise gr.Error(
+                f"Too much work for one request: {num_images} images x {int(steps)} steps{per} = {work} "
+                f"image-steps; this server allows at most {self.max_image_steps}. Choose fewer classes, "
+                "images or steps."
+            )
         return num_images
 
     def _scales(self, text: str) -> list[float]:
@@ -230,8 +253,12 @@ class DemoApp:
         if scheduler not in SCHEDULERS:
             raise gr.Error(f"Scheduler must be one of {', '.join(sorted(SCHEDULERS))}, got {scheduler!r}.")
         new_scheduler = scheduler_from_name(scheduler, self.pipe.scheduler)
-        pipe = DDPMCFGPipeline(self.pipe.unet, new_scheduler, id2label=self.pipe.config.id2label,
-                               null_class_id=self.pipe.config.null_class_id)  # fmt: skip
+        pipe = DDPMCFGPipeline(
+            self.pipe.unet,
+            new_scheduler,
+            id2label=self.pipe.config.id2label,
+            null_class_id=self.pipe.config.null_class_id,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -327,8 +354,11 @@ def build_demo(
     Raises:
         `ValueError`: the model cannot be loaded, or a setting is out of range.
     """
-    for name, value in (("max_image_steps", max_image_steps), ("concurrency_limit", concurrency_limit),
-                        ("max_queue_size", max_queue_size)):  # fmt: skip
+    for name, value in (
+        ("max_image_steps", max_image_steps),
+        ("concurrency_limit", concurrency_limit),
+        ("max_queue_size", max_queue_size),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     pipe = load_pipeline(model, device=device) if isinstance(model, str) else model
@@ -346,23 +376,45 @@ def _page(app: DemoApp) -> None:
     steps_note = None
     if (start_images, start_steps) != (START_IMAGES_PER_CLASS, defaults.num_inference_steps):
         compared = f" (Compare guidance counts each of its {len(COMPARE_SCALES)} scales)" if app.conditional else ""
-        steps_note = (f"The model's default is {defaults.num_inference_steps} steps; this server allows at most "
-                      f"{app.max_image_steps} image-steps (images x steps) a request{compared}, so the page starts "
-                      f"with {start_images * (len(start_classes) or 1)} images at {start_steps} steps.")  # fmt: skip
+        steps_note = (
+            f"The model's default is {defaults.num_inference_steps} steps; this server allows at most "
+            f"{app.max_image_steps} image-steps (images x steps) a request{compared}, so the page starts "
+            f"with {start_images * (len(start_classes) or 1)} images at {start_steps} steps."
+        )
     kind = "class-conditional" if app.conditional else "unconditional"
-    gr.Markdown(f"# {app.model_name}\nA {kind} pixel-space diffusion model ({defaults.resolution}x"
-                f"{defaults.resolution}), sampled with hf-ddpm. The grid updates while it is denoised.")  # fmt: skip
+    gr.Markdown(
+        f"# {app.model_name}\nA {kind} pixel-space diffusion model ({defaults.resolution}x"
+        f"{defaults.resolution}), sampled with hf-ddpm. The grid updates while it is denoised."
+    )
     with gr.Row():
         with gr.Column(scale=1):
-            classes = gr.Dropdown(app.class_names, value=start_classes, multiselect=True, label="Class",
-                                  visible=app.conditional, elem_id="classes")  # fmt: skip
+            classes = gr.Dropdown(
+                app.class_names,
+                value=start_classes,
+                multiselect=True,
+                label="Class",
+                visible=app.conditional,
+                elem_id="classes",
+            )
             images_per_class = gr.Slider(1, 16, value=start_images, step=1, label="Images per class", elem_id="images")
-            guidance = gr.Slider(0, 10, value=defaults.guidance_scale, step=0.1, label="Guidance scale",
-                                 visible=app.conditional, elem_id="guidance")  # fmt: skip
-            steps = gr.Slider(1, steps_limit, value=start_steps, step=1, label="Steps", info=steps_note,
-                              elem_id="steps")  # fmt: skip
-            scheduler = gr.Dropdown([(SCHEDULER_NAMES[key], key) for key in SCHEDULERS], value=defaults.scheduler,
-                                    label="Scheduler", elem_id="scheduler")  # fmt: skip
+            guidance = gr.Slider(
+                0,
+                10,
+                value=defaults.guidance_scale,
+                step=0.1,
+                label="Guidance scale",
+                visible=app.conditional,
+                elem_id="guidance",
+            )
+            steps = gr.Slider(
+                1, steps_limit, value=start_steps, step=1, label="Steps", info=steps_note, elem_id="steps"
+            )
+            scheduler = gr.Dropdown(
+                [(SCHEDULER_NAMES[key], key) for key in SCHEDULERS],
+                value=defaults.scheduler,
+                label="Scheduler",
+                elem_id="scheduler",
+            )
             with gr.Row():
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
                 random_seed = gr.Button("Random", elem_id="random-seed")
@@ -376,20 +428,31 @@ def _page(app: DemoApp) -> None:
         with gr.Column(scale=2):
             live = gr.Image(label="Denoising", type="pil", format="png", interactive=False, elem_id="live")
             status = gr.Markdown(elem_id="status")
-            final = gr.Gallery(label="Images (click one to download it)", format="png", columns=8,
-                               buttons=["download", "download_all"], elem_id="final")  # fmt: skip
-    with gr.Accordion("Compare guidance: the same seeds at several guidance scales", open=False,
-                      visible=app.conditional):  # fmt: skip
+            final = gr.Gallery(
+                label="Images (click one to download it)",
+                format="png",
+                columns=8,
+                buttons=["download", "download_all"],
+                elem_id="final",
+            )
+    with gr.Accordion(
+        "Compare guidance: the same seeds at several guidance scales", open=False, visible=app.conditional
+    ):
         scales = gr.Textbox(", ".join(f"{s:g}" for s in COMPARE_SCALES), label="Guidance scales", elem_id="scales")
         compare = gr.Button("Compare", elem_id="compare")
-        compared = gr.Gallery(label="Side by side", format="png", columns=len(COMPARE_SCALES), object_fit="contain",
-                              elem_id="compared")  # fmt: skip
+        compared = gr.Gallery(
+            label="Side by side", format="png", columns=len(COMPARE_SCALES), object_fit="contain", elem_id="compared"
+        )
 
     random_seed.click(lambda: int(secrets.randbelow(2**31)), outputs=seed, queue=False)
-    run = generate.click(app.generate, [classes, images_per_class, guidance, steps, scheduler, seed, rescale,
-                                        interval_low, interval_high], [live, final, status])  # fmt: skip
-    compare_run = compare.click(app.compare_guidance, [classes, images_per_class, scales, steps, scheduler, seed],
-                                [compared, status])  # fmt: skip
+    run = generate.click(
+        app.generate,
+        [classes, images_per_class, guidance, steps, scheduler, seed, rescale, interval_low, interval_high],
+        [live, final, status],
+    )
+    compare_run = compare.click(
+        app.compare_guidance, [classes, images_per_class, scales, steps, scheduler, seed], [compared, status]
+    )
     cancel.click(app.cancel, outputs=status, cancels=[run, compare_run], queue=False)
 
 
@@ -426,13 +489,21 @@ def launch(
 
 def _start(demo: gr.Blocks, host: str, port: int | None, share: bool, **kwargs) -> str:
     try:
-        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=True,
-                    prevent_thread_lock=True, **kwargs)  # fmt: skip
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            css=CSS,
+            show_error=True,
+            prevent_thread_lock=True,
+            **kwargs,
+        )
     except OSError as error:
         if "Cannot find empty port" not in str(error):
             raise
-        raise ValueError(f"--port {port} on {host} is in use by another program: stop it, or choose another "
-                         "--port.") from None  # fmt: skip
+        raise ValueError(
+            f"--port {port} on {host} is in use by another program: stop it, or choose another --port."
+        ) from None
     return demo.local_url
 
 

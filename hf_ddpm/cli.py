@@ -25,7 +25,9 @@ def add_noising_command(subparsers: argparse._SubParsersAction) -> None:
         "--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0], help="fractions of the way to T"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    parser.set_defaults(func=run_noising, parser=parser, flags={"fractions": "--fractions", "num_images": "--num-images"})
+    parser.set_defaults(
+        func=run_noising, parser=parser, flags={"fractions": "--fractions", "num_images": "--num-images"}
+    )
 
 
 def run_noising(args: argparse.Namespace) -> None:
@@ -46,38 +48,60 @@ def run_noising(args: argparse.Namespace) -> None:
 def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("sample", help="draw images from a saved pipeline: a grid and a denoising GIF")
     parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
-    parser.add_argument("--labels", nargs="+",
-                        help="class names or ids, for a class-conditional model (a name first: a class named '3' is "
-                             "that class; other numbers are ids)")  # fmt: skip
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        help="class names or ids, for a class-conditional model (a name first: a class named '3' is "
+        "that class; other numbers are ids)",
+    )
     count = parser.add_mutually_exclusive_group()
     count.add_argument("--batch-size", type=int, help="images per label (default: 1)")
     count.add_argument("--num-images", type=int, help="images to draw from an unconditional model (default: 1)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
     parser.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale, in [0, 1]")
-    parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="guide only the steps whose timestep t has LOW <= t / training steps <= HIGH; the others "
-                             "run the conditional half alone (default: guide every step)")  # fmt: skip
-    parser.add_argument("--steps", type=int,
-                        help="denoising steps (default: the scheduler's: 15 for dpm and unipc, 50 for ddim and euler, "
-                             "every training step for ddpm)")
-    parser.add_argument("--scheduler", choices=sorted(SCHEDULER_NAMES),
-                        help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc")
+    parser.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="guide only the steps whose timestep t has LOW <= t / training steps <= HIGH; the others "
+        "run the conditional half alone (default: guide every step)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="denoising steps (default: the scheduler's: 15 for dpm and unipc, 50 for ddim and euler, "
+        "every training step for ddpm)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=sorted(SCHEDULER_NAMES),
+        help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc",
+    )
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
     parser.add_argument("--out", default="samples.png", help="the grid of the images (default: samples.png)")
     parser.add_argument("--gif", help="also write the grid being denoised as a GIF here")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--torch-compile", action="store_true",
-                        help="compile the UNet with torch.compile (pays for many images; the first wait for it)")
+    parser.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="compile the UNet with torch.compile (pays for many images; the first wait for it)",
+    )
     parser.set_defaults(func=run_sample, parser=parser, flags=SAMPLE_FLAGS)
 
 
 SAMPLE_FLAGS = {
-    "class_labels": "--labels", "batch_size": "--batch-size", "guidance_scale": "--guidance-scale",
-    "guidance_rescale": "--guidance-rescale", "guidance_interval": "--guidance-interval",
-    "num_inference_steps": "--steps", "scheduler": "--scheduler",
-    "eta": "--eta", "generator": "--seed",
-}  # fmt: skip
+    "class_labels": "--labels",
+    "batch_size": "--batch-size",
+    "guidance_scale": "--guidance-scale",
+    "guidance_rescale": "--guidance-rescale",
+    "guidance_interval": "--guidance-interval",
+    "num_inference_steps": "--steps",
+    "scheduler": "--scheduler",
+    "eta": "--eta",
+    "generator": "--seed",
+}
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -97,14 +121,24 @@ def run_sample(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, torch_compile=args.torch_compile)
     if args.labels is None and pipe.config.null_class_id is not None:
         names = ", ".join((pipe.config.id2label or {}).values()) or f"ids 0..{pipe.config.null_class_id - 1}"
-        print(f"{args.model} is class-conditional and no --labels were given: drawing unconditional samples (the null "
-              f"label, no guidance). Pass --labels for images of a class ({names}).", file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.model} is class-conditional and no --labels were given: drawing unconditional samples (the null "
+            f"label, no guidance). Pass --labels for images of a class ({names}).",
+            file=sys.stderr,
+        )
     save_grid_and_gif(
-        pipe, args.out, args.gif, seed=args.seed, class_labels=label_arguments(pipe, args.labels),
+        pipe,
+        args.out,
+        args.gif,
+        seed=args.seed,
+        class_labels=label_arguments(pipe, args.labels),
         batch_size=next((n for n in (args.batch_size, args.num_images) if n is not None), 1),
-        guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale, num_inference_steps=args.steps,
-        eta=args.eta, guidance_interval=args.guidance_interval and tuple(args.guidance_interval),
-    )  # fmt: skip
+        guidance_scale=args.guidance_scale,
+        guidance_rescale=args.guidance_rescale,
+        num_inference_steps=args.steps,
+        eta=args.eta,
+        guidance_interval=args.guidance_interval and tuple(args.guidance_interval),
+    )
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
 
 
@@ -149,35 +183,66 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         "DIR/metrics.json and plots (the CFG trade-off, quality against steps, samples by guidance).",
     )
     parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
-    parser.add_argument("--dataset", required=True,
-                        help="the real images, as the training script reads them: a Hub dataset id, a local dataset "
-                             "path, a folder of IDX files, or 'digits'")  # fmt: skip
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="the real images, as the training script reads them: a Hub dataset id, a local dataset "
+        "path, a folder of IDX files, or 'digits'",
+    )
     parser.add_argument("--dataset-config", help="the dataset's configuration, if it has several")
     parser.add_argument("--split", default="train", help="the split of real images (default: train)")
     parser.add_argument("--image-column", help="column of the images (default: found automatically)")
     parser.add_argument("--label-column", help="column of the class ids (default: the ClassLabel column)")
     parser.add_argument("--center-crop", action="store_true", help="crop the real images as training did with it")
-    parser.add_argument("--metrics", nargs="+", choices=METRICS, metavar="METRIC",
-                        help=f"any of {', '.join(METRICS)} (default: fd_digits, kid, precision_recall and agreement "
-                             "on digits; fd_domain, kid, precision_recall and agreement for a class-conditional model "
-                             "elsewhere, measured by a classifier trained on the dataset; fid, kid and "
-                             "precision_recall for an unconditional one)")  # fmt: skip
-    parser.add_argument("--num-samples", type=int,
-                        help="images per combination, at most the held-out half of the real images (default: 1000, "
-                             "or that half if smaller)")  # fmt: skip
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=METRICS,
+        metavar="METRIC",
+        help=f"any of {', '.join(METRICS)} (default: fd_digits, kid, precision_recall and agreement "
+        "on digits; fd_domain, kid, precision_recall and agreement for a class-conditional model "
+        "elsewhere, measured by a classifier trained on the dataset; fid, kid and "
+        "precision_recall for an unconditional one)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        help="images per combination, at most the held-out half of the real images (default: 1000, "
+        "or that half if smaller)",
+    )
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0], help="guidance scales to sweep")
-    parser.add_argument("--steps", type=int, nargs="+", default=[None],
-                        help="denoising step counts to sweep (default: the scheduler's own default)")  # fmt: skip
-    parser.add_argument("--scheduler", nargs="+", choices=sorted(SCHEDULER_NAMES), default=[None], metavar="NAME",
-                        help=f"schedulers to sweep: {', '.join(sorted(SCHEDULER_NAMES))} (default: the saved one)")  # fmt: skip
-    parser.add_argument("--guidance-interval", type=float, nargs=2, action="append", metavar=("LOW", "HIGH"),
-                        help="sweep guidance limited to the steps with LOW <= t / training steps <= HIGH; repeat it to "
-                             "sweep several intervals ('0 1' guides every step; default: every step)")  # fmt: skip
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="denoising step counts to sweep (default: the scheduler's own default)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        nargs="+",
+        choices=sorted(SCHEDULER_NAMES),
+        default=[None],
+        metavar="NAME",
+        help=f"schedulers to sweep: {', '.join(sorted(SCHEDULER_NAMES))} (default: the saved one)",
+    )
+    parser.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        action="append",
+        metavar=("LOW", "HIGH"),
+        help="sweep guidance limited to the steps with LOW <= t / training steps <= HIGH; repeat it to "
+        "sweep several intervals ('0 1' guides every step; default: every step)",
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
     parser.add_argument("--classifier", help="a transformers image classifier (Hub id or folder) for agreement")
-    parser.add_argument("--dinov2-model", default="facebook/dinov2-base",
-                        help="DINOv2 weights for fd_dinov2: Hub id or local folder (default: facebook/dinov2-base)")
+    parser.add_argument(
+        "--dinov2-model",
+        default="facebook/dinov2-base",
+        help="DINOv2 weights for fd_dinov2: Hub id or local folder (default: facebook/dinov2-base)",
+    )
     parser.add_argument("--cache-dir", help="where real-image features are cached (default: in the HF cache)")
     parser.add_argument("--out", default="evaluation", help="folder for metrics.json and the plots")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -185,15 +250,23 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 EVALUATE_FLAGS = {
-    "num_samples": "--num-samples", "guidance_scale": "--guidance-scale", "steps": "--steps",
-    "scheduler": "--scheduler", "metrics": "--metrics", "batch_size": "--batch-size", "classifier": "--classifier",
-    "guidance_interval": "--guidance-interval", "dinov2_model": "--dinov2-model",
+    "num_samples": "--num-samples",
+    "guidance_scale": "--guidance-scale",
+    "steps": "--steps",
+    "scheduler": "--scheduler",
+    "metrics": "--metrics",
+    "batch_size": "--batch-size",
+    "classifier": "--classifier",
+    "guidance_interval": "--guidance-interval",
+    "dinov2_model": "--dinov2-model",
     # the pipeline's, for a step count that a swept scheduler refuses
     "num_inference_steps": "--steps",
     # the data loader's, which speaks the training script's flags
-    "dataset_name": "--dataset", "dataset_config_name": "--dataset-config", "image_column": "--image-column",
+    "dataset_name": "--dataset",
+    "dataset_config_name": "--dataset-config",
+    "image_column": "--image-column",
     "label_column": "--label-column",
-}  # fmt: skip
+}
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -210,12 +283,26 @@ def run_evaluate(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     intervals = [tuple(pair) for pair in args.guidance_interval] if args.guidance_interval else [None]
     result = evaluate(
-        pipe, args.dataset, metrics=args.metrics, num_samples=args.num_samples, guidance_scales=args.guidance_scale,
-        steps=args.steps, schedulers=args.scheduler, batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
-        guidance_intervals=intervals, split=args.split, dataset_config_name=args.dataset_config,
-        image_column=args.image_column, label_column=args.label_column, center_crop=args.center_crop,
-        classifier=args.classifier, dinov2_model=args.dinov2_model, cache_dir=args.cache_dir,
-    )  # fmt: skip
+        pipe,
+        args.dataset,
+        metrics=args.metrics,
+        num_samples=args.num_samples,
+        guidance_scales=args.guidance_scale,
+        steps=args.steps,
+        schedulers=args.scheduler,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out_dir=args.out,
+        guidance_intervals=intervals,
+        split=args.split,
+        dataset_config_name=args.dataset_config,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        center_crop=args.center_crop,
+        classifier=args.classifier,
+        dinov2_model=args.dinov2_model,
+        cache_dir=args.cache_dir,
+    )
     print(result.table())
     for best in result.best_guidance_rows():
         # Each interval swept has its own best scale: say which.
@@ -248,8 +335,9 @@ def add_push_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("folder", help="a pipeline folder (with model_index.json)")
     parser.add_argument("repo_id", help="namespace/name, or name for the token owner's namespace; created if missing")
-    parser.add_argument("--private", action="store_true",
-                        help="create the repository private (an existing one keeps its visibility)")  # fmt: skip
+    parser.add_argument(
+        "--private", action="store_true", help="create the repository private (an existing one keeps its visibility)"
+    )
     parser.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or the saved login)")
     parser.add_argument("--message", default="Upload with hf-ddpm push", help="the commit message")
     parser.set_defaults(func=run_push, parser=parser, flags={})
@@ -259,11 +347,19 @@ def run_push(args: argparse.Namespace) -> None:
     from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token
 
     if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
-        raise ValueError(f"FOLDER {args.folder!r} is not a pipeline folder: it has no model_index.json (give the "
-                         "--output_dir of a training run, or a folder written by save_pretrained).")  # fmt: skip
+        raise ValueError(
+            f"FOLDER {args.folder!r} is not a pipeline folder: it has no model_index.json (give the "
+            "--output_dir of a training run, or a folder written by save_pretrained)."
+        )
     token = resolve_hub_token(args.token, flag="--token")
-    pusher = HubPusher(args.repo_id, token, private=args.private, ignore_patterns=pipeline_ignore_patterns(),
-                       flag="REPO_ID", token_flag="--token")  # fmt: skip
+    pusher = HubPusher(
+        args.repo_id,
+        token,
+        private=args.private,
+        ignore_patterns=pipeline_ignore_patterns(),
+        flag="REPO_ID",
+        token_flag="--token",
+    )
     try:
         commit = pusher.push_blocking(args.folder, args.message)
     except HubPushError as error:
@@ -285,11 +381,21 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--concurrency", type=int, default=1, help="sampling runs at a time (default: 1)")
     parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait (default: 16)")
-    parser.add_argument("--max-image-steps", type=int, default=4000,
-                        help="the most images x steps one request may ask for (default: 4000)")  # fmt: skip
-    parser.set_defaults(func=run_serve, parser=parser, flags={
-        "concurrency_limit": "--concurrency", "max_queue_size": "--max-queue", "max_image_steps": "--max-image-steps",
-    })  # fmt: skip
+    parser.add_argument(
+        "--max-image-steps",
+        type=int,
+        default=4000,
+        help="the most images x steps one request may ask for (default: 4000)",
+    )
+    parser.set_defaults(
+        func=run_serve,
+        parser=parser,
+        flags={
+            "concurrency_limit": "--concurrency",
+            "max_queue_size": "--max-queue",
+            "max_image_steps": "--max-image-steps",
+        },
+    )
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -299,8 +405,13 @@ def run_serve(args: argparse.Namespace) -> None:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}.")
     if args.device is not None:
         check_device(args.device)
-    demo = build_demo(args.model, device=args.device, max_image_steps=args.max_image_steps,
-                      concurrency_limit=args.concurrency, max_queue_size=args.max_queue)  # fmt: skip
+    demo = build_demo(
+        args.model,
+        device=args.device,
+        max_image_steps=args.max_image_steps,
+        concurrency_limit=args.concurrency,
+        max_queue_size=args.max_queue,
+    )
     launch(demo, host=args.host, port=args.port, share=args.share)
 
 
@@ -317,8 +428,7 @@ def add_space_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--local-dir", help="write the Space's files into this folder instead of uploading them")
     parser.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or the saved login)")
     parser.add_argument("--private", action="store_true", help="create the Space private")
-    parser.add_argument("--requirement",
-                        help="how the Space installs hf-ddpm (default: hf-ddpm[app] at this version)")  # fmt: skip
+    parser.add_argument("--requirement", help="how the Space installs hf-ddpm (default: hf-ddpm[app] at this version)")
     parser.set_defaults(func=run_space, parser=parser, flags={})
 
 
@@ -334,17 +444,22 @@ def run_space(args: argparse.Namespace) -> None:
     if args.space_id is None:
         raise ValueError("--space-id USER/NAME is needed to upload the Space (or give --local-dir to only write it).")
     try:
-        url = push_space(args.model_repo, args.space_id, token=args.token, requirement=args.requirement,
-                         private=args.private)  # fmt: skip
+        url = push_space(
+            args.model_repo, args.space_id, token=args.token, requirement=args.requirement, private=args.private
+        )
     except HubPushError as error:
         sys.exit(f"hf-ddpm space: error: {error}")
     print(f"pushed the Space {args.space_id}: {url}")
 
 
 SUBCOMMANDS = (
-    add_noising_command, add_sample_command, add_evaluate_command, add_push_command, add_serve_command,
+    add_noising_command,
+    add_sample_command,
+    add_evaluate_command,
+    add_push_command,
+    add_serve_command,
     add_space_command,
-)  # fmt: skip
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,4 +479,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         args.parser.error(with_flag_names(str(error), args.flags))
     return 0
-

@@ -19,7 +19,6 @@ from datasets.data_files import EmptyDatasetError
 
 from .idx import INSTALL_HINT, find_idx_folder, is_idx_folder, read_idx_folder
 
-
 logger = logging.getLogger(__name__)
 
 DIGITS = "digits"
@@ -124,17 +123,35 @@ def load_image_data(
     if train_data_dir is None and dataset_name == DIGITS and not os.path.exists(DIGITS):
         if split != "train":
             raise ValueError(f"The built-in {DIGITS!r} dataset has one split, 'train'; got split={split!r}.")
-        given = [flag for flag, value in [("--dataset_config_name", dataset_config_name),
-                                          ("--image_column", image_column), ("--label_column", label_column)]
-                 if value is not None]  # fmt: skip
+        given = [
+            flag
+            for flag, value in [
+                ("--dataset_config_name", dataset_config_name),
+                ("--image_column", image_column),
+                ("--label_column", label_column),
+            ]
+            if value is not None
+        ]
         if given:  # scikit-learn's digits are one array: nothing would read these, and ignoring them would mislead
-            raise ValueError(f"The built-in {DIGITS!r} dataset has no configurations or columns to choose: leave out "
-                             f"{' and '.join(given)}.")  # fmt: skip
+            raise ValueError(
+                f"The built-in {DIGITS!r} dataset has no configurations or columns to choose: leave out "
+                f"{' and '.join(given)}."
+            )
         return _load_digits(resolution, center_crop, num_channels, max_samples, seed)
     idx_folder = _idx_folder(dataset_name) if train_data_dir is None else None
     if idx_folder is not None:
-        return _load_idx(idx_folder, dataset_config_name, split, image_column, label_column, resolution, center_crop,
-                         num_channels, max_samples, seed)  # fmt: skip
+        return _load_idx(
+            idx_folder,
+            dataset_config_name,
+            split,
+            image_column,
+            label_column,
+            resolution,
+            center_crop,
+            num_channels,
+            max_samples,
+            seed,
+        )
 
     dataset, source = _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split)
     rows = np.arange(len(dataset))  # the dataset's own example numbers, to name an image that cannot be read
@@ -217,8 +234,9 @@ def _idx_folder(dataset_name: str) -> Optional[str]:
     return folder
 
 
-def _load_idx(folder, config, split, image_column, label_column, resolution, center_crop, num_channels, max_samples,
-              seed) -> ImageData:  # fmt: skip
+def _load_idx(
+    folder, config, split, image_column, label_column, resolution, center_crop, num_channels, max_samples, seed
+) -> ImageData:
     for flag, value, column in [("--image_column", image_column, "image"), ("--label_column", label_column, "label")]:
         if value not in (None, column):
             raise ValueError(f"{flag} {value!r}: the IDX files in {folder} have the columns 'image' and 'label'.")
@@ -236,9 +254,11 @@ def _load_idx(folder, config, split, image_column, label_column, resolution, cen
         images = _images_to_tensor(pil_images, len(pixels), resolution, center_crop, num_channels)
     config_text = f", config {config}" if config else ""
     return ImageData(
-        images=images, labels=torch.from_numpy(data.labels[rows]), id2label=dict(enumerate(data.names)),
+        images=images,
+        labels=torch.from_numpy(data.labels[rows]),
+        id2label=dict(enumerate(data.names)),
         source=f"IDX files in {folder}{config_text}, split {split}",
-    )  # fmt: skip
+    )
 
 
 def _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, split) -> tuple:
@@ -273,8 +293,10 @@ def _load_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir, 
     except Exception as error:  # what went wrong is for the user to read: network, name, config or split
         offline = ""
         if dataset_name in INSTALL_HINT:
-            offline = (f" Offline, install its original IDX files ({INSTALL_HINT[dataset_name]}) or pass the folder "
-                       "that holds them as --dataset_name.")  # fmt: skip
+            offline = (
+                f" Offline, install its original IDX files ({INSTALL_HINT[dataset_name]}) or pass the folder "
+                "that holds them as --dataset_name."
+            )
         raise ValueError(
             f"Could not load --dataset_name {dataset_name!r}: it is not a local path, not the built-in "
             f"{DIGITS!r}, and loading it from the Hub failed: {type(error).__name__}: {error}.{offline}"

@@ -78,17 +78,39 @@ RECIPES = {
     # The real digits split into a reference half (899) and a held-out half (898); measuring as many samples as the
     # held-out half compares the model and the floor at the same sample count, and an evaluation can measure no more.
     "digits": Recipe(
-        resolution=16, model_config="digits", max_train_steps=3000, train_batch_size=32, learning_rate=1e-3,
-        guidance_scale=1.2, sweep_guidance_scales=(1.0, 1.5, 2.0), eval_num_samples=898, max_eval_samples=898,
-        eval_split=None, distance="fd_digits", target_agreement=0.98, target_fd_ratio=1.5, class_noun="digit",
+        resolution=16,
+        model_config="digits",
+        max_train_steps=3000,
+        train_batch_size=32,
+        learning_rate=1e-3,
+        guidance_scale=1.2,
+        sweep_guidance_scales=(1.0, 1.5, 2.0),
+        eval_num_samples=898,
+        max_eval_samples=898,
+        eval_split=None,
+        distance="fd_digits",
+        target_agreement=0.98,
+        target_fd_ratio=1.5,
+        class_noun="digit",
     ),
     # The test split's 10,000 images split into a reference half and a held-out half of 5,000 each.
     "fashion_mnist": Recipe(
-        resolution=28, model_config="small", max_train_steps=3600, train_batch_size=32, learning_rate=1e-3,
-        guidance_scale=2.0, sweep_guidance_scales=(1.0, 3.0), eval_num_samples=1000, max_eval_samples=5000,
-        eval_split="test", distance="fd_domain", target_agreement=None, target_fd_ratio=2.0, mixed_precision="auto",
+        resolution=28,
+        model_config="small",
+        max_train_steps=3600,
+        train_batch_size=32,
+        learning_rate=1e-3,
+        guidance_scale=2.0,
+        sweep_guidance_scales=(1.0, 3.0),
+        eval_num_samples=1000,
+        max_eval_samples=5000,
+        eval_split="test",
+        distance="fd_domain",
+        target_agreement=None,
+        target_fd_ratio=2.0,
+        mixed_precision="auto",
     ),
-}  # fmt: skip
+}
 # Datasets without a recipe of their own (a folder of IDX files, a Hub dataset with a test split) take this one.
 DEFAULT_RECIPE = "fashion_mnist"
 # Kept for the benchmarks that size themselves by the digits demo.
@@ -138,41 +160,75 @@ def recipe_for(dataset: str) -> Recipe:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="digits",
-                        help="digits (default), fashion_mnist, or another labelled dataset as the training script "
-                             "reads it (a folder of IDX files, a Hub dataset id with a test split).")
-    parser.add_argument("--output_dir", default=None,
-                        help="Where the pipeline, grid, GIF and evaluation go (default: DATASET-demo).")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (default), fashion_mnist, or another labelled dataset as the training script "
+        "reads it (a folder of IDX files, a Hub dataset id with a test split).",
+    )
+    parser.add_argument(
+        "--output_dir", default=None, help="Where the pipeline, grid, GIF and evaluation go (default: DATASET-demo)."
+    )
     parser.add_argument("--resolution", type=int, help="Training (and sample) image side.")
     parser.add_argument("--model_config", help="UNet preset or JSON file (see the training script).")
     parser.add_argument("--max_train_steps", type=int, help="Optimizer steps.")
     parser.add_argument("--train_batch_size", type=int)
     parser.add_argument("--learning_rate", type=float)
-    parser.add_argument("--mixed_precision", choices=["no", "bf16", "auto"],
-                        help="bf16 autocast; auto: where the CPU has bf16 instructions (or on a GPU).")
-    parser.add_argument("--samples_per_class", "--samples_per_digit", dest="samples_per_class", type=int, default=10,
-                        help="Images per class in the grid.")
-    parser.add_argument("--guidance_scale", type=float,
-                        help="Classifier-free guidance of the grid and of the headline evaluation.")
-    parser.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
-                        help="The pipeline's sampler, of the grid and the evaluation (dpm: DPM-Solver++ 2M).")
+    parser.add_argument(
+        "--mixed_precision",
+        choices=["no", "bf16", "auto"],
+        help="bf16 autocast; auto: where the CPU has bf16 instructions (or on a GPU).",
+    )
+    parser.add_argument(
+        "--samples_per_class",
+        "--samples_per_digit",
+        dest="samples_per_class",
+        type=int,
+        default=10,
+        help="Images per class in the grid.",
+    )
+    parser.add_argument(
+        "--guidance_scale", type=float, help="Classifier-free guidance of the grid and of the headline evaluation."
+    )
+    parser.add_argument(
+        "--scheduler",
+        default="dpm",
+        choices=sorted(SCHEDULERS),
+        help="The pipeline's sampler, of the grid and the evaluation (dpm: DPM-Solver++ 2M).",
+    )
     # DPM-Solver++ reaches DDIM 50's Fréchet distance (within 5%) from 8 steps on the digits model, and at 15 is
     # within 2% of 20 steps (docs); fewer steps cost agreement at the demo's low guidance.
     parser.add_argument("--num_inference_steps", type=int, default=15, help="Sampling steps.")
-    parser.add_argument("--guidance_interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                        help="Guide only the steps with LOW <= t / training steps <= HIGH, in the grid and the "
-                             "evaluation (default: every step).")
-    parser.add_argument("--eval_num_samples", type=int,
-                        help="Images per guidance scale in the evaluation (at least one per class).")
-    parser.add_argument("--sweep_guidance_scales", type=float, nargs="*", default=None,
-                        help="Guidance scales that the evaluation sweeps besides --guidance_scale (none: just that).")
-    parser.add_argument("--exclude_eval_reference", action=argparse.BooleanOptionalAction, default=True,
-                        help="On a dataset measured against its training split (the digits): train on the held-out "
-                             "half only, so that the evaluation compares samples with real images the model never "
-                             "saw. --no-exclude_eval_reference trains on all of them, the evaluation's reference half "
-                             "included: its distances then flatter the model.")
+    parser.add_argument(
+        "--guidance_interval",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="Guide only the steps with LOW <= t / training steps <= HIGH, in the grid and the "
+        "evaluation (default: every step).",
+    )
+    parser.add_argument(
+        "--eval_num_samples", type=int, help="Images per guidance scale in the evaluation (at least one per class)."
+    )
+    parser.add_argument(
+        "--sweep_guidance_scales",
+        type=float,
+        nargs="*",
+        default=None,
+        help="Guidance scales that the evaluation sweeps besides --guidance_scale (none: just that).",
+    )
+    parser.add_argument(
+        "--exclude_eval_reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="On a dataset measured against its training split (the digits): train on the held-out "
+        "half only, so that the evaluation compares samples with real images the model never "
+        "saw. --no-exclude_eval_reference trains on all of them, the evaluation's reference half "
+        "included: its distances then flatter the model.",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     recipe = recipe_for(args.dataset)
     for field in fields(Recipe):
         if hasattr(args, field.name) and getattr(args, field.name) is None:
@@ -186,8 +242,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     most = recipe.max_eval_samples
     noun = recipe.class_noun
     if args.eval_num_samples < 10 or (most is not None and args.eval_num_samples > most):
-        parser.error(f"--eval_num_samples must be at least 10 (one per {noun}) and at most {most} (the held-out real "
-                     f"{noun}s), got {args.eval_num_samples}.")  # fmt: skip
+        parser.error(
+            f"--eval_num_samples must be at least 10 (one per {noun}) and at most {most} (the held-out real "
+            f"{noun}s), got {args.eval_num_samples}."
+        )
     if not args.learning_rate > 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
     if args.guidance_interval is not None:
@@ -195,51 +253,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         try:
             check_guidance_interval(args.guidance_interval)
         except ValueError:
-            parser.error(f"--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1, got "
-                         f"{args.guidance_interval}.")  # fmt: skip
+            parser.error(
+                f"--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1, got {args.guidance_interval}."
+            )
     scales_by_flag = {"--guidance_scale": [args.guidance_scale], "--sweep_guidance_scales": args.sweep_guidance_scales}
     for flag, scales in scales_by_flag.items():
         for scale in scales:
             if not 0 <= scale < math.inf:
                 parser.error(f"{flag} must be finite numbers >= 0, got {scale}.")
-    args.recipe = replace(recipe, **{field.name: getattr(args, field.name) for field in fields(Recipe)
-                                     if hasattr(args, field.name)})  # fmt: skip
+    args.recipe = replace(
+        recipe, **{field.name: getattr(args, field.name) for field in fields(Recipe) if hasattr(args, field.name)}
+    )
     return args
 
 
 def training_flags(args: argparse.Namespace) -> list[str]:
     """The training run of the demo, as `accelerate launch training/train.py` flags."""
     steps, recipe = args.max_train_steps, args.recipe
-    return [
-        "--dataset_name", args.dataset,
-        "--resolution", str(args.resolution),
-        "--model_config", args.model_config,
-        "--output_dir", args.output_dir,
-        "--overwrite_output_dir",
-        "--seed", str(args.seed),
-        "--train_batch_size", str(args.train_batch_size),
-        "--max_train_steps", str(steps),
-        "--learning_rate", str(args.learning_rate),
-        "--lr_scheduler", "cosine",
-        "--lr_warmup_steps", str(max(1, steps // 24)),
-        # The cosine schedule of Nichol & Dhariwal 2021: the linear one leaves under 8% of the signal (alpha_bar)
-        # from step 500 of 1000 on, the cosine one 49%, so fewer steps are spent on images already drowned in noise.
-        "--beta_schedule", "squaredcos_cap_v2",
-        # v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 keeps the x0 estimates of the first, noisiest steps in
-        # range, where epsilon prediction divides its error by sqrt(alpha_bar) ~ 0.007: with epsilon prediction a
-        # few samples in ten end up speckled with noise.
-        "--prediction_type", "v_prediction",
-        "--use_ema",
-        "--checkpointing_steps", str(steps),
-        "--save_images_steps", str(max(1, steps // 2)),
-        "--eval_batch_size", "20",
-        # The pipeline's sampler, and the training previews at the demo's guidance scale and step count.
-        "--scheduler", args.scheduler,
-        "--guidance_scale", str(args.guidance_scale),
-        "--num_inference_steps", str(args.num_inference_steps),
-    ] + (["--exclude_eval_reference"] if args.exclude_eval_reference and recipe.eval_split is None else []) + (
-        ["--mixed_precision", mixed_precision(args.mixed_precision)] if args.mixed_precision else []
-    )  # fmt: skip
+    return (
+        [
+            "--dataset_name",
+            args.dataset,
+            "--resolution",
+            str(args.resolution),
+            "--model_config",
+            args.model_config,
+            "--output_dir",
+            args.output_dir,
+            "--overwrite_output_dir",
+            "--seed",
+            str(args.seed),
+            "--train_batch_size",
+            str(args.train_batch_size),
+            "--max_train_steps",
+            str(steps),
+            "--learning_rate",
+            str(args.learning_rate),
+            "--lr_scheduler",
+            "cosine",
+            "--lr_warmup_steps",
+            str(max(1, steps // 24)),
+            # The cosine schedule of Nichol & Dhariwal 2021: the linear one leaves under 8% of the signal (alpha_bar)
+            # from step 500 of 1000 on, the cosine one 49%, so fewer steps are spent on images already drowned in noise.
+            "--beta_schedule",
+            "squaredcos_cap_v2",
+            # v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 keeps the x0 estimates of the first, noisiest steps in
+            # range, where epsilon prediction divides its error by sqrt(alpha_bar) ~ 0.007: with epsilon prediction a
+            # few samples in ten end up speckled with noise.
+            "--prediction_type",
+            "v_prediction",
+            "--use_ema",
+            "--checkpointing_steps",
+            str(steps),
+            "--save_images_steps",
+            str(max(1, steps // 2)),
+            "--eval_batch_size",
+            "20",
+            # The pipeline's sampler, and the training previews at the demo's guidance scale and step count.
+            "--scheduler",
+            args.scheduler,
+            "--guidance_scale",
+            str(args.guidance_scale),
+            "--num_inference_steps",
+            str(args.num_inference_steps),
+        ]
+        + (["--exclude_eval_reference"] if args.exclude_eval_reference and recipe.eval_split is None else [])
+        + (["--mixed_precision", mixed_precision(args.mixed_precision)] if args.mixed_precision else [])
+    )
 
 
 def mixed_precision(choice: str) -> str:
@@ -269,10 +349,16 @@ def main(argv: list[str] | None = None) -> DemoResult:
     grid_path = os.path.join(args.output_dir, f"{name}_grid.png")
     gif_path = os.path.join(args.output_dir, f"{name}_denoising.gif")
     save_grid_and_gif(
-        pipe, grid_path, gif_path, seed=args.seed, class_labels=list(range(pipe.config.null_class_id)),
-        batch_size=args.samples_per_class, guidance_scale=args.guidance_scale,
-        num_inference_steps=args.num_inference_steps, guidance_interval=args.guidance_interval,
-    )  # fmt: skip
+        pipe,
+        grid_path,
+        gif_path,
+        seed=args.seed,
+        class_labels=list(range(pipe.config.null_class_id)),
+        batch_size=args.samples_per_class,
+        guidance_scale=args.guidance_scale,
+        num_inference_steps=args.num_inference_steps,
+        guidance_interval=args.guidance_interval,
+    )
     sampled = time.perf_counter()
 
     # One sweep, with the same seeds at every scale; the demo's own scale is one of its rows. The report writes the
@@ -280,18 +366,27 @@ def main(argv: list[str] | None = None) -> DemoResult:
     evaluation_dir = os.path.join(args.output_dir, "evaluation")
     scales = sorted({args.guidance_scale, *args.sweep_guidance_scales})
     evaluation = evaluate(
-        pipe, args.dataset, num_samples=args.eval_num_samples, guidance_scales=scales,
-        steps=[args.num_inference_steps], schedulers=[args.scheduler], guidance_intervals=[args.guidance_interval],
-        batch_size=250, seed=args.seed, split=recipe.eval_split or "train",
+        pipe,
+        args.dataset,
+        num_samples=args.eval_num_samples,
+        guidance_scales=scales,
+        steps=[args.num_inference_steps],
+        schedulers=[args.scheduler],
+        guidance_intervals=[args.guidance_interval],
+        batch_size=250,
+        seed=args.seed,
+        split=recipe.eval_split or "train",
         metrics=[recipe.distance, "kid", "precision_recall", "agreement"],
-    )  # fmt: skip
+    )
     report = write_report(evaluation, evaluation_dir)
     finished = time.perf_counter()
     row = next(row for row in evaluation.rows if row["guidance_scale"] == args.guidance_scale)
     seconds = {
-        "training": trained - started, "grid_and_gif": sampled - trained, "evaluation": finished - sampled,
+        "training": trained - started,
+        "grid_and_gif": sampled - trained,
+        "evaluation": finished - sampled,
         "total": finished - started,
-    }  # fmt: skip
+    }
     result = DemoResult(row=row, evaluation=evaluation, seconds=seconds, recipe=recipe)
     print("\n" + summary(args, result, sampler, grid_path, gif_path, evaluation_dir, list(report.values())))
     return result

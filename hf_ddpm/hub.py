@@ -255,8 +255,10 @@ class HubPusher:
         try:
             push = _Push(folder, self._snapshot(folder), commit_message)
         except OSError as error:  # a full disk, say: the save before it would have failed too, but the loop goes on
-            logger.warning(f"Cannot snapshot {folder} for a background push to {self.repo_id} ({error}); training "
-                           "goes on, and the next checkpoint's push tries again.")  # fmt: skip
+            logger.warning(
+                f"Cannot snapshot {folder} for a background push to {self.repo_id} ({error}); training "
+                "goes on, and the next checkpoint's push tries again."
+            )
             return self._add_pending(_failed_future(error))
         with self._changed:
             replaced, self._waiting = self._waiting, push
@@ -318,11 +320,14 @@ class HubPusher:
         problems = []
         if failures:
             first = failures[0].reason if isinstance(failures[0], HubPushError) else str(failures[0])
-            problems.append(f"{len(failures)} of {len(asked)} background pushes to {self.repo_id} failed; the first: "
-                            f"{first}")  # fmt: skip
+            problems.append(
+                f"{len(failures)} of {len(asked)} background pushes to {self.repo_id} failed; the first: {first}"
+            )
         if unfinished:
-            problems.append(f"{len(unfinished)} of {len(asked)} background pushes to {self.repo_id} still uploading "
-                            f"after {timeout:g} s")  # fmt: skip
+            problems.append(
+                f"{len(unfinished)} of {len(asked)} background pushes to {self.repo_id} still uploading "
+                f"after {timeout:g} s"
+            )
         raise HubPushError(" ".join(problem.rstrip(".") + "." for problem in problems), self._last_folder, self.repo_id)
 
     # ----- the background thread -----
@@ -370,13 +375,17 @@ class HubPusher:
             reason = f"{what} failed: {self._reason(failure)}."
             if not self._token_refused:
                 self._token_refused = True
-                logger.warning(f"{reason} Training goes on and saves every file in {push.folder}; no more "
-                               "background pushes are tried, and the final push will say how to upload the folder "
-                               "later.")  # fmt: skip
+                logger.warning(
+                    f"{reason} Training goes on and saves every file in {push.folder}; no more "
+                    "background pushes are tried, and the final push will say how to upload the folder "
+                    "later."
+                )
         else:
             reason = f"{what} failed: {self._reason(failure)}."
-            logger.warning(f"{reason} Training goes on; every file is saved in {push.folder}, and the next "
-                           "checkpoint's push tries again.")  # fmt: skip
+            logger.warning(
+                f"{reason} Training goes on; every file is saved in {push.folder}, and the next "
+                "checkpoint's push tries again."
+            )
         return HubPushError(reason, push.folder, self.repo_id)
 
     def _drop(self, push: _Push, why: str) -> None:
@@ -473,8 +482,10 @@ def _retrying(action: Callable[[], T], policy: RetryPolicy, what: str, stop: Opt
             out_of_tries = attempt >= policy.max_attempts or elapsed + delay > policy.max_time
             if stopped or out_of_tries or not _is_transient(error):
                 raise _Failure(error, attempt, elapsed, stopped) from error
-            logger.info(f"{what}: {_describe(error, policy)} (try {attempt} of {policy.max_attempts}); trying again in "
-                        f"{delay:g} s.")  # fmt: skip
+            logger.info(
+                f"{what}: {_describe(error, policy)} (try {attempt} of {policy.max_attempts}); trying again in "
+                f"{delay:g} s."
+            )
             if stop is None:
                 time.sleep(delay)
             elif stop.wait(delay):

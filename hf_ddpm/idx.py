@@ -26,8 +26,17 @@ SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 
 # Class names as the Hub datasets' cards give them (zalando-datasets/fashion_mnist, ylecun/mnist).
 FASHION_MNIST_NAMES = (
-    "T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T - shirt / top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 # Fashion-MNIST and MNIST ship files of the same names; the training labels tell them apart (SHA-256 of the
 # decompressed train-labels-idx1-ubyte of Fashion-MNIST).
 FASHION_MNIST_TRAIN_LABELS_SHA256 = "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
@@ -78,8 +87,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ndim = content[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(content) < header:
-        raise ValueError(f"The IDX file {path} has a header of {ndim} dimensions that does not fit its {len(content)} "
-                         "bytes.")  # fmt: skip
+        raise ValueError(
+            f"The IDX file {path} has a header of {ndim} dimensions that does not fit its {len(content)} bytes."
+        )
     shape = struct.unpack(f">{ndim}I", content[4:header])
     expected = int(np.prod(shape, dtype=np.int64))
     found = len(content) - header
@@ -138,8 +148,9 @@ def read_idx_folder(folder: str | os.PathLike, split: str = "train", config: str
         images = images.transpose(0, 2, 1)  # EMNIST stores each image column by column
     names = _class_names(folder, image_file, labels, config)
     if len(labels) and int(labels.max()) >= len(names):
-        raise ValueError(f"{label_file} holds the class id {int(labels.max())}, but the dataset names {len(names)} "
-                         "classes.")  # fmt: skip
+        raise ValueError(
+            f"{label_file} holds the class id {int(labels.max())}, but the dataset names {len(names)} classes."
+        )
     return IdxSplit(images=images, labels=labels.astype(np.int64), names=names, files=(image_file, label_file))
 
 
@@ -171,14 +182,17 @@ def _split_files(folder: str, split: str, config: str | None, required: bool) ->
         existing = [path for path in candidates if os.path.isfile(path)]
         emnist_configs = {os.path.basename(path).split("-")[1] for path in existing if "emnist-" in path}
         if config is None and len(emnist_configs) > 1:
-            raise ValueError(f"The folder {folder} holds several EMNIST splits {sorted(emnist_configs)}: choose one "
-                             "with --dataset_config_name.")  # fmt: skip
+            raise ValueError(
+                f"The folder {folder} holds several EMNIST splits {sorted(emnist_configs)}: choose one "
+                "with --dataset_config_name."
+            )
         if not existing:
             if not required:
                 return None
             looked_for = ", ".join(os.path.basename(path) for path in candidates[:4])
-            raise ValueError(f"The IDX folder {folder} has no {split} {kind.split('-')[0]} file (looked for "
-                             f"{looked_for}).")  # fmt: skip
+            raise ValueError(
+                f"The IDX folder {folder} has no {split} {kind.split('-')[0]} file (looked for {looked_for})."
+            )
         found.append(existing[0])
     return found[0], found[1]
 

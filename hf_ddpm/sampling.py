@@ -18,8 +18,8 @@ from diffusers import (
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels
-from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.scheduler_names import SCHEDULER_NAMES
+from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler, make_betas
 
 SCHEDULERS: dict[str, type[SchedulerMixin]] = {
@@ -88,8 +88,9 @@ def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
         raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)}, got {name!r}.")
     config = {key: value for key, value in current.config.items() if key != "_use_default_values"}
     if config.get("trained_betas") is None and config["beta_schedule"] not in DIFFUSERS_BETA_SCHEDULES:
-        betas = make_betas(config["beta_schedule"], config["num_train_timesteps"], config["beta_start"],
-                           config["beta_end"])  # fmt: skip
+        betas = make_betas(
+            config["beta_schedule"], config["num_train_timesteps"], config["beta_start"], config["beta_end"]
+        )
         config["trained_betas"] = betas.tolist()
     return SCHEDULERS[name].from_config(config)
 

@@ -2,5 +2,9 @@
 that the command line lists them at once; `hf_ddpm.sampling.SCHEDULERS` maps each name to its class."""
 
 SCHEDULER_NAMES = {
-    "ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++ (2M)", "euler": "Euler", "unipc": "UniPC",
-}  # fmt: skip
+    "ddpm": "DDPM",
+    "ddim": "DDIM",
+    "dpm": "DPM-Solver++ (2M)",
+    "euler": "Euler",
+    "unipc": "UniPC",
+}

@@ -28,7 +28,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from .evaluation import EvaluationResult, Evaluator, sample_images, write_report
 from .evaluation.evaluator import grid_images, settings_row
-from .evaluation.registry import LOWER_IS_BETTER, METRIC_KEYS, metric_keys
+from .evaluation.registry import LOWER_IS_BETTER, metric_keys
 from .stopping import StopRequested
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,27 @@ class TrainingEvaluation:
         the same batch whatever the number of processes, and comes out bit for bit the same (a batch of another
         size can round differently)."""
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        batches = [range(start, min(start + self.batch_size, self.num_samples))
-                   for start in range(0, self.num_samples, self.batch_size)]  # fmt: skip
+        batches = [
+            range(start, min(start + self.batch_size, self.num_samples))
+            for start in range(0, self.num_samples, self.batch_size)
+        ]
         # Only the last batch can be short, and it is the last of its process's share: its calls are these batches.
         shares_of_batches = []
         for batch in batches[rank::world]:
             if stop is not None and stop():
                 self.accelerator.set_trigger()
                 break
-            shares_of_batches.append(sample_images(pipe, batch, self.class_ids, self.batch_size, self.seed,
-                                                   guidance_scale=guidance_scale,
-                                                   num_inference_steps=self.num_inference_steps))  # fmt: skip
+            shares_of_batches.append(
+                sample_images(
+                    pipe,
+                    batch,
+                    self.class_ids,
+                    self.batch_size,
+                    self.seed,
+                    guidance_scale=guidance_scale,
+                    num_inference_steps=self.num_inference_steps,
+                )
+            )
         if stop is not None and self.accelerator.check_trigger():  # every process asks once, here: all agree
             raise StopRequested("the run is stopping")
         share = torch.cat(shares_of_batches) if shares_of_batches else torch.empty(0)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 LOSS_TYPES = ("l2", "l1", "huber")
 
@@ -255,11 +254,17 @@ def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
     _, flags = read_cpuinfo(cpuinfo_path)
     found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
     if found:
-        return CpuBf16Support(True, f"bf16 on CPU: this CPU has bf16 instructions ({', '.join(found)}; torch uses "
-                                    f"{capability}): bf16 autocast can pay here.")  # fmt: skip
-    return CpuBf16Support(False, f"bf16 on CPU: this CPU has no bf16 instructions (no avx512_bf16 or amx_bf16; torch "
-                                 f"uses {capability}): bf16 autocast is emulated here and trains several times slower "
-                                 f"than fp32. Use --mixed_precision no.")  # fmt: skip
+        return CpuBf16Support(
+            True,
+            f"bf16 on CPU: this CPU has bf16 instructions ({', '.join(found)}; torch uses "
+            f"{capability}): bf16 autocast can pay here.",
+        )
+    return CpuBf16Support(
+        False,
+        f"bf16 on CPU: this CPU has no bf16 instructions (no avx512_bf16 or amx_bf16; torch "
+        f"uses {capability}): bf16 autocast is emulated here and trains several times slower "
+        f"than fp32. Use --mixed_precision no.",
+    )
 
 
 def cpu_threads_per_process(
@@ -358,8 +363,11 @@ def choose_torch_threads(
         if launcher.omp_num_threads is not None:
             return _user_threads(omp, current_threads, "OMP_NUM_THREADS={}, set by the user for " + launcher.name)
         if not launcher.readable:
-            return _user_threads(omp, current_threads, f"OMP_NUM_THREADS={{}} from {launcher.name}, kept: whether the "
-                                 "user set it cannot be told here")  # fmt: skip
+            return _user_threads(
+                omp,
+                current_threads,
+                f"OMP_NUM_THREADS={{}} from {launcher.name}, kept: whether the user set it cannot be told here",
+            )
         replaced = f"; replaces {launcher.name}'s default OMP_NUM_THREADS={omp}"
 
     processes = int(environ.get("LOCAL_WORLD_SIZE", 1))

@@ -387,9 +387,17 @@ class DDPMCFGPipeline(DiffusionPipeline):
             raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")
         label_ids = self._label_ids(class_labels)
         num_inference_steps = self._check_inputs(
-            label_ids, batch_size, guidance_scale, num_inference_steps, eta, generator, output_type,
-            callback_on_step_end_tensor_inputs, guidance_rescale, guidance_interval,
-        )  # fmt: skip
+            label_ids,
+            batch_size,
+            guidance_scale,
+            num_inference_steps,
+            eta,
+            generator,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+            guidance_rescale,
+            guidance_interval,
+        )
         num_images = batch_size * (len(label_ids) if label_ids else 1)
         if isinstance(generator, list) and len(generator) != num_images:
             raise ValueError(
@@ -507,8 +515,12 @@ class DDPMCFGPipeline(DiffusionPipeline):
 
         output_type = call_kwargs.pop("output_type", "pil")
         return_dict = call_kwargs.pop("return_dict", True)
-        images = self(**call_kwargs, output_type="pt", callback_on_step_end=record_frame,
-                      callback_on_step_end_tensor_inputs=sorted(set(tensor_inputs) | {"latents"})).images  # fmt: skip
+        images = self(
+            **call_kwargs,
+            output_type="pt",
+            callback_on_step_end=record_frame,
+            callback_on_step_end_tensor_inputs=sorted(set(tensor_inputs) | {"latents"}),
+        ).images
         # The last frame holds the final samples, so it is also the grid of the final images.
         durations = [frame_duration_ms] * (len(frames) - 1) + [final_frame_duration_ms]
         frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
@@ -555,8 +567,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
             return (exact or folded)[0]
         if folded:
             matches = ", ".join(repr(id2label[label_id]) for label_id in folded)
-            raise ValueError(f"`class_labels`: the label name {name!r} is ambiguous: it matches {matches} ignoring "
-                             "case; give the exact name or the id.")  # fmt: skip
+            raise ValueError(
+                f"`class_labels`: the label name {name!r} is ambiguous: it matches {matches} ignoring "
+                "case; give the exact name or the id."
+            )
         names = ", ".join(repr(label) for label in id2label.values()) or "none (no id2label)"
         raise ValueError(f"`class_labels`: unknown label name {name!r}; valid names: {names}.")
 
@@ -656,9 +670,12 @@ class DDPMCFGPipeline(DiffusionPipeline):
             hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "token", "create_pr") if k in kwargs}
         kwargs.pop("push_to_hub", None)
         super().save_pretrained(
-            save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
+            save_directory,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
             **kwargs,
-        )  # fmt: skip
+        )
         index_path = os.path.join(save_directory, self.config_name)
         with open(index_path, encoding="utf-8") as index_file:
             index = json.load(index_file)
@@ -776,9 +793,13 @@ def _upload_pipeline_folder(
     components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
     allow = ["model_index.json", "README.md", f"{index['_class_name'][0]}.py", *(f"{name}/*" for name in components)]
     return upload_folder(
-        folder_path=folder, repo_id=repo_id, allow_patterns=allow, token=token, create_pr=create_pr,
+        folder_path=folder,
+        repo_id=repo_id,
+        allow_patterns=allow,
+        token=token,
+        create_pr=create_pr,
         commit_message=commit_message or "Upload pipeline",
-    )  # fmt: skip
+    )
 
 
 def _copy_source_file(cls: type, folder: str | os.PathLike) -> str:

@@ -7,6 +7,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import huggingface_hub  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 from hub_server import HubServer, point_clients_at  # noqa: E402
 
 torch.set_num_threads(1)

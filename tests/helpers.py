@@ -82,11 +82,34 @@ sys.meta_path.insert(0, BlockHfDdpm())
 def tiny_flags(output_dir, *extra: str) -> list[str]:
     """Training flags for a few-second run: 64 digits at 8x8, the tiny UNet, no previews or checkpoints."""
     return [
-        "--dataset_name", "digits", "--max_train_samples", "64", "--resolution", "8", "--model_config", "tiny",
-        "--train_batch_size", "8", "--output_dir", str(output_dir), "--num_inference_steps", "2",
-        "--eval_batch_size", "10", "--save_images_steps", "1000", "--checkpointing_steps", "1000",
-        "--report_to", "none", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", *extra,
-    ]  # fmt: skip
+        "--dataset_name",
+        "digits",
+        "--max_train_samples",
+        "64",
+        "--resolution",
+        "8",
+        "--model_config",
+        "tiny",
+        "--train_batch_size",
+        "8",
+        "--output_dir",
+        str(output_dir),
+        "--num_inference_steps",
+        "2",
+        "--eval_batch_size",
+        "10",
+        "--save_images_steps",
+        "1000",
+        "--checkpointing_steps",
+        "1000",
+        "--report_to",
+        "none",
+        "--learning_rate",
+        "1e-3",
+        "--lr_warmup_steps",
+        "0",
+        *extra,
+    ]
 
 
 # What a launcher or torch.distributed prints when another process took its port first.
@@ -131,7 +154,7 @@ def launch_with_free_port(
                 with open(out, "w") as stdout, open(err, "w") as stderr:
                     process = subprocess.Popen(
                         command, env=env, cwd=cwd, stdout=stdout, stderr=stderr, start_new_session=True
-                    )  # fmt: skip
+                    )
                 runs.append((process, out, err))
             timed_out = _wait_for_all(runs, timeout)
             results = []
@@ -156,10 +179,23 @@ def train_on_two_processes(flags: list[str], env: dict | None = None, timeout: f
     """`accelerate launch --multi_gpu --num_processes 2 training/train.py FLAGS` (CPU processes over gloo) on a free
     port; the completed run."""
     [run] = launch_with_free_port(
-        lambda port: [[ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port),
-                       str(REPOSITORY / "training" / "train.py"), *flags]],
-        env=env, cwd=str(REPOSITORY), timeout=timeout,
-    )  # fmt: skip
+        lambda port: [
+            [
+                ACCELERATE,
+                "launch",
+                "--multi_gpu",
+                "--num_processes",
+                "2",
+                "--main_process_port",
+                str(port),
+                str(REPOSITORY / "training" / "train.py"),
+                *flags,
+            ]
+        ],
+        env=env,
+        cwd=str(REPOSITORY),
+        timeout=timeout,
+    )
     return run
 
 

@@ -48,16 +48,45 @@ import yaml
 from huggingface_hub import constants
 from huggingface_hub.utils import _http
 
-
 # Files larger than this go to LFS, as on the Hub.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 # The LFS-tracked suffixes of the `.gitattributes` that the Hub writes into every new model repository.
 LFS_TRACKED_PATTERNS = (
-    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*", "*.mlmodel",
-    "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt",
-    "*.pth", "*.rar", "*.safetensors", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst",
+    "*.7z",
+    "*.arrow",
+    "*.bin",
+    "*.bz2",
+    "*.ckpt",
+    "*.ftz",
+    "*.gz",
+    "*.h5",
+    "*.joblib",
+    "*.lfs.*",
+    "*.mlmodel",
+    "*.model",
+    "*.msgpack",
+    "*.npy",
+    "*.npz",
+    "*.onnx",
+    "*.ot",
+    "*.parquet",
+    "*.pb",
+    "*.pickle",
+    "*.pkl",
+    "*.pt",
+    "*.pth",
+    "*.rar",
+    "*.safetensors",
+    "*.tar.*",
+    "*.tar",
+    "*.tflite",
+    "*.tgz",
+    "*.wasm",
+    "*.xz",
+    "*.zip",
+    "*.zst",
     "*tfevents*",
-)  # fmt: skip
+)
 GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in LFS_TRACKED_PATTERNS)
 
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
@@ -296,7 +325,7 @@ class HubServer:
 
     # ----- request handling (called by the handler threads) -----
     def caller_role(self, authorization: Optional[str]) -> Optional[str]:
-        """"write", "read" or None (anonymous); a token that is not ours, or was revoked, is refused as the Hub does."""
+        """ "write", "read" or None (anonymous); a token that is not ours, or was revoked, is refused as the Hub does."""
         if authorization is None:
             return None
         token = authorization.removeprefix("Bearer ").strip()
@@ -703,10 +732,21 @@ def point_clients_at(server: HubServer, monkeypatch, hf_home: str) -> None:
         monkeypatch.setenv(name, value)
     # A token, cache or offline switch from the surroundings must not leak in.
     for name in (
-        "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_OIDC_RESOURCE", "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE", "HF_MODULES_CACHE", "HF_DATASETS_CACHE",
-        "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGINGFACE_CO_STAGING",
-    ):  # fmt: skip
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_OIDC_RESOURCE",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_ASSETS_CACHE",
+        "HF_XET_CACHE",
+        "HF_MODULES_CACHE",
+        "HF_DATASETS_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HUGGINGFACE_CO_STAGING",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     host = urlsplit(endpoint).hostname

@@ -17,17 +17,19 @@ import pytest
 import torch
 from gradio_client import Client
 from huggingface_hub import HfApi
-from test_cli_sample import save_tiny_pipeline
 
+from helpers import free_port
 from hf_ddpm.app import DemoApp, build_demo, card_settings, launch, model_defaults
 from hf_ddpm.cli import main
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
-from helpers import free_port
+from test_cli_sample import save_tiny_pipeline
 
 STEPS = 20  # every training step of the tiny model: previews every 2 steps
 # A card's training settings, as hf_ddpm.hub writes them.
-CARD = ("## Training settings\n\n| Setting | Value |\n|---|---|\n"
-        "| `num_inference_steps` | 7 |\n| `guidance_scale` | 1.3 |\n")  # fmt: skip
+CARD = (
+    "## Training settings\n\n| Setting | Value |\n|---|---|\n"
+    "| `num_inference_steps` | 7 |\n| `guidance_scale` | 1.3 |\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +51,27 @@ def direct(model, scheduler="ddim", labels=("Sneaker", "Bag"), batch_size=2, see
     pipe.set_progress_bar_config(disable=True)
     count = batch_size * (len(labels) if labels else 1)
     generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
-    return pipe(list(labels) if labels else None, batch_size=batch_size, generator=generators,
-                num_inference_steps=call.pop("num_inference_steps", STEPS), **call).images  # fmt: skip
+    return pipe(
+        list(labels) if labels else None,
+        batch_size=batch_size,
+        generator=generators,
+        num_inference_steps=call.pop("num_inference_steps", STEPS),
+        **call,
+    ).images
 
 
-def run(app, classes=("Sneaker", "Bag"), images=2, guidance=1.0, steps=STEPS, scheduler="ddim", seed=7, rescale=0.0,
-        low=0.0, high=1.0):  # fmt: skip
+def run(
+    app,
+    classes=("Sneaker", "Bag"),
+    images=2,
+    guidance=1.0,
+    steps=STEPS,
+    scheduler="ddim",
+    seed=7,
+    rescale=0.0,
+    low=0.0,
+    high=1.0,
+):
     return list(app.generate(list(classes), images, guidance, steps, scheduler, seed, rescale, low, high))
 
 
@@ -92,11 +109,13 @@ def test_every_control_reaches_the_pipeline(app, model, control):
     settings, call = {
         "scheduler": ({"scheduler": "dpm", "steps": 10}, {"scheduler": "dpm", "num_inference_steps": 10}),
         "rescale": ({"guidance": 4.0, "rescale": 0.7}, {"guidance_scale": 4.0, "guidance_rescale": 0.7}),
-        "interval": ({"guidance": 4.0, "low": 0.2, "high": 0.6},
-                     {"guidance_scale": 4.0, "guidance_interval": (0.2, 0.6)}),
+        "interval": (
+            {"guidance": 4.0, "low": 0.2, "high": 0.6},
+            {"guidance_scale": 4.0, "guidance_interval": (0.2, 0.6)},
+        ),
         "images": ({"images": 3, "classes": ["T-shirt"]}, {"batch_size": 3, "labels": ["T-shirt"]}),
         "seed": ({"seed": 123}, {"seed": 123}),
-    }[control]  # fmt: skip
+    }[control]
     *_, (_, images, _) = run(app, **settings)
     assert_same_images(images, direct(model, **call))
 
@@ -139,12 +158,15 @@ def test_a_folders_card_is_read_from_the_folder_only_and_a_hub_ids_from_the_hub(
 
 
 # Compare guidance draws each of its 3 starting scales: the page's values fit a third of the work limit.
-@pytest.mark.parametrize("train_steps, max_image_steps, start", [
-    (STEPS, 4000, (["T-shirt", "Sneaker"], 4, STEPS)),  # the model's defaults fit: the page starts with them
-    (200, 3000, (["T-shirt", "Sneaker"], 2, 200)),  # DDPM's every training step, with fewer images
-    (1000, 1500, (["T-shirt", "Sneaker"], 1, 250)),  # not even one image of each class at 1000 steps: fewer steps
-    (1000, 3, (["T-shirt"], 1, 1)),  # not even one image-step of each class: one class
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "train_steps, max_image_steps, start",
+    [
+        (STEPS, 4000, (["T-shirt", "Sneaker"], 4, STEPS)),  # the model's defaults fit: the page starts with them
+        (200, 3000, (["T-shirt", "Sneaker"], 2, 200)),  # DDPM's every training step, with fewer images
+        (1000, 1500, (["T-shirt", "Sneaker"], 1, 250)),  # not even one image of each class at 1000 steps: fewer steps
+        (1000, 3, (["T-shirt"], 1, 1)),  # not even one image-step of each class: one class
+    ],
+)
 def test_the_page_starts_with_values_that_its_server_accepts(model, train_steps, max_image_steps, start):
     pipe = load_pipeline(model, device="cpu")
     pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, num_train_timesteps=train_steps)
@@ -182,32 +204,40 @@ def test_an_unconditional_model_hides_the_class_and_guidance_controls(tmp_path):
     assert len(images) == 3
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"steps": 21}, "Steps must be an integer in [1, 20]"),
-    ({"steps": 0}, "Steps must be an integer in [1, 20]"),
-    ({"steps": 2.5}, "Steps must be a whole number, got 2.5"),
-    ({"guidance": -1.0}, "Guidance scale must be a number >= 0"),
-    ({"guidance": 2.0, "rescale": 1.5}, "Guidance rescale must be in [0, 1]"),
-    ({"guidance": 2.0, "low": 0.6, "high": 0.2}, "Guidance interval must be None or a pair (low, high)"),
-    ({"classes": ["Hat"]}, "Class: unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
-    ({"images": 0}, "Images per class must be an integer >= 1"),
-    ({"seed": -1}, "Seed must be in [0, 9223372036854775804] for 4 images, got -1"),
-    ({"seed": 2**63 - 2}, "Seed must be in [0, 9223372036854775804] for 4 images, got 9223372036854775806"),
-    ({"scheduler": "heun"}, "Scheduler must be one of ddim, ddpm, dpm, euler, unipc, got 'heun'"),
-    ({"images": 16, "steps": 20}, "Too much work for one request: 32 images x 20 steps = 640 image-steps; this "
-                                  "server allows at most 500"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"steps": 21}, "Steps must be an integer in [1, 20]"),
+        ({"steps": 0}, "Steps must be an integer in [1, 20]"),
+        ({"steps": 2.5}, "Steps must be a whole number, got 2.5"),
+        ({"guidance": -1.0}, "Guidance scale must be a number >= 0"),
+        ({"guidance": 2.0, "rescale": 1.5}, "Guidance rescale must be in [0, 1]"),
+        ({"guidance": 2.0, "low": 0.6, "high": 0.2}, "Guidance interval must be None or a pair (low, high)"),
+        ({"classes": ["Hat"]}, "Class: unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
+        ({"images": 0}, "Images per class must be an integer >= 1"),
+        ({"seed": -1}, "Seed must be in [0, 9223372036854775804] for 4 images, got -1"),
+        ({"seed": 2**63 - 2}, "Seed must be in [0, 9223372036854775804] for 4 images, got 9223372036854775806"),
+        ({"scheduler": "heun"}, "Scheduler must be one of ddim, ddpm, dpm, euler, unipc, got 'heun'"),
+        (
+            {"images": 16, "steps": 20},
+            "Too much work for one request: 32 images x 20 steps = 640 image-steps; this server allows at most 500",
+        ),
+    ],
+)
 def test_bad_values_are_refused_with_a_message_naming_the_control(app, settings, message):
     with pytest.raises(gr.Error) as error:
         run(app, **settings)
     assert message in error.value.message
 
 
-@pytest.mark.parametrize("scales, message", [
-    ("1, x", "Guidance scales must be numbers separated by commas"),
-    ("1 2 3 4 5 6 7", "give 1 to 6 scales, got 7"),
-    ("1, 2", "Too much work for one request: 16 images x 20 steps x 2 guidance scales = 640"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "scales, message",
+    [
+        ("1, x", "Guidance scales must be numbers separated by commas"),
+        ("1 2 3 4 5 6 7", "give 1 to 6 scales, got 7"),
+        ("1, 2", "Too much work for one request: 16 images x 20 steps x 2 guidance scales = 640"),
+    ],
+)
 def test_bad_guidance_comparisons_are_refused(app, scales, message):
     with pytest.raises(gr.Error) as error:
         list(app.compare_guidance(["Sneaker", "Bag"], 8, scales, STEPS, "ddim", 0))
@@ -285,11 +315,14 @@ def test_serve_refuses_a_port_in_use(model, capsys):
     assert f"--port {port} on 127.0.0.1 is in use by another program" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--max-image-steps", "0"], "--max-image-steps must be an integer >= 1, got 0"),
-    (["--concurrency", "0"], "--concurrency must be an integer >= 1, got 0"),
-    (["--port", "70000"], "--port must be in [0, 65535], got 70000"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--max-image-steps", "0"], "--max-image-steps must be an integer >= 1, got 0"),
+        (["--concurrency", "0"], "--concurrency must be an integer >= 1, got 0"),
+        (["--port", "70000"], "--port must be in [0, 65535], got 70000"),
+    ],
+)
 def test_serve_refuses_bad_settings(model, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", model, *arguments])
@@ -307,8 +340,12 @@ def test_scheduler_choices_are_the_samplers_of_hf_ddpm_sample(app):
 def test_hf_ddpm_serve_serves_the_page_until_interrupted_then_closes_the_server_and_exits(model, stop_signal):
     for _ in range(5):
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "hf_ddpm", "serve", model, "--port", str(port)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hf_ddpm", "serve", model, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             page = wait_for_page(f"http://127.0.0.1:{port}/", server)
         finally:

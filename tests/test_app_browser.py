@@ -11,15 +11,17 @@ import threading
 import urllib.request
 
 import pytest
+
+from hf_ddpm.app import build_demo
 from test_app import launched
 from test_cli_sample import save_tiny_pipeline
 
-from hf_ddpm.app import build_demo
-
 BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (BROWSER and DRIVER):
-    message = ("the browser tests need headless Chromium: install it with "
-               "`apt-get install -y chromium chromium-driver` (as root; .ci/run does this in CI)")  # fmt: skip
+    message = (
+        "the browser tests need headless Chromium: install it with "
+        "`apt-get install -y chromium chromium-driver` (as root; .ci/run does this in CI)"
+    )
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the browser tests, but {message}", pytrace=False)
     pytest.skip(message, allow_module_level=True)
@@ -108,8 +110,14 @@ def generate(driver, count: int) -> list[bytes]:
     driver.execute_script("window.frames_seen = []; window.denoising_seen = false;")
     driver.find_element(By.ID, "generate").click()
     # This run's images: it has been seen denoising, and its final status and images have replaced the grid.
-    wait(driver, lambda: driver.execute_script("return window.denoising_seen;") and len(final_images(driver)) == count
-         and "images," in status_text(driver))  # fmt: skip
+    wait(
+        driver,
+        lambda: (
+            driver.execute_script("return window.denoising_seen;")
+            and len(final_images(driver)) == count
+            and "images," in status_text(driver)
+        ),
+    )
     return [urllib.request.urlopen(image.get_attribute("src"), timeout=10).read() for image in final_images(driver)]
 
 
@@ -125,8 +133,9 @@ def test_a_class_is_chosen_and_generate_shows_the_grid_being_denoised_then_the_f
     frames = browser.execute_script("return window.frames_seen;")
     assert len(frames) >= 3  # at least two grids while denoising, then the final grid
     assert status_text(browser) == "3 images, 20 steps of DDPM, guidance 3"
-    sizes = browser.execute_script("return [...document.querySelectorAll('#final img')].map(i => [i.naturalWidth, "
-                                   "i.naturalHeight]);")  # fmt: skip
+    sizes = browser.execute_script(
+        "return [...document.querySelectorAll('#final img')].map(i => [i.naturalWidth, i.naturalHeight]);"
+    )
     assert sizes == [[8, 8]] * 3  # the model's resolution
     assert all(data.startswith(b"\x89PNG") for data in files)
     # The seed makes a second run identical; another seed does not.

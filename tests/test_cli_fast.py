@@ -22,8 +22,9 @@ def test_building_and_parsing_the_command_line_imports_no_heavy_library():
 def test_help_and_a_usage_error_answer_without_loading_torch():
     help_text = subprocess.run([sys.executable, "-m", "hf_ddpm", "--help"], capture_output=True, text=True, check=True)
     assert "evaluate" in help_text.stdout and "sample" in help_text.stdout
-    error = subprocess.run([sys.executable, "-X", "importtime", "-m", "hf_ddpm", "sample"], capture_output=True,
-                           text=True)  # fmt: skip
+    error = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hf_ddpm", "sample"], capture_output=True, text=True
+    )
     assert error.returncode == 2 and "the following arguments are required: model" in error.stderr
     imported = {line.split("|")[-1].strip() for line in error.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & set(HEAVY)

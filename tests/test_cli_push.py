@@ -2,15 +2,19 @@
 
 import huggingface_hub
 import pytest
-from test_cli_sample import save_tiny_pipeline
 
 from hf_ddpm.cli import main
+from test_cli_sample import save_tiny_pipeline
 
 
-@pytest.mark.parametrize("command", [
-    ["push", "{model}", "user/x", "--token", "hf_fake"],
-    ["space", "user/x", "--space-id", "user/x-demo", "--token", "hf_fake"],
-], ids=["push", "space"])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["push", "{model}", "user/x", "--token", "hf_fake"],
+        ["space", "user/x", "--space-id", "user/x-demo", "--token", "hf_fake"],
+    ],
+    ids=["push", "space"],
+)
 def test_offline_mode_is_refused_with_status_2_naming_it(tmp_path, capsys, monkeypatch, command):
     save_tiny_pipeline(tmp_path / "model")
     # What HF_HUB_OFFLINE=1 sets when huggingface_hub is imported; every request would fail.

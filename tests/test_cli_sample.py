@@ -20,9 +20,15 @@ LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
 def save_tiny_pipeline(folder, num_class_embeds=3):
     torch.manual_seed(0)
     unet = DDPMUNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), num_class_embeds=num_class_embeds, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_class_embeds=num_class_embeds,
+        norm_num_groups=4,
+    )
     scheduler = DiffusersDDPMScheduler(num_train_timesteps=20, beta_schedule="squaredcos_cap_v2")
     pipe = DDPMCFGPipeline(unet, scheduler, id2label=LABELS if num_class_embeds else None)
     pipe.save_pretrained(folder)
@@ -37,15 +43,41 @@ def pixels(path):
 def test_sample_writes_the_grid_and_gif_of_the_requested_draws(tmp_path):
     pipe = save_tiny_pipeline(tmp_path / "model")
     grid, gif = tmp_path / "out" / "grid.png", tmp_path / "out" / "denoise.gif"
-    main([
-        "sample", str(tmp_path / "model"), "--labels", "Sneaker", "bag", "--batch-size", "2", "--guidance-scale", "3",
-        "--steps", "4", "--scheduler", "ddim", "--seed", "5", "--out", str(grid), "--gif", str(gif), "--device", "cpu",
-    ])  # fmt: skip
+    main(
+        [
+            "sample",
+            str(tmp_path / "model"),
+            "--labels",
+            "Sneaker",
+            "bag",
+            "--batch-size",
+            "2",
+            "--guidance-scale",
+            "3",
+            "--steps",
+            "4",
+            "--scheduler",
+            "ddim",
+            "--seed",
+            "5",
+            "--out",
+            str(grid),
+            "--gif",
+            str(gif),
+            "--device",
+            "cpu",
+        ]
+    )
     # The same draws made directly: our DDIM on the saved schedule, image i from seed 5 + i.
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    images = pipe([1, 2], batch_size=2, guidance_scale=3.0, num_inference_steps=4,
-                  generator=[torch.Generator().manual_seed(5 + i) for i in range(4)]).images  # fmt: skip
+    images = pipe(
+        [1, 2],
+        batch_size=2,
+        guidance_scale=3.0,
+        num_inference_steps=4,
+        generator=[torch.Generator().manual_seed(5 + i) for i in range(4)],
+    ).images
     expected = image_grid(images, rows=2, names=["Sneaker", "Bag"])  # the labels' own names, one row each
     np.testing.assert_array_equal(pixels(grid), np.asarray(expected))
     with PIL.Image.open(gif) as animation:
@@ -61,9 +93,13 @@ def test_sample_draws_num_images_from_an_unconditional_model(tmp_path):
         assert image.size == (3 * 64 + 2 * 16, 2 * 64 + 16)
 
 
-@pytest.mark.parametrize("name, scheduler_class", [
-    ("ddim", DDIMScheduler), ("euler", EulerDiscreteScheduler),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, scheduler_class",
+    [
+        ("ddim", DDIMScheduler),
+        ("euler", EulerDiscreteScheduler),
+    ],
+)
 def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler_class):
     save_tiny_pipeline(tmp_path)
     pipe = load_pipeline(str(tmp_path), scheduler=name, device="cpu")
@@ -72,20 +108,26 @@ def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler
     assert pipe.scheduler.config.num_train_timesteps == 20
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--labels", "Hat"], "unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
-    (["--labels", "7"], "label id 7 is out of range"),
-    (["--labels", "1", "--num-images", "2"], "--num-images is for unconditional models"),
-    (["--scheduler", "heun"], "argument --scheduler: invalid choice: 'heun'"),
-    (["--labels", "1", "--guidance-scale", "-1"], "error: --guidance-scale must be a number >= 0"),
-    (["--labels", "1", "--steps", "21"], "error: --steps must be an integer in [1, 20]"),
-    (["--labels", "1", "--batch-size", "0"], "error: --batch-size must be an integer >= 1"),
-    (["--num-images", "0"], "error: --num-images must be an integer >= 1, got 0"),
-    (["--labels", "1", "--eta", "nan"], "error: --eta must be a finite number, got nan"),
-    (["--device", "tpu:3"], "--device 'tpu:3' cannot be used here"),
-    (["--gif", "denoise.png"], "--gif 'denoise.png' must name an image file such as 'samples.gif' (got '.png', not one of"),
-    (["--seed", str(2**64)], "--seed must be in [0, 2**63), got 18446744073709551616"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--labels", "Hat"], "unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
+        (["--labels", "7"], "label id 7 is out of range"),
+        (["--labels", "1", "--num-images", "2"], "--num-images is for unconditional models"),
+        (["--scheduler", "heun"], "argument --scheduler: invalid choice: 'heun'"),
+        (["--labels", "1", "--guidance-scale", "-1"], "error: --guidance-scale must be a number >= 0"),
+        (["--labels", "1", "--steps", "21"], "error: --steps must be an integer in [1, 20]"),
+        (["--labels", "1", "--batch-size", "0"], "error: --batch-size must be an integer >= 1"),
+        (["--num-images", "0"], "error: --num-images must be an integer >= 1, got 0"),
+        (["--labels", "1", "--eta", "nan"], "error: --eta must be a finite number, got nan"),
+        (["--device", "tpu:3"], "--device 'tpu:3' cannot be used here"),
+        (
+            ["--gif", "denoise.png"],
+            "--gif 'denoise.png' must name an image file such as 'samples.gif' (got '.png', not one of",
+        ),
+        (["--seed", str(2**64)], "--seed must be in [0, 2**63), got 18446744073709551616"),
+    ],
+)
 def test_bad_arguments_exit_with_status_2_and_the_reason(tmp_path, capsys, arguments, message):
     save_tiny_pipeline(tmp_path / "model")
     with pytest.raises(SystemExit) as exit_info:
@@ -96,10 +138,13 @@ def test_bad_arguments_exit_with_status_2_and_the_reason(tmp_path, capsys, argum
     assert not (tmp_path / "grid.png").exists()
 
 
-@pytest.mark.parametrize("out, message", [
-    ("grid.txt", "--out '{}' must name an image file such as 'samples.png'"),
-    ("file.png/grid.png", "--out '{}' cannot be written: '{}' is not a writable folder"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("grid.txt", "--out '{}' must name an image file such as 'samples.png'"),
+        ("file.png/grid.png", "--out '{}' cannot be written: '{}' is not a writable folder"),
+    ],
+)
 def test_bad_output_paths_are_refused_before_loading_the_model(tmp_path, capsys, out, message, monkeypatch):
     (tmp_path / "file.png").write_bytes(b"not a folder")
     monkeypatch.chdir(tmp_path)
@@ -114,24 +159,51 @@ def test_labels_are_names_first_then_ids(tmp_path):
     """A class named "2" is that class, whatever its id; a number that names no class is an id."""
     torch.manual_seed(0)
     unet = DDPMUNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), num_class_embeds=3, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_class_embeds=3,
+        norm_num_groups=4,
+    )
     pipe = DDPMCFGPipeline(unet, DiffusersDDPMScheduler(num_train_timesteps=20), id2label={0: "2", 1: "0", 2: "Bag"})
     pipe.save_pretrained(tmp_path / "model")
     pipe.set_progress_bar_config(disable=True)
-    main(["sample", str(tmp_path / "model"), "--labels", "2", "1", "bag", "--steps", "2", "--out", str(tmp_path / "g.png")])
-    images = pipe([0, 1, 2], num_inference_steps=2, generator=[torch.Generator().manual_seed(i) for i in range(3)]).images
+    main(
+        [
+            "sample",
+            str(tmp_path / "model"),
+            "--labels",
+            "2",
+            "1",
+            "bag",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "g.png"),
+        ]
+    )
+    images = pipe(
+        [0, 1, 2], num_inference_steps=2, generator=[torch.Generator().manual_seed(i) for i in range(3)]
+    ).images
     expected = image_grid(images, rows=3, names=["2", "0", "Bag"])  # ids 0, 1, 2 by their names
     np.testing.assert_array_equal(pixels(tmp_path / "g.png"), np.asarray(expected))
-
 
 
 def test_save_grid_and_gif_returns_the_requested_output_type_and_writes_the_grid(tmp_path):
     pipe = save_tiny_pipeline(tmp_path / "model")
     pipe.set_progress_bar_config(disable=True)
-    output = save_grid_and_gif(pipe, tmp_path / "grid.png", seed=0, class_labels=[0, 1, 2], batch_size=2,
-                               num_inference_steps=2, output_type="pt")  # fmt: skip
+    output = save_grid_and_gif(
+        pipe,
+        tmp_path / "grid.png",
+        seed=0,
+        class_labels=[0, 1, 2],
+        batch_size=2,
+        num_inference_steps=2,
+        output_type="pt",
+    )
     assert output.images.shape == (6, 1, 8, 8)
     with PIL.Image.open(tmp_path / "grid.png") as grid:
         assert grid.height == 3 * 64 + 2 * 16  # one row per label
@@ -154,7 +226,10 @@ def test_a_model_that_cannot_be_loaded_exits_with_status_2_saying_how_it_was_rea
     (tmp_path / "empty").mkdir()
     for model, message in [
         (str(tmp_path / "empty"), "is a folder without a saved pipeline in it"),
-        (f"{hub_server.user}/no-such-model", "is not a local folder, and as a Hub repository id it could not be loaded"),
+        (
+            f"{hub_server.user}/no-such-model",
+            "is not a local folder, and as a Hub repository id it could not be loaded",
+        ),
         (str(tmp_path / "missing"), "is not an existing folder (nor a Hub repository id such as 'user/name')"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

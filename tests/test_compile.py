@@ -14,14 +14,14 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from helpers import tiny_flags
-from test_cli_sample import save_tiny_pipeline
-from test_train import train
 
+from helpers import tiny_flags
 from hf_ddpm.cli import main as cli_main
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.sampling import load_pipeline, save_grid_and_gif
 from hf_ddpm.training_utils import cpu_bf16_support
+from test_cli_sample import save_tiny_pipeline
+from test_train import train
 
 
 @pytest.fixture
@@ -36,8 +36,9 @@ def aot_eager_compile(monkeypatch):
 
 def run_flags(output_dir, steps, *extra):
     """A constant learning rate, so that 2 steps resumed for 2 more make the same schedule as 4 steps."""
-    return tiny_flags(output_dir, "--max_train_steps", str(steps), "--checkpointing_steps", "2", "--lr_scheduler",
-                      "constant", *extra)  # fmt: skip
+    return tiny_flags(
+        output_dir, "--max_train_steps", str(steps), "--checkpointing_steps", "2", "--lr_scheduler", "constant", *extra
+    )
 
 
 def unet_weights(folder) -> dict:
@@ -59,13 +60,37 @@ def test_compiled_and_eager_runs_resume_each_other(first, then, aot_eager_compil
 
 def test_sample_with_torch_compile_draws_what_the_eager_pipeline_draws(aot_eager_compile, tmp_path):
     save_tiny_pipeline(tmp_path / "model")
-    options = ["--labels", "Sneaker", "Bag", "--batch-size", "2", "--guidance-scale", "3", "--guidance-interval", "0.2",
-               "0.8", "--steps", "4", "--seed", "5", "--device", "cpu"]  # fmt: skip
+    options = [
+        "--labels",
+        "Sneaker",
+        "Bag",
+        "--batch-size",
+        "2",
+        "--guidance-scale",
+        "3",
+        "--guidance-interval",
+        "0.2",
+        "0.8",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+    ]
     cli_main(["sample", str(tmp_path / "model"), *options, "--torch-compile", "--out", str(tmp_path / "compiled.png")])
     assert aot_eager_compile["stats"]["calls_captured"] > 0
     eager = load_pipeline(str(tmp_path / "model"), device="cpu")
-    save_grid_and_gif(eager, tmp_path / "eager.png", seed=5, class_labels=["Sneaker", "Bag"], batch_size=2,
-                      guidance_scale=3.0, guidance_interval=(0.2, 0.8), num_inference_steps=4)  # fmt: skip
+    save_grid_and_gif(
+        eager,
+        tmp_path / "eager.png",
+        seed=5,
+        class_labels=["Sneaker", "Bag"],
+        batch_size=2,
+        guidance_scale=3.0,
+        guidance_interval=(0.2, 0.8),
+        num_inference_steps=4,
+    )
     compiled, expected = (np.asarray(PIL.Image.open(tmp_path / name)) for name in ("compiled.png", "eager.png"))
     assert np.abs(compiled.astype(int) - expected).max() <= 1  # the same images, up to rounding to 8 bits
 
@@ -89,8 +114,10 @@ def test_bf16_on_cpu_logs_whether_the_cpu_has_bf16_instructions(tmp_path, caplog
     assert record.levelno == (logging.INFO if support.native else logging.WARNING)
 
 
-@pytest.mark.parametrize("flags, native", [("fpu sse avx2 avx512f avx512_bf16", True), ("fpu amx_bf16", True),
-                                           ("fpu sse avx2 avx512f", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, native",
+    [("fpu sse avx2 avx512f avx512_bf16", True), ("fpu amx_bf16", True), ("fpu sse avx2 avx512f", False)],
+)
 def test_cpu_bf16_support_reads_the_cpu_flags(flags, native, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")

@@ -9,11 +9,19 @@ from datasets import ClassLabel, Features, Image, Value
 
 from hf_ddpm.data import ImageData, load_image_data, random_flip
 
-
 # The schemas of the Hub's fashion_mnist (image: Image, label: ClassLabel) and cifar10 (img: Image, label: ClassLabel).
 FASHION_NAMES = [
-    "T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
-]  # fmt: skip
+    "T - shirt / top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_FEATURES = Features({"image": Image(), "label": ClassLabel(names=FASHION_NAMES)})
 CIFAR_FEATURES = Features({"img": Image(), "label": ClassLabel(names=CIFAR_NAMES)})
@@ -186,8 +194,9 @@ def test_max_samples_draws_a_seeded_random_subset_not_the_first_examples(tmp_pat
         (tmp_path / "pets" / name).mkdir(parents=True)
         for index, pixels in enumerate(_pixels(6, (8, 8), seed=len(name) + ord(name[0]))):
             PIL.Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{index}.png")
-    data = load_image_data(train_data_dir=str(tmp_path / "pets"), resolution=8, cache_dir=str(tmp_path / "cache"),
-                           max_samples=6)  # fmt: skip
+    data = load_image_data(
+        train_data_dir=str(tmp_path / "pets"), resolution=8, cache_dir=str(tmp_path / "cache"), max_samples=6
+    )
     assert len(data) == 6 and set(data.labels.tolist()) == {0, 1}
 
 
@@ -345,8 +354,11 @@ def test_local_image_folder_dataset_skips_every_kind_of_corrupt_file_and_names_t
         PIL.Image.fromarray(array, mode="L").save(tmp_path / "flat" / f"{index}.png")
     for name, write in CORRUPT_FILES.items():
         write(tmp_path / "flat" / name)
-    with pytest.raises(ValueError, match=r"Cannot read the image .*flat/(empty.png|random_bytes.jpg|truncated.png) "
-                                         r"in the local dataset .*: (OSError|UnidentifiedImageError)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"Cannot read the image .*flat/(empty.png|random_bytes.jpg|truncated.png) "
+        r"in the local dataset .*: (OSError|UnidentifiedImageError)",
+    ):
         _load(tmp_path / "flat", tmp_path, resolution=8)
 
     data = _load(tmp_path / "flat", tmp_path, resolution=8, skip_corrupt_images=True)
@@ -438,10 +450,29 @@ def test_training_stops_at_a_corrupt_image_and_with_skip_corrupt_images_trains_w
     _write_image_folder(tmp_path / "pets", {"cat": cats, "dog": dogs})
     _truncated_png(tmp_path / "pets" / "dog" / "truncated.png")
     flags = [
-        "--train_data_dir", str(tmp_path / "pets"), "--cache_dir", str(tmp_path / "cache"), "--resolution", "8",
-        "--model_config", "tiny", "--train_batch_size", "4", "--max_train_steps", "1", "--num_inference_steps", "2",
-        "--eval_batch_size", "2", "--save_images_steps", "1000", "--checkpointing_steps", "1000", "--report_to", "none",
-    ]  # fmt: skip
+        "--train_data_dir",
+        str(tmp_path / "pets"),
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--resolution",
+        "8",
+        "--model_config",
+        "tiny",
+        "--train_batch_size",
+        "4",
+        "--max_train_steps",
+        "1",
+        "--num_inference_steps",
+        "2",
+        "--eval_batch_size",
+        "2",
+        "--save_images_steps",
+        "1000",
+        "--checkpointing_steps",
+        "1000",
+        "--report_to",
+        "none",
+    ]
 
     def train(*extra: str) -> str:
         try:

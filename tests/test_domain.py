@@ -6,14 +6,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from test_evaluation import tiny_pipeline
-from test_idx import write_idx
 
 from hf_ddpm.data import load_image_data
 from hf_ddpm.evaluation import domain as domain_module
 from hf_ddpm.evaluation import evaluate, split_halves
 from hf_ddpm.evaluation.domain import DomainFeatures, domain_classifier
 from hf_ddpm.idx import find_idx_folder
+from test_evaluation import tiny_pipeline
+from test_idx import write_idx
 
 DIGIT_NAMES = {digit: str(digit) for digit in range(10)}
 
@@ -28,8 +28,9 @@ def digits_halves(resolution=8):
 def digits_judge(tmp_path_factory):
     train, test = digits_halves()
     cache = str(tmp_path_factory.mktemp("domain-cache"))
-    judge, fingerprint = domain_classifier(train.images, train.labels, test.images, test.labels, DIGIT_NAMES,
-                                           "reference half", cache_dir=cache)  # fmt: skip
+    judge, fingerprint = domain_classifier(
+        train.images, train.labels, test.images, test.labels, DIGIT_NAMES, "reference half", cache_dir=cache
+    )
     return judge, fingerprint, cache
 
 
@@ -47,13 +48,15 @@ def test_a_trained_judge_is_read_from_the_cache_and_retrained_for_other_data(dig
     train, test = digits_halves()
     trained = []
     monkeypatch.setattr(domain_module, "_train", lambda *args: trained.append(1))
-    again, same = domain_classifier(train.images, train.labels, test.images, test.labels, DIGIT_NAMES,
-                                    "reference half", cache_dir=cache)  # fmt: skip
+    again, same = domain_classifier(
+        train.images, train.labels, test.images, test.labels, DIGIT_NAMES, "reference half", cache_dir=cache
+    )
     assert not trained and same == fingerprint and again.test_accuracy == judge.test_accuracy
     for name, tensor in judge.network.state_dict().items():
         assert torch.equal(tensor, again.network.state_dict()[name])
-    _, other = domain_classifier(train.images[:-1], train.labels[:-1], test.images, test.labels, DIGIT_NAMES,
-                                 "reference half", cache_dir=cache)  # fmt: skip
+    _, other = domain_classifier(
+        train.images[:-1], train.labels[:-1], test.images, test.labels, DIGIT_NAMES, "reference half", cache_dir=cache
+    )
     assert trained == [1] and other != fingerprint
 
 
@@ -84,8 +87,15 @@ def test_the_feature_space_is_the_judges_hidden_layer_and_names_its_weights(digi
 def test_a_judge_needs_two_classes():
     images = torch.zeros(4, 1, 8, 8)
     with pytest.raises(ValueError, match="at least two classes; the dataset has 1"):
-        domain_classifier(images, torch.zeros(4, dtype=torch.long), images, torch.zeros(4, dtype=torch.long), {0: "a"},
-                          "x", cache_dir="")  # fmt: skip
+        domain_classifier(
+            images,
+            torch.zeros(4, dtype=torch.long),
+            images,
+            torch.zeros(4, dtype=torch.long),
+            {0: "a"},
+            "x",
+            cache_dir="",
+        )
 
 
 def digits_idx_folder(folder, resolution=8):
@@ -104,8 +114,16 @@ def test_evaluate_measures_a_labelled_dataset_against_its_test_split_offline(tmp
     """`fd_domain`, KID, precision/recall and agreement on a dataset with a test split: the defaults of a
     class-conditional model on any dataset but the built-in digits, with no download."""
     folder = digits_idx_folder(str(tmp_path / "idx"))  # a folder path, as a user passes one
-    result = evaluate(tiny_pipeline(), folder, split="test", num_samples=40, guidance_scales=[1.0],
-                      steps=[2], cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    result = evaluate(
+        tiny_pipeline(),
+        folder,
+        split="test",
+        num_samples=40,
+        guidance_scales=[1.0],
+        steps=[2],
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
     row = result.rows[0]
     for key in ("fd_domain", "fd_domain_floor", "kid", "precision", "recall", "agreement", "agreement_floor"):
         assert key in row
@@ -121,7 +139,8 @@ def test_a_judge_of_fashion_mnist_reads_most_real_test_images_right(tmp_path):
     60,000, is reported by every evaluation)."""
     train = load_image_data(dataset_name="fashion_mnist", resolution=28, max_samples=6000)
     test = load_image_data(dataset_name="fashion_mnist", resolution=28, split="test", max_samples=2000)
-    judge, _ = domain_classifier(train.images, train.labels, test.images, test.labels, train.id2label, "test split",
-                                 cache_dir="")  # fmt: skip
+    judge, _ = domain_classifier(
+        train.images, train.labels, test.images, test.labels, train.id2label, "test split", cache_dir=""
+    )
     assert judge.test_accuracy > 0.8
     assert judge.labels[0] == "T - shirt / top" and judge.labels[9] == "Ankle boot"

@@ -30,8 +30,6 @@ from hf_ddpm.evaluation import (
     sample_images,
     split_halves,
 )
-from hf_ddpm.evaluation.metrics import density_coverage
-from hf_ddpm.evaluation.results import EvaluationResult, best_guidance
 from hf_ddpm.evaluation.judges import (
     HELD_OUT_FRACTION,
     DigitClassifier,
@@ -40,8 +38,10 @@ from hf_ddpm.evaluation.judges import (
     digit_classifier,
     match_labels,
 )
+from hf_ddpm.evaluation.metrics import density_coverage
 from hf_ddpm.evaluation.reference import SPLIT_SEED
 from hf_ddpm.evaluation.report import plot_cfg_tradeoff, plot_quality_vs_steps
+from hf_ddpm.evaluation.results import EvaluationResult, best_guidance
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
@@ -69,7 +69,9 @@ def independent_mmd(x, y):
     k = lambda a, b: (a @ b.T / x.shape[1] + 1) ** 3  # noqa: E731
     m, n = len(x), len(y)
     kxx, kyy = k(x, x), k(y, y)
-    return (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * k(x, y).mean()
+    return (
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * k(x, y).mean()
+    )
 
 
 def independent_precision_recall(real, fake, k):
@@ -199,8 +201,9 @@ def test_inception_without_torch_fidelity_or_weights_says_how_to_get_them():
 def tiny_dinov2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dinov2")
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                          image_size=28, patch_size=14)  # fmt: skip
+    config = Dinov2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=28, patch_size=14
+    )
     Dinov2Model(config).save_pretrained(folder)
     return str(folder)
 
@@ -210,7 +213,10 @@ def test_dinov2_features_are_the_cls_token_of_the_resized_normalised_images(tiny
     features = DinoV2Features(tiny_dinov2).features(images)
     model = Dinov2Model.from_pretrained(tiny_dinov2).eval()
     rgb = torch.nn.functional.interpolate(images.repeat(1, 3, 1, 1), size=(224, 224), mode="bicubic", antialias=True)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     with torch.no_grad():
         expected = model(pixel_values=(rgb.clamp(0, 1) - mean) / std).pooler_output
     assert features.shape == (3, 16)
@@ -262,13 +268,19 @@ def test_a_cache_file_of_something_else_or_damaged_is_recomputed_not_reused(tmp_
     extractor = SmallFeatures()
     first = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path))
     # Another identity written under this file's name: detected by the identity stored inside.
-    np.savez(first.cache_path, identity=np.array(json.dumps({"other": 1})), reference=np.zeros((10, 6), np.float32),
-             held_out=np.zeros((10, 6), np.float32))  # fmt: skip
+    np.savez(
+        first.cache_path,
+        identity=np.array(json.dumps({"other": 1})),
+        reference=np.zeros((10, 6), np.float32),
+        held_out=np.zeros((10, 6), np.float32),
+    )
     again = real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path))
     assert torch.equal(again.reference, first.reference)
     with open(first.cache_path, "wb") as file:
         file.write(b"truncated")
-    assert torch.equal(real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path)).held_out, first.held_out)
+    assert torch.equal(
+        real_features(images, extractor, {"dataset": "a"}, cache_dir=str(tmp_path)).held_out, first.held_out
+    )
     # A cache file cut short (a full disk, a killed copy): its zip directory is gone.
     with open(first.cache_path, "rb") as file:
         whole = file.read()
@@ -298,9 +310,17 @@ def tiny_classifier(tmp_path_factory):
     """A ViT image classifier of the ten digits, saved with its image processor: random, but a real model."""
     folder = tmp_path_factory.mktemp("classifier")
     torch.manual_seed(0)
-    config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=8, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=16, id2label=DIGIT_NAMES,
-                       label2id={v: k for k, v in DIGIT_NAMES.items()})  # fmt: skip
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        id2label=DIGIT_NAMES,
+        label2id={v: k for k, v in DIGIT_NAMES.items()},
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(folder)
     return str(folder)
@@ -326,9 +346,15 @@ def test_image_classifier_judge_predicts_what_the_model_reads(tiny_classifier):
 def tiny_pipeline(conditional=True, channels=1):
     torch.manual_seed(0)
     unet = DDPMUNet2DModel(
-        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), num_class_embeds=10 if conditional else None, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_class_embeds=10 if conditional else None,
+        norm_num_groups=4,
+    )
     pipe = DDPMCFGPipeline(unet, DDIMScheduler(num_train_timesteps=50), id2label=DIGIT_NAMES if conditional else None)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -338,8 +364,10 @@ def test_sample_images_are_the_same_whatever_the_batching():
     pipe = tiny_pipeline()
     class_ids = np.arange(6) % 10
     whole = sample_images(pipe, range(6), class_ids, 6, seed=3, guidance_scale=2.0, num_inference_steps=2)
-    odd_then_even = [sample_images(pipe, part, class_ids, 2, seed=3, guidance_scale=2.0, num_inference_steps=2)
-                     for part in (range(0, 6, 2), range(1, 6, 2))]  # fmt: skip
+    odd_then_even = [
+        sample_images(pipe, part, class_ids, 2, seed=3, guidance_scale=2.0, num_inference_steps=2)
+        for part in (range(0, 6, 2), range(1, 6, 2))
+    ]
     torch.testing.assert_close(whole[0::2], odd_then_even[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(whole[1::2], odd_then_even[1], atol=1e-6, rtol=0)
 
@@ -347,9 +375,18 @@ def test_sample_images_are_the_same_whatever_the_batching():
 def test_evaluate_sweeps_every_combination_and_writes_metrics_and_plots(tmp_path):
     pipe = tiny_pipeline()
     result = evaluate(
-        pipe, "digits", num_samples=30, guidance_scales=[1.0, 3.0], steps=[2, 3], schedulers=["ddim", "dpm"],
-        batch_size=16, seed=1, out_dir=tmp_path / "eval", cache_dir=str(tmp_path / "cache"), progress=False,
-    )  # fmt: skip
+        pipe,
+        "digits",
+        num_samples=30,
+        guidance_scales=[1.0, 3.0],
+        steps=[2, 3],
+        schedulers=["ddim", "dpm"],
+        batch_size=16,
+        seed=1,
+        out_dir=tmp_path / "eval",
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
     assert [(r["scheduler"], r["steps"], r["guidance_scale"]) for r in result.rows] == [
         (name, steps, scale) for name in ("ddim", "dpm") for steps in (2, 3) for scale in (1.0, 3.0)
     ]
@@ -371,8 +408,18 @@ def test_evaluate_sweeps_every_combination_and_writes_metrics_and_plots(tmp_path
         with PIL.Image.open(tmp_path / "eval" / plot) as image:
             assert image.width > 100 and image.height > 50
     # Deterministic: the same call gives the same numbers.
-    again = evaluate(pipe, "digits", num_samples=30, guidance_scales=[1.0], steps=[2], schedulers=["ddim"],
-                     batch_size=7, seed=1, cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    again = evaluate(
+        pipe,
+        "digits",
+        num_samples=30,
+        guidance_scales=[1.0],
+        steps=[2],
+        schedulers=["ddim"],
+        batch_size=7,
+        seed=1,
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
     assert again.rows[0]["fd_digits"] == pytest.approx(row["fd_digits"], rel=1e-6)
     assert again.rows[0]["agreement"] == row["agreement"]
 
@@ -395,8 +442,16 @@ def test_the_sample_grid_has_a_row_per_class_even_when_the_classes_have_no_names
     unet = tiny_pipeline().unet
     pipe = DDPMCFGPipeline(unet, DDIMScheduler(num_train_timesteps=50))  # class-conditional, its classes unnamed
     pipe.set_progress_bar_config(disable=True)
-    evaluate(pipe, "digits", metrics=["fd_digits"], num_samples=40, steps=[2], out_dir=tmp_path / "eval",
-             cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    evaluate(
+        pipe,
+        "digits",
+        metrics=["fd_digits"],
+        num_samples=40,
+        steps=[2],
+        out_dir=tmp_path / "eval",
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
     with PIL.Image.open(tmp_path / "eval" / "samples_by_guidance.png") as grid:
         # Under a 14 px header, 4 images of each of 10 classes, one row per class named by its id: 8 px images
         # enlarged 8x to 64 px, 16 px apart.
@@ -410,10 +465,19 @@ def test_the_plots_tell_every_line_apart_even_where_two_samplers_draw_the_same_c
     # DDIM and Euler step alike on the same timesteps: the same distances, one curve on top of the other. A sweep
     # with and without a guidance interval: two agreement curves.
     rows = [
-        {"scheduler": name, "steps": steps, "guidance_scale": scale, "guidance_interval": interval,
-         "fd_digits": 2.0 + 1 / steps + scale, "agreement": 0.9 + scale / 100}
-        for name in ("ddim", "euler") for steps in (5, 10) for scale in (1.0, 2.0) for interval in (None, (0.2, 0.8))
-    ]  # fmt: skip
+        {
+            "scheduler": name,
+            "steps": steps,
+            "guidance_scale": scale,
+            "guidance_interval": interval,
+            "fd_digits": 2.0 + 1 / steps + scale,
+            "agreement": 0.9 + scale / 100,
+        }
+        for name in ("ddim", "euler")
+        for steps in (5, 10)
+        for scale in (1.0, 2.0)
+        for interval in (None, (0.2, 0.8))
+    ]
     result = EvaluationResult(rows=rows, floors={"fd_digits_floor": 1.5}, info={})
     figures = plotted_figures(monkeypatch)
     plot_cfg_tradeoff(result, "fd_digits", tmp_path / "cfg_tradeoff.png")
@@ -433,8 +497,13 @@ def test_the_digits_judge_reads_held_out_real_digits_as_the_readme_says(resoluti
 
     judge = digit_classifier(resolution)
     digits = load_image_data(dataset_name="digits", resolution=resolution)
-    _, held_out, _, truth = train_test_split(digits.images, digits.labels.numpy(), test_size=HELD_OUT_FRACTION,
-                                             random_state=0, stratify=digits.labels.numpy())  # fmt: skip
+    _, held_out, _, truth = train_test_split(
+        digits.images,
+        digits.labels.numpy(),
+        test_size=HELD_OUT_FRACTION,
+        random_state=0,
+        stratify=digits.labels.numpy(),
+    )
     accuracy = float((judge.predict(held_out) == truth).mean())
     assert len(truth) == 450 and accuracy == judge.held_out_accuracy and accuracy >= 0.98
 
@@ -465,10 +534,18 @@ def test_generated_images_are_featurised_and_judged_a_batch_at_a_time(monkeypatc
             return super().forward(images)
 
     classify = DigitClassifier.classify
-    monkeypatch.setattr(DigitClassifier, "classify", lambda judge, images: seen.append(("judge", len(images))) or
-                        classify(judge, images))  # fmt: skip
-    evaluator = Evaluator(tiny_pipeline(), "digits", metrics=["fid", "agreement"], cache_dir="",
-                          feature_extractors={"fid": BatchRecordingFeatures()})  # fmt: skip
+    monkeypatch.setattr(
+        DigitClassifier,
+        "classify",
+        lambda judge, images: seen.append(("judge", len(images))) or classify(judge, images),
+    )
+    evaluator = Evaluator(
+        tiny_pipeline(),
+        "digits",
+        metrics=["fid", "agreement"],
+        cache_dir="",
+        feature_extractors={"fid": BatchRecordingFeatures()},
+    )
     assert evaluator.num_samples == 898 and evaluator.floors["floor_num_samples"] == 898
     seen.clear()
     real = load_image_data(dataset_name="digits", resolution=8)
@@ -484,8 +561,14 @@ def test_a_feature_network_passed_in_runs_the_fid_path_and_gives_zero_on_the_rea
     """FID's own features are a download; the same code path with a small network: the reference half of the real
     images scored as if generated is at distance ~0, the held-out half at the floor."""
     pipe = tiny_pipeline()
-    evaluator = Evaluator(pipe, "digits", metrics=["fid", "kid"], num_samples=898, cache_dir="",
-                          feature_extractors={"fid": SmallFeatures()})  # fmt: skip
+    evaluator = Evaluator(
+        pipe,
+        "digits",
+        metrics=["fid", "kid"],
+        num_samples=898,
+        cache_dir="",
+        feature_extractors={"fid": SmallFeatures()},
+    )
     real = load_image_data(dataset_name="digits", resolution=8).images / 2 + 0.5
     order = torch.randperm(1797, generator=torch.Generator().manual_seed(SPLIT_SEED))
     scores = evaluator.measure(real[order[899:]][:898])
@@ -517,16 +600,34 @@ def test_fid_asks_torchmetrics_for_the_reference_resize_and_caches_by_it(monkeyp
 def test_the_first_distance_listed_is_the_one_reported_and_kid_shares_its_space():
     pipe = tiny_pipeline()
     for metrics, distance in [(["fd_digits", "fid", "kid"], "fd_digits"), (["fid", "fd_digits", "kid"], "fid")]:
-        result = evaluate(pipe, "digits", metrics=metrics, num_samples=20, steps=[2], batch_size=20, cache_dir="",
-                          feature_extractors={"fid": SmallFeatures()}, progress=False)  # fmt: skip
+        result = evaluate(
+            pipe,
+            "digits",
+            metrics=metrics,
+            num_samples=20,
+            steps=[2],
+            batch_size=20,
+            cache_dir="",
+            feature_extractors={"fid": SmallFeatures()},
+            progress=False,
+        )
         assert result.distance == distance and list(result.info["feature_spaces"])[0] == FRECHET_METRICS[distance]
         assert [key for key in result.rows[0] if key in FRECHET_METRICS] == metrics[:2]
 
 
 def test_fd_dinov2_and_agreement_with_a_transformers_classifier(tiny_dinov2, tiny_classifier, tmp_path):
-    result = evaluate(tiny_pipeline(), "digits", metrics=["fd_dinov2", "precision_recall", "agreement"],
-                      num_samples=12, steps=[2], batch_size=12, dinov2_model=tiny_dinov2, classifier=tiny_classifier,
-                      cache_dir=str(tmp_path), progress=False)  # fmt: skip
+    result = evaluate(
+        tiny_pipeline(),
+        "digits",
+        metrics=["fd_dinov2", "precision_recall", "agreement"],
+        num_samples=12,
+        steps=[2],
+        batch_size=12,
+        dinov2_model=tiny_dinov2,
+        classifier=tiny_classifier,
+        cache_dir=str(tmp_path),
+        progress=False,
+    )
     row = result.rows[0]
     assert {"fd_dinov2", "fd_dinov2_floor", "precision", "recall", "agreement"} <= set(row)
     assert result.info["feature_spaces"]["dinov2"]["extractor"] == "dinov2"
@@ -539,8 +640,12 @@ def test_fd_dinov2_and_agreement_with_a_transformers_classifier(tiny_dinov2, tin
     with torch.no_grad():
         read_as = model(**processor(images=arrays, return_tensors="pt")).logits.argmax(-1).numpy()
     assert row["agreement"] == np.mean(read_as == np.arange(12) % 10)
-    reference = real_features(load_image_data(dataset_name="digits", resolution=8).images / 2 + 0.5,
-                              DinoV2Features(tiny_dinov2), {}, cache_dir="").reference  # fmt: skip
+    reference = real_features(
+        load_image_data(dataset_name="digits", resolution=8).images / 2 + 0.5,
+        DinoV2Features(tiny_dinov2),
+        {},
+        cache_dir="",
+    ).reference
     fake = DinoV2Features(tiny_dinov2).features(images)
     assert row["fd_dinov2"] == pytest.approx(independent_frechet(reference, fake), rel=1e-4)
 
@@ -606,7 +711,9 @@ def test_a_classifier_that_does_not_know_the_classes_is_refused(tiny_classifier,
     pipe = tiny_pipeline()
     pipe.register_to_config(id2label={i: name for i, name in enumerate("abcdefghij")})
     with pytest.raises(ValueError, match="do not cover the pipeline's classes"):
-        evaluate(pipe, "digits", metrics=["agreement"], classifier=tiny_classifier, num_samples=10, cache_dir=str(tmp_path))
+        evaluate(
+            pipe, "digits", metrics=["agreement"], classifier=tiny_classifier, num_samples=10, cache_dir=str(tmp_path)
+        )
 
 
 def test_agreement_elsewhere_than_digits_is_judged_by_a_classifier_of_the_dataset(no_sampling, tmp_path):
@@ -642,9 +749,29 @@ def test_fd_digits_on_another_dataset_is_refused(no_sampling, unlabelled_dataset
 
 def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, capsys):
     tiny_pipeline().save_pretrained(tmp_path / "model")
-    cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "2",
-              "--guidance-scale", "1", "2", "--batch-size", "12", "--out", str(tmp_path / "eval"),
-              "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])  # fmt: skip
+    cli_main(
+        [
+            "evaluate",
+            str(tmp_path / "model"),
+            "--dataset",
+            "digits",
+            "--num-samples",
+            "12",
+            "--steps",
+            "2",
+            "--guidance-scale",
+            "1",
+            "2",
+            "--batch-size",
+            "12",
+            "--out",
+            str(tmp_path / "eval"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "fd_digits" in printed and "real-vs-real floor" in printed
     rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
@@ -665,10 +792,14 @@ def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, cap
 
 
 @pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
-@pytest.mark.parametrize("path, message", [
-    ("afile", "{flag} '{path}' is a file; it must be a folder (created if missing)"),
-    ("afile/sub", "{flag} '{path}' cannot be written: '{afile}' is not a writable folder"),
-], ids=["a-file", "under-a-file"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("afile", "{flag} '{path}' is a file; it must be a folder (created if missing)"),
+        ("afile/sub", "{flag} '{path}' cannot be written: '{afile}' is not a writable folder"),
+    ],
+    ids=["a-file", "under-a-file"],
+)
 def test_cli_evaluate_refuses_an_unwritable_folder_before_loading_the_model(tmp_path, capsys, flag, path, message):
     (tmp_path / "afile").write_text("not a folder")
     # A model that does not exist: the folders are checked first, not after the whole sweep.
@@ -682,9 +813,26 @@ def test_cli_evaluate_refuses_an_unwritable_folder_before_loading_the_model(tmp_
 def test_cli_evaluate_checks_every_step_count_against_each_scheduler_before_sampling(tmp_path, capsys, no_sampling):
     tiny_pipeline().save_pretrained(tmp_path / "model")  # 50 training steps
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "2",
-                  "100", "--scheduler", "ddim", "dpm", "--out", str(tmp_path / "eval"),
-                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+        cli_main(
+            [
+                "evaluate",
+                str(tmp_path / "model"),
+                "--dataset",
+                "digits",
+                "--num-samples",
+                "12",
+                "--steps",
+                "2",
+                "100",
+                "--scheduler",
+                "ddim",
+                "dpm",
+                "--out",
+                str(tmp_path / "eval"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert exit_info.value.code == 2
     message = "--steps must be an integer in [1, 50] (the scheduler's training steps), got 100."
     assert f"hf-ddpm evaluate: error: {message}" in capsys.readouterr().err
@@ -694,12 +842,29 @@ def test_cli_evaluate_checks_every_step_count_against_each_scheduler_before_samp
 def test_cli_evaluate_refuses_columns_and_configs_of_the_builtin_digits(tmp_path, capsys, no_sampling):
     tiny_pipeline().save_pretrained(tmp_path / "model")
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12",
-                  "--image-column", "image", "--dataset-config", "mnist", "--out", str(tmp_path / "eval"),
-                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+        cli_main(
+            [
+                "evaluate",
+                str(tmp_path / "model"),
+                "--dataset",
+                "digits",
+                "--num-samples",
+                "12",
+                "--image-column",
+                "image",
+                "--dataset-config",
+                "mnist",
+                "--out",
+                str(tmp_path / "eval"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert exit_info.value.code == 2
-    assert ("hf-ddpm evaluate: error: The built-in 'digits' dataset has no configurations or columns to choose: leave "
-            "out --dataset-config and --image-column.") in capsys.readouterr().err  # fmt: skip
+    assert (
+        "hf-ddpm evaluate: error: The built-in 'digits' dataset has no configurations or columns to choose: leave "
+        "out --dataset-config and --image-column."
+    ) in capsys.readouterr().err
 
 
 def test_density_and_coverage_match_their_definition_and_are_measured_by_name(tmp_path):
@@ -710,6 +875,13 @@ def test_density_and_coverage_match_their_definition_and_are_measured_by_name(tm
     density, coverage = density_coverage(real, fake)
     assert density == pytest.approx(sum(map(sum, balls)) / (5 * len(fake)))
     assert coverage == pytest.approx(np.mean([any(ball[i] for ball in balls) for i in range(len(real))]))
-    row = evaluate(tiny_pipeline(), "digits", metrics=["fd_digits", "density_coverage"], num_samples=10, steps=[2],
-                   cache_dir=str(tmp_path), progress=False).rows[0]  # fmt: skip
+    row = evaluate(
+        tiny_pipeline(),
+        "digits",
+        metrics=["fd_digits", "density_coverage"],
+        num_samples=10,
+        steps=[2],
+        cache_dir=str(tmp_path),
+        progress=False,
+    ).rows[0]
     assert 0 <= row["coverage"] <= 1 and row["density"] >= 0 and 0 < row["coverage_floor"] <= 1

@@ -10,17 +10,28 @@ import datasets
 import numpy as np
 import PIL.Image
 import pytest
-from test_idx import write_folder
-from test_train import train
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from test_idx import write_folder
+from test_train import train
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "docs", "gpu-recipes.md")
 TRAINING_COMMAND = "accelerate launch training/train.py"
 # The flags a test run replaces: how big and how long (the data is replaced too, by `local_dataset`).
-SCALE = {"--resolution", "--model_config", "--train_batch_size", "--num_epochs", "--max_train_steps",
-         "--mixed_precision", "--eval_steps", "--eval_num_samples", "--checkpointing_steps", "--output_dir",
-         "--lr_warmup_steps", "--dataset_name"}  # fmt: skip
+SCALE = {
+    "--resolution",
+    "--model_config",
+    "--train_batch_size",
+    "--num_epochs",
+    "--max_train_steps",
+    "--mixed_precision",
+    "--eval_steps",
+    "--eval_num_samples",
+    "--checkpointing_steps",
+    "--output_dir",
+    "--lr_warmup_steps",
+    "--dataset_name",
+}
 
 
 def recipe_commands() -> dict[str, list[str]]:
@@ -49,7 +60,9 @@ def without_scale(flags: list[str]) -> list[str]:
 def cifar_like(folder: str) -> str:
     """Labelled 32x32 RGB images in `img`/`label` columns with train and test splits, as the Hub's cifar10."""
     rng = np.random.default_rng(0)
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=[f"c{i}" for i in range(10)])})
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=[f"c{i}" for i in range(10)])}
+    )
     splits = {}
     for split, count in [("train", 40), ("test", 40)]:
         images = [PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(count)]
@@ -73,12 +86,37 @@ def test_a_recipe_runs_its_first_steps_on_the_cpu(dataset, tmp_path, monkeypatch
     else:
         local, resolution = cifar_like(str(tmp_path / "data")), "32"
     output_dir = tmp_path / "run"
-    train(without_scale(flags) + [
-        "--dataset_name", local, "--resolution", resolution, "--model_config", "tiny", "--train_batch_size", "4",
-        "--max_train_steps", "2", "--lr_warmup_steps", "1", "--eval_steps", "2", "--eval_num_samples", "10",
-        "--checkpointing_steps", "2", "--output_dir", str(output_dir), "--num_inference_steps", "2",
-        "--save_images_steps", "1000", "--report_to", "none",
-    ])  # fmt: skip
+    train(
+        without_scale(flags)
+        + [
+            "--dataset_name",
+            local,
+            "--resolution",
+            resolution,
+            "--model_config",
+            "tiny",
+            "--train_batch_size",
+            "4",
+            "--max_train_steps",
+            "2",
+            "--lr_warmup_steps",
+            "1",
+            "--eval_steps",
+            "2",
+            "--eval_num_samples",
+            "10",
+            "--checkpointing_steps",
+            "2",
+            "--output_dir",
+            str(output_dir),
+            "--num_inference_steps",
+            "2",
+            "--save_images_steps",
+            "1000",
+            "--report_to",
+            "none",
+        ]
+    )
     pipe = DDPMCFGPipeline.from_pretrained(output_dir)
     assert pipe.config.null_class_id == 10 and pipe.unet.config.sample_size == int(resolution)
     assert os.path.isfile(output_dir / "evaluation" / "metrics.json")

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
-from test_evaluation import tiny_pipeline as evaluation_pipeline
-from test_pipeline import TRAIN_STEPS, ForwardLog, reference_sample, tiny_pipeline
 
 from hf_ddpm.cli import main as cli_main
 from hf_ddpm.evaluation.results import best_guidance
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+from test_evaluation import tiny_pipeline as evaluation_pipeline
+from test_pipeline import TRAIN_STEPS, ForwardLog, reference_sample, tiny_pipeline
 
 SCHEDULERS = {
     "ddim": lambda: DDIMScheduler(num_train_timesteps=TRAIN_STEPS, prediction_type="v_prediction"),
@@ -60,9 +60,21 @@ def test_an_interval_without_guidance_guides_no_step():
 
 
 @pytest.mark.parametrize(
-    "interval", [(0.5, 0.5), (0.6, 0.2), (-0.1, 0.5), (0.2, 1.5), (0.1,), (0.1, 0.2, 0.3), 0.5, "0.2 0.8",
-                 (True, 0.5), (float("nan"), 0.5), ("0.1", "0.5")],
-)  # fmt: skip
+    "interval",
+    [
+        (0.5, 0.5),
+        (0.6, 0.2),
+        (-0.1, 0.5),
+        (0.2, 1.5),
+        (0.1,),
+        (0.1, 0.2, 0.3),
+        0.5,
+        "0.2 0.8",
+        (True, 0.5),
+        (float("nan"), 0.5),
+        ("0.1", "0.5"),
+    ],
+)
 def test_bad_guidance_intervals_raise_before_any_work(interval):
     pipe = tiny_pipeline()
     log = ForwardLog(pipe.unet)
@@ -73,10 +85,34 @@ def test_bad_guidance_intervals_raise_before_any_work(interval):
 
 def test_cli_evaluate_sweeps_intervals_and_counts_the_network_evaluations(tmp_path, capsys):
     evaluation_pipeline().save_pretrained(tmp_path / "model")  # DDIM, 50 training steps
-    cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "4",
-              "--guidance-scale", "2", "--guidance-interval", "0", "1", "--guidance-interval", "0.3", "0.7",
-              "--batch-size", "12", "--out", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache"),
-              "--device", "cpu"])  # fmt: skip
+    cli_main(
+        [
+            "evaluate",
+            str(tmp_path / "model"),
+            "--dataset",
+            "digits",
+            "--num-samples",
+            "12",
+            "--steps",
+            "4",
+            "--guidance-scale",
+            "2",
+            "--guidance-interval",
+            "0",
+            "1",
+            "--guidance-interval",
+            "0.3",
+            "0.7",
+            "--batch-size",
+            "12",
+            "--out",
+            str(tmp_path / "eval"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert "interval" in capsys.readouterr().out
     rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
     # 4 steps at t = 36, 24, 12, 0 (t/T = 0.72, 0.48, 0.24, 0): all four guided, or only t = 24.
@@ -91,10 +127,35 @@ def test_cli_evaluate_sweeps_intervals_and_counts_the_network_evaluations(tmp_pa
 
 def test_cli_evaluate_names_the_interval_of_each_best_guidance(tmp_path, capsys):
     evaluation_pipeline().save_pretrained(tmp_path / "model")
-    cli_main(["evaluate", str(tmp_path / "model"), "--dataset", "digits", "--num-samples", "12", "--steps", "3",
-              "--guidance-scale", "1", "3", "--guidance-interval", "0", "1", "--guidance-interval", "0.2", "0.8",
-              "--batch-size", "12", "--out", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache"),
-              "--device", "cpu"])  # fmt: skip
+    cli_main(
+        [
+            "evaluate",
+            str(tmp_path / "model"),
+            "--dataset",
+            "digits",
+            "--num-samples",
+            "12",
+            "--steps",
+            "3",
+            "--guidance-scale",
+            "1",
+            "3",
+            "--guidance-interval",
+            "0",
+            "1",
+            "--guidance-interval",
+            "0.2",
+            "0.8",
+            "--batch-size",
+            "12",
+            "--out",
+            str(tmp_path / "eval"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
     for interval, label in [([0.0, 1.0], "[0, 1]"), ([0.2, 0.8], "[0.2, 0.8]")]:

@@ -111,8 +111,9 @@ def http_error(status: int) -> HfHubHTTPError:
         (http_error(422), 1),
     ],
 )
-def test_transient_failures_are_retried_with_backoff_until_the_time_is_up_and_others_are_final(monkeypatch, error,
-                                                                                                tries):  # fmt: skip
+def test_transient_failures_are_retried_with_backoff_until_the_time_is_up_and_others_are_final(
+    monkeypatch, error, tries
+):
     clock = FakeClock()
     monkeypatch.setattr(hub, "time", clock)
     calls = []
@@ -156,7 +157,9 @@ def test_background_push_lands_after_5xx_answers(hub_server, tmp_path, caplog):
     hub_server.fail(502, times=2)
     commit = pusher.push_async(str(tmp_path / "out"), "Step 2").result(timeout=30)
     assert hub_server.commit_messages(pusher.repo_id) == ["initial commit", "Step 2"]
-    assert hub_server.repo_files(pusher.repo_id, revision=commit.oid)["model_index.json"] == PIPELINE["model_index.json"]
+    assert (
+        hub_server.repo_files(pusher.repo_id, revision=commit.oid)["model_index.json"] == PIPELINE["model_index.json"]
+    )
     assert pusher.wait() == [commit] and hub_warnings(caplog) == []
 
 
@@ -224,9 +227,11 @@ def test_wait_returns_within_its_timeout_while_the_hub_hangs(hub_server, tmp_pat
     assert waiting.cancelled()  # not started by the timeout: dropped
     hub_server.clear_faults()  # the hung commit loses its connection and is tried again
     [commit] = pusher.wait(timeout=30)
-    assert hub_server.commit_messages(pusher.repo_id) == ["initial commit", "Step 2"] == [
-        "initial commit", commit.commit_message
-    ]  # fmt: skip
+    assert (
+        hub_server.commit_messages(pusher.repo_id)
+        == ["initial commit", "Step 2"]
+        == ["initial commit", commit.commit_message]
+    )
 
 
 # ----- pushes do not pile up -----
@@ -318,8 +323,9 @@ def test_push_command_uploads_exactly_the_pipeline_files(hub_server, tmp_path, c
     assert f"{hub_server.endpoint}/{repo_id}/commit/" in out and hub_server.token not in out + err
 
 
-def test_push_command_refuses_a_folder_that_is_not_a_pipeline_and_a_bad_token_with_status_2(hub_server, tmp_path,
-                                                                                             capsys):  # fmt: skip
+def test_push_command_refuses_a_folder_that_is_not_a_pipeline_and_a_bad_token_with_status_2(
+    hub_server, tmp_path, capsys
+):
     write_files(tmp_path / "not-a-pipeline", {"unet/config.json": b"{}"})
     with pytest.raises(SystemExit) as exit:
         cli(["push", str(tmp_path / "not-a-pipeline"), "model", "--token", hub_server.token])
@@ -354,15 +360,25 @@ def test_training_with_a_failing_hub_trains_to_the_end_saves_locally_then_raises
 
     caplog.set_level(logging.INFO, logger="hf_ddpm.hub")
     output_dir, repo_id = tmp_path / "run", f"{hub_server.user}/digits-down"
-    flags = tiny_flags(output_dir, "--max_train_steps", "3", "--checkpointing_steps", "2", "--push_to_hub",
-                       "--hub_model_id", repo_id, "--hub_token", hub_server.token)  # fmt: skip
+    flags = tiny_flags(
+        output_dir,
+        "--max_train_steps",
+        "3",
+        "--checkpointing_steps",
+        "2",
+        "--push_to_hub",
+        "--hub_model_id",
+        repo_id,
+        "--hub_token",
+        hub_server.token,
+    )
     hub_server.fail(503)  # every commit, from the first checkpoint's push on
     with pytest.raises(HubPushError) as error:
         train(flags)
     assert error.value.command == f"hf-ddpm push {output_dir} {repo_id}"
     assert {"model_index.json", "README.md", "samples.png", "unet/diffusion_pytorch_model.safetensors"} <= {
         path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*")
-    }  # fmt: skip
+    }
     assert (output_dir / "checkpoint-2").is_dir()
     # The checkpoint's push failed (a warning) or was still retrying when the final push superseded it.
     step_2 = [record.getMessage() for record in caplog.records if "'Step 2'" in record.getMessage()]
@@ -373,7 +389,8 @@ def test_training_with_a_failing_hub_trains_to_the_end_saves_locally_then_raises
     hub_server.clear_faults()
     assert cli([*shlex.split(error.value.command)[1:], "--token", hub_server.token]) == 0
     files = hub_server.repo_files(repo_id)
-    assert files["unet/diffusion_pytorch_model.safetensors"] == (
-        output_dir / "unet/diffusion_pytorch_model.safetensors"
-    ).read_bytes()
+    assert (
+        files["unet/diffusion_pytorch_model.safetensors"]
+        == (output_dir / "unet/diffusion_pytorch_model.safetensors").read_bytes()
+    )
     assert not [path for path in files if path.startswith(("checkpoint-", "logs/", "samples/"))]

@@ -16,8 +16,17 @@ from hf_ddpm.idx import FASHION_MNIST_NAMES, find_idx_folder, idx_dataset, read_
 
 # The class names on the Hub dataset's card (zalando-datasets/fashion_mnist), typed here independently of the module.
 HUB_FASHION_MNIST_NAMES = [
-    "T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T - shirt / top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 FASHION_FOLDER = find_idx_folder("fashion_mnist")
 needs_fashion = pytest.mark.skipif(FASHION_FOLDER is None, reason="Fashion-MNIST's IDX files are not installed")
 
@@ -84,8 +93,11 @@ def test_a_cut_gzip_stream_is_an_error_naming_the_file(tmp_path):
 def test_images_and_labels_of_different_counts_are_an_error_naming_both(tmp_path):
     write_folder(tmp_path)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(11, dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"do not match: .*train-images-idx3-ubyte.gz holds 12 images, "
-                                         r".*train-labels-idx1-ubyte.gz 11 labels"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"do not match: .*train-images-idx3-ubyte.gz holds 12 images, "
+        r".*train-labels-idx1-ubyte.gz 11 labels",
+    ):
         read_idx_folder(tmp_path, "train")
 
 

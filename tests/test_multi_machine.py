@@ -66,11 +66,26 @@ def test_two_machines_train_on_disjoint_shards_and_one_of_them_writes_a_loadable
 
     def machines(port: int) -> list[list[str]]:
         return [
-            [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
-             "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-             str(tmp_path / "record_examples.py"), str(records), *flags]
+            [
+                ACCELERATE,
+                "launch",
+                "--multi_gpu",
+                "--num_machines",
+                "2",
+                "--num_processes",
+                "2",
+                "--machine_rank",
+                str(rank),
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                str(port),
+                str(tmp_path / "record_examples.py"),
+                str(records),
+                *flags,
+            ]
             for rank in (0, 1)
-        ]  # fmt: skip
+        ]
 
     # A fresh HF_HOME: no accelerate config of the user's (nor a saved default) takes part.
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"))

@@ -34,7 +34,18 @@ def test_editable_install_imports_pipelines_and_training_from_their_folders():
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -43,8 +54,12 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_each_source_file_once_under_hf_ddpm(wheel):
     names = [name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")]
-    for path in ["hf_ddpm/pipelines/pipeline_ddpm_cfg.py", "hf_ddpm/training/train.py",
-                 "hf_ddpm/models/unet_2d.py", "hf_ddpm/schedulers/scheduling_ddim.py"]:  # fmt: skip
+    for path in [
+        "hf_ddpm/pipelines/pipeline_ddpm_cfg.py",
+        "hf_ddpm/training/train.py",
+        "hf_ddpm/models/unet_2d.py",
+        "hf_ddpm/schedulers/scheduling_ddim.py",
+    ]:
         assert path in names
     assert all(name.startswith("hf_ddpm/") for name in names)
     basenames = [Path(name).name for name in names if Path(name).name != "__init__.py"]

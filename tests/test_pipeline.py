@@ -8,7 +8,11 @@ import pytest
 import torch
 from diffusers import (
     DDIMScheduler as DiffusersDDIMScheduler,
+)
+from diffusers import (
     DDPMScheduler as DiffusersDDPMScheduler,
+)
+from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
@@ -31,26 +35,40 @@ TRAIN_STEPS = 20
 def tiny_unet(num_class_embeds=3, channels=1):
     torch.manual_seed(0)
     return DDPMUNet2DModel(
-        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), num_class_embeds=num_class_embeds, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_class_embeds=num_class_embeds,
+        norm_num_groups=4,
+    )
 
 
 def tiny_diffusers_unet(num_class_embeds=4):
     """diffusers' UNet2DModel with a plain class embedding; its last row is the null label."""
     torch.manual_seed(0)
     return UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, attention_head_dim=8, num_class_embeds=num_class_embeds,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+        num_class_embeds=num_class_embeds,
+    )
 
 
 def tiny_pipeline(scheduler=None, unet=None, id2label=LABELS):
     pipe = DDPMCFGPipeline(
-        unet if unet is not None else tiny_unet(), scheduler or DDIMScheduler(num_train_timesteps=TRAIN_STEPS),
+        unet if unet is not None else tiny_unet(),
+        scheduler or DDIMScheduler(num_train_timesteps=TRAIN_STEPS),
         id2label=id2label,
-    )  # fmt: skip
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -99,9 +117,15 @@ def reference_sample(
 def test_guidance_leaves_a_learned_variance_conditional(variance_type, scheduler_class):
     # The UNet's second channel is the variance ("learned") or the interpolation v ("learned_range").
     unet = DDPMUNet2DModel(
-        sample_size=8, in_channels=1, out_channels=2, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), num_class_embeds=3, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=1,
+        out_channels=2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_class_embeds=3,
+        norm_num_groups=4,
+    )
     with torch.no_grad():  # a variance that depends on the label and stays positive, around 0.05
         unet.conv_out.weight[1:] *= 0.02
         unet.conv_out.bias[1:] = 0.05
@@ -128,9 +152,13 @@ def test_cfg_equals_formula(prediction_type, guidance_rescale):
     scheduler = DDIMScheduler(num_train_timesteps=TRAIN_STEPS, prediction_type=prediction_type)
     pipe = tiny_pipeline(scheduler)
     images = pipe(
-        [0, 2], guidance_scale=3.0, guidance_rescale=guidance_rescale, num_inference_steps=4,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
-    ).images  # fmt: skip
+        [0, 2],
+        guidance_scale=3.0,
+        guidance_rescale=guidance_rescale,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
     expected = reference_sample(pipe.unet, scheduler, [0, 2], 3, 3.0, 4, seed=0, guidance_rescale=guidance_rescale)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
     unguided = pipe([0, 2], num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="pt")
@@ -140,8 +168,9 @@ def test_cfg_equals_formula(prediction_type, guidance_rescale):
 def test_cfg_works_with_diffusers_unet_and_its_last_embedding_row_as_null_label():
     pipe = tiny_pipeline(unet=tiny_diffusers_unet(num_class_embeds=4))
     assert pipe.config.null_class_id == 3
-    images = pipe([1, 2], guidance_scale=2.0, num_inference_steps=3, generator=torch.Generator().manual_seed(1),
-                  output_type="pt").images  # fmt: skip
+    images = pipe(
+        [1, 2], guidance_scale=2.0, num_inference_steps=3, generator=torch.Generator().manual_seed(1), output_type="pt"
+    ).images
     expected = reference_sample(pipe.unet, pipe.scheduler, [1, 2], 3, 2.0, 3, seed=1)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 
@@ -170,10 +199,16 @@ def test_no_labels_on_conditional_model_uses_null_label():
 
 def test_labels_by_name_are_case_insensitive_and_equal_labels_by_id():
     pipe = tiny_pipeline()
-    by_name = pipe(["sneaker", "BAG"], guidance_scale=2.0, num_inference_steps=3,
-                   generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
-    by_id = pipe([1, 2], guidance_scale=2.0, num_inference_steps=3,
-                 generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+    by_name = pipe(
+        ["sneaker", "BAG"],
+        guidance_scale=2.0,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    by_id = pipe(
+        [1, 2], guidance_scale=2.0, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
     np.testing.assert_array_equal(by_name, by_id)
 
 
@@ -198,8 +233,9 @@ SCHEDULERS = {
 def test_any_scheduler_matches_reference_loop(name):
     """Covers init_noise_sigma and scale_model_input (Euler scales both) and generators passed to stochastic steps."""
     pipe = tiny_pipeline(SCHEDULERS[name]())
-    images = pipe([0, 1], guidance_scale=2.5, num_inference_steps=5, generator=torch.Generator().manual_seed(3),
-                  output_type="pt").images  # fmt: skip
+    images = pipe(
+        [0, 1], guidance_scale=2.5, num_inference_steps=5, generator=torch.Generator().manual_seed(3), output_type="pt"
+    ).images
     expected = reference_sample(pipe.unet, SCHEDULERS[name](), [0, 1], 3, 2.5, 5, seed=3)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 
@@ -218,8 +254,9 @@ def test_our_ddim_and_diffusers_ddim_give_the_same_images(spacing):
 @pytest.mark.parametrize("scheduler", [DDPMScheduler, DDIMScheduler])
 def test_per_image_generators_give_each_image_the_same_result_whatever_the_batch(scheduler):
     pipe = tiny_pipeline(scheduler(num_train_timesteps=TRAIN_STEPS))
-    kwargs = dict(guidance_scale=2.0, num_inference_steps=4, eta=1.0 if scheduler is DDIMScheduler else 0.0,
-                  output_type="pt")  # fmt: skip
+    kwargs = dict(
+        guidance_scale=2.0, num_inference_steps=4, eta=1.0 if scheduler is DDIMScheduler else 0.0, output_type="pt"
+    )
     alone = pipe([1], generator=[torch.Generator().manual_seed(7)], **kwargs).images
     seeds = [3, 7, 11, 5]
     in_batch = pipe([0, 1, 2, 2], generator=[torch.Generator().manual_seed(s) for s in seeds], **kwargs).images
@@ -230,8 +267,12 @@ def test_per_image_generators_give_each_image_the_same_result_whatever_the_batch
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
 def test_output_types_agree_and_have_documented_layout(channels, mode):
     pipe = tiny_pipeline(unet=tiny_unet(channels=channels))
-    run = lambda output_type: pipe([0, 1], num_inference_steps=2, output_type=output_type,  # noqa: E731
-                                   generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+
+    def run(output_type):
+        return pipe(
+            [0, 1], num_inference_steps=2, output_type=output_type, generator=torch.Generator().manual_seed(0)
+        ).images
+
     pt, np_images, pil = run("pt"), run("np"), run("pil")
     assert pt.shape == (2, channels, 8, 8) and 0 <= pt.min() and pt.max() <= 1
     assert np_images.shape == (2, 8, 8, channels) and np_images.dtype == np.float32
@@ -246,22 +287,25 @@ def test_return_dict_false_gives_a_tuple():
     assert isinstance(output, tuple) and output[0].shape == (1, 8, 8, 1)
 
 
-@pytest.mark.parametrize("make_scheduler, expected_steps", [
-    (lambda: DDPMScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),  # DDPM: every training step
-    (lambda: DiffusersDDPMScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),
-    (lambda: DDIMScheduler(num_train_timesteps=100), 50),  # first order: 50 ...
-    (lambda: DiffusersDDIMScheduler(num_train_timesteps=100), 50),
-    (lambda: EulerDiscreteScheduler(num_train_timesteps=100), 50),
-    (lambda: EulerDiscreteScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),  # ... or the training steps
-    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=100), 15),  # second-order multistep solvers: 15
-    (lambda: UniPCMultistepScheduler(num_train_timesteps=100), 15),
-    # 10 of 10 training steps would repeat timestep 4 in DPM-Solver's "linspace" spacing, and the samples turn NaN.
-    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=10), 9),
-    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=10, timestep_spacing="leading"), 9),
-    (lambda: DPMSolverMultistepScheduler(num_train_timesteps=100, solver_order=1), 50),  # first order: DDIM
-    # A DDIM made from a DPM-Solver config (as saved) carries its solver_order along, and is still first order.
-    (lambda: scheduler_from_name("ddim", DPMSolverMultistepScheduler(num_train_timesteps=100)), 50),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make_scheduler, expected_steps",
+    [
+        (lambda: DDPMScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),  # DDPM: every training step
+        (lambda: DiffusersDDPMScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),
+        (lambda: DDIMScheduler(num_train_timesteps=100), 50),  # first order: 50 ...
+        (lambda: DiffusersDDIMScheduler(num_train_timesteps=100), 50),
+        (lambda: EulerDiscreteScheduler(num_train_timesteps=100), 50),
+        (lambda: EulerDiscreteScheduler(num_train_timesteps=TRAIN_STEPS), TRAIN_STEPS),  # ... or the training steps
+        (lambda: DPMSolverMultistepScheduler(num_train_timesteps=100), 15),  # second-order multistep solvers: 15
+        (lambda: UniPCMultistepScheduler(num_train_timesteps=100), 15),
+        # 10 of 10 training steps would repeat timestep 4 in DPM-Solver's "linspace" spacing, and the samples turn NaN.
+        (lambda: DPMSolverMultistepScheduler(num_train_timesteps=10), 9),
+        (lambda: DPMSolverMultistepScheduler(num_train_timesteps=10, timestep_spacing="leading"), 9),
+        (lambda: DPMSolverMultistepScheduler(num_train_timesteps=100, solver_order=1), 50),  # first order: DDIM
+        # A DDIM made from a DPM-Solver config (as saved) carries its solver_order along, and is still first order.
+        (lambda: scheduler_from_name("ddim", DPMSolverMultistepScheduler(num_train_timesteps=100)), 50),
+    ],
+)
 def test_default_steps_are_the_schedulers_natural_default(make_scheduler, expected_steps):
     scheduler = make_scheduler()
     pipe = tiny_pipeline(scheduler)
@@ -297,9 +341,15 @@ def test_denoising_gif_writes_frames_and_final_grid(tmp_path):
     pipe = tiny_pipeline()
     gif_path, grid_path = tmp_path / "denoise.gif", tmp_path / "grid.png"
     output = pipe.denoising_gif(
-        gif_path, grid_path=grid_path, num_frames=5, class_labels=["Sneaker", "Bag"], batch_size=3,
-        guidance_scale=2.0, num_inference_steps=10, generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+        gif_path,
+        grid_path=grid_path,
+        num_frames=5,
+        class_labels=["Sneaker", "Bag"],
+        batch_size=3,
+        guidance_scale=2.0,
+        num_inference_steps=10,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert isinstance(output, DDPMCFGPipelineOutput) and len(output.images) == 6
     expected_grid = image_grid(output.images, rows=2, names=["Sneaker", "Bag"])
     name_column = expected_grid.width - (3 * 64 + 2 * 16)  # 8 px images enlarged 8x, 2 px gaps with them
@@ -348,9 +398,16 @@ def test_denoising_gif_takes_a_callback_return_dict_and_tensor_labels(tmp_path):
         seen.append(step)
         return {"latents": callback_kwargs["latents"] * 0} if step == 2 else callback_kwargs
 
-    output = pipe.denoising_gif(tmp_path / "c.gif", grid_path=tmp_path / "c.png", class_labels=torch.tensor([0, 2]),
-                                batch_size=2, num_inference_steps=3, callback_on_step_end=callback, return_dict=False,
-                                output_type="np")  # fmt: skip
+    output = pipe.denoising_gif(
+        tmp_path / "c.gif",
+        grid_path=tmp_path / "c.png",
+        class_labels=torch.tensor([0, 2]),
+        batch_size=2,
+        num_inference_steps=3,
+        callback_on_step_end=callback,
+        return_dict=False,
+        output_type="np",
+    )
     assert seen == [0, 1, 2] and isinstance(output, tuple)
     np.testing.assert_array_equal(output[0], np.full((4, 8, 8, 1), 0.5, np.float32))  # the callback's last word
     with PIL.Image.open(tmp_path / "c.png") as grid:
@@ -359,13 +416,16 @@ def test_denoising_gif_takes_a_callback_return_dict_and_tensor_labels(tmp_path):
         np.testing.assert_array_equal(np.asarray(grid.convert("RGB")), np.asarray(expected))
 
 
-@pytest.mark.parametrize("class_labels, rows, names", [
-    (["Bag", 0], 2, ["Bag", "T-shirt"]),  # a list: one row per label, named by its class
-    (torch.tensor([2, 1]), 2, ["Bag", "Sneaker"]),
-    ([1], 1, ["Sneaker"]),
-    (1, 2, None),  # one label, not a list: the most square layout, unnamed
-    (None, 2, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "class_labels, rows, names",
+    [
+        (["Bag", 0], 2, ["Bag", "T-shirt"]),  # a list: one row per label, named by its class
+        (torch.tensor([2, 1]), 2, ["Bag", "Sneaker"]),
+        ([1], 1, ["Sneaker"]),
+        (1, 2, None),  # one label, not a list: the most square layout, unnamed
+        (None, 2, None),
+    ],
+)
 def test_sample_grid_has_a_row_per_label_named_by_its_class(class_labels, rows, names):
     pipe = tiny_pipeline()
     images = [PIL.Image.new("L", (8, 8), 40 * i) for i in range(4)]
@@ -376,8 +436,9 @@ def test_sample_grid_has_a_row_per_label_named_by_its_class(class_labels, rows, 
 def test_sample_grid_names_classes_without_a_name_by_their_id_and_an_unconditional_grid_not_at_all():
     images = [PIL.Image.new("L", (8, 8), 40 * i) for i in range(6)]
     unnamed = tiny_pipeline(id2label={0: "T-shirt"})
-    np.testing.assert_array_equal(np.asarray(unnamed.sample_grid(images, [0, 2])),
-                                  np.asarray(image_grid(images, 2, ["T-shirt", "2"])))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(unnamed.sample_grid(images, [0, 2])), np.asarray(image_grid(images, 2, ["T-shirt", "2"]))
+    )
     unconditional = tiny_pipeline(unet=tiny_unet(num_class_embeds=None), id2label=None)
     grid = unconditional.sample_grid(images)
     assert grid.size == (3 * 64 + 2 * 16, 2 * 64 + 16)  # 2 rows of 3, no name column
@@ -388,12 +449,15 @@ def test_id2label_keys_from_json_become_ints():
     assert pipe.config.id2label == {0: "T-shirt", 2: "Bag"}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(id2label={3: "null"}), "id2label"),
-    (dict(id2label={-1: "x"}), "id2label"),
-    (dict(null_class_id=9), "null_class_id"),
-    (dict(null_class_id=0), "null_class_id"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(id2label={3: "null"}), "id2label"),
+        (dict(id2label={-1: "x"}), "id2label"),
+        (dict(null_class_id=9), "null_class_id"),
+        (dict(null_class_id=0), "null_class_id"),
+    ],
+)
 def test_bad_construction_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DDPMCFGPipeline(tiny_unet(), DDIMScheduler(num_train_timesteps=TRAIN_STEPS), **kwargs)
@@ -477,7 +541,9 @@ def test_the_default_steps_start_within_the_training_steps_under_a_steps_offset(
     pipe = tiny_pipeline(scheduler)
     pipe(class_labels=0, guidance_scale=2.0, output_type="pt")
     assert pipe.num_timesteps == 19 and int(pipe.scheduler.timesteps[0]) == 19
-    with pytest.raises(ValueError, match=r"`num_inference_steps`=20 does not fit .*timestep 20 past .*default here is 19"):
+    with pytest.raises(
+        ValueError, match=r"`num_inference_steps`=20 does not fit .*timestep 20 past .*default here is 19"
+    ):
         pipe(class_labels=0, num_inference_steps=20)
 
 

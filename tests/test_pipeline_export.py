@@ -28,9 +28,15 @@ CALL = dict(class_labels=["Sneaker", "bag"], batch_size=2, guidance_scale=3.0, n
 def tiny_pipeline(scheduler=None):
     torch.manual_seed(0)
     unet = DDPMUNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), num_class_embeds=3, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_class_embeds=3,
+        norm_num_groups=4,
+    )
     pipe = DDPMCFGPipeline(unet, scheduler or DDIMScheduler(num_train_timesteps=20), id2label=LABELS)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -63,11 +69,19 @@ def test_saved_folder_has_the_custom_pipeline_and_component_layout(tmp_path):
     assert index["scheduler"] == ["scheduling_ddim", "DDIMScheduler"]
     assert index["id2label"] == {"0": "T-shirt", "1": "Sneaker", "2": "Bag"} and index["null_class_id"] == 3
     assert folder_files(tmp_path) == [
-        "model_index.json", "pipeline_ddpm_cfg.py", "scheduler/scheduler_config.json", "scheduler/scheduling_ddim.py",
-        "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/unet_2d.py",
-    ]  # fmt: skip
-    for path, cls in [("pipeline_ddpm_cfg.py", DDPMCFGPipeline), ("unet/unet_2d.py", DDPMUNet2DModel),
-                      ("scheduler/scheduling_ddim.py", DDIMScheduler)]:  # fmt: skip
+        "model_index.json",
+        "pipeline_ddpm_cfg.py",
+        "scheduler/scheduler_config.json",
+        "scheduler/scheduling_ddim.py",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/unet_2d.py",
+    ]
+    for path, cls in [
+        ("pipeline_ddpm_cfg.py", DDPMCFGPipeline),
+        ("unet/unet_2d.py", DDPMUNet2DModel),
+        ("scheduler/scheduling_ddim.py", DDIMScheduler),
+    ]:
         assert (tmp_path / path).read_text(encoding="utf-8") == source_text(cls)
 
 
@@ -117,6 +131,7 @@ for folder in sys.argv[1:]:
 print(json.dumps(report))
 """
 
+
 def test_diffusion_pipeline_loads_the_folder_where_hf_ddpm_is_not_importable(tmp_path):
     ours, theirs = tiny_pipeline(), tiny_pipeline(DiffusersDDIMScheduler(num_train_timesteps=20))
     folders = {str(tmp_path / "ours_scheduler"): ours, str(tmp_path / "diffusers_scheduler"): theirs}
@@ -127,8 +142,9 @@ def test_diffusion_pipeline_loads_the_folder_where_hf_ddpm_is_not_importable(tmp
     script = tmp_path / "load.py"
     script.write_text(f"CALL = {CALL!r}\n" + textwrap.dedent(LOAD_WITHOUT_HF_DDPM))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    run = subprocess.run([sys.executable, str(script), *folders], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(script), *folders], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -154,8 +170,9 @@ def test_push_to_hub_uploads_the_saved_folder_and_it_loads_back_by_repo_id(hub_s
     assert set(uploaded) - set(saved) <= {"README.md", ".gitattributes"}
 
     # Files of the repository that are not the pipeline's (say, training state) are not downloaded.
-    upload_file(path_or_fileobj=b"state", path_in_repo="checkpoint-10/optimizer.bin", repo_id=repo_id,
-                token=hub_server.token)  # fmt: skip
+    upload_file(
+        path_or_fileobj=b"state", path_in_repo="checkpoint-10/optimizer.bin", repo_id=repo_id, token=hub_server.token
+    )
     downloaded = DDPMCFGPipeline.download(repo_id, token=hub_server.read_token)
     assert folder_files(downloaded) == sorted(saved)
 
@@ -181,8 +198,13 @@ def test_save_pretrained_with_push_to_hub_uploads_the_same_folder(hub_server, tm
 def test_save_pretrained_with_push_to_hub_uploads_its_model_card_and_nothing_else_of_the_folder(hub_server, tmp_path):
     (tmp_path / "README.md").write_text("# My digits model\n")
     (tmp_path / "notes.txt").write_text("not part of the pipeline")
-    tiny_pipeline().save_pretrained(tmp_path, push_to_hub=True, repo_id=f"{hub_server.user}/carded",
-                                    token=hub_server.token, commit_message="First upload")  # fmt: skip
+    tiny_pipeline().save_pretrained(
+        tmp_path,
+        push_to_hub=True,
+        repo_id=f"{hub_server.user}/carded",
+        token=hub_server.token,
+        commit_message="First upload",
+    )
     uploaded = hub_server.repo_files(f"{hub_server.user}/carded")
     expected = [path for path in folder_files(tmp_path) if path != "notes.txt"]
     assert sorted(set(uploaded) - {".gitattributes"}) == expected

@@ -6,12 +6,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler as DiffusersDDIMScheduler
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler
-from helpers import public_config
-from test_pipeline import TRAIN_STEPS, reference_sample, tiny_pipeline
 
+from helpers import public_config
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+from test_pipeline import TRAIN_STEPS, reference_sample, tiny_pipeline
 
 # A v-prediction model on the cosine schedule, as the demo trains; the saved scheduler is the training one.
 TRAINED_WITH = dict(num_train_timesteps=TRAIN_STEPS, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
@@ -27,13 +27,15 @@ def test_every_scheduler_samples_a_v_prediction_model_with_guidance_in_an_interv
     assert torch.isfinite(images).all() and 0 < pipe.num_guided_steps < pipe.num_timesteps
     again = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert torch.equal(images, again)
-    expected = reference_sample(pipe.unet, scheduler_from_name(name, saved), [0, 1, 2], 3, 2.0, 5, seed=0,
-                                guidance_interval=(0.2, 0.8))  # fmt: skip
+    expected = reference_sample(
+        pipe.unet, scheduler_from_name(name, saved), [0, 1, 2], 3, 2.0, 5, seed=0, guidance_interval=(0.2, 0.8)
+    )
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("ours, theirs", [(DDPMScheduler, DiffusersDDPMScheduler),
-                                          (DDIMScheduler, DiffusersDDIMScheduler)])  # fmt: skip
+@pytest.mark.parametrize(
+    "ours, theirs", [(DDPMScheduler, DiffusersDDPMScheduler), (DDIMScheduler, DiffusersDDIMScheduler)]
+)
 def test_our_ddpm_and_ddim_give_diffusers_images_with_guidance_in_an_interval(ours, theirs):
     images = [
         tiny_pipeline(scheduler(**TRAINED_WITH))(**CALL, generator=torch.Generator().manual_seed(4), output_type="pt")
@@ -74,7 +76,9 @@ def test_our_ddpm_made_from_a_dpm_solver_config_steps_as_diffusers_ddpm_does(tmp
 @pytest.mark.parametrize("rescale_betas_zero_snr", [False, True])
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_takes_a_schedule_that_diffusers_lacks_as_its_betas(name, rescale_betas_zero_snr):
-    saved = DDPMScheduler(**{**TRAINED_WITH, "beta_schedule": "sigmoid", "rescale_betas_zero_snr": rescale_betas_zero_snr})
+    saved = DDPMScheduler(
+        **{**TRAINED_WITH, "beta_schedule": "sigmoid", "rescale_betas_zero_snr": rescale_betas_zero_snr}
+    )
     scheduler = scheduler_from_name(name, saved)
     torch.testing.assert_close(scheduler.alphas_cumprod.float(), saved.alphas_cumprod, atol=1e-6, rtol=0)
     images = tiny_pipeline(scheduler)(**CALL, generator=torch.Generator().manual_seed(0), output_type="pt").images

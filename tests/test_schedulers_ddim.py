@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import hf_ddpm.schedulers.scheduling_ddim as scheduling_ddim
+import hf_ddpm.schedulers.scheduling_ddpm as scheduling_ddpm
 from helpers import (
     PREDICTION_TYPES,
     SCHEDULES,
@@ -20,8 +22,6 @@ from helpers import (
     public_config,
     tiny_diffusers_unet,
 )
-import hf_ddpm.schedulers.scheduling_ddim as scheduling_ddim
-import hf_ddpm.schedulers.scheduling_ddpm as scheduling_ddpm
 from hf_ddpm.schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler
 
 
@@ -330,8 +330,14 @@ def test_bad_configuration_raises_naming_the_argument(kwargs, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_inference_steps=0), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
-        (dict(num_inference_steps=1001), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
+        (
+            dict(num_inference_steps=0),
+            r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000",
+        ),
+        (
+            dict(num_inference_steps=1001),
+            r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000",
+        ),
         (dict(timesteps=[5, 10]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(timesteps=[1000, 5]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(num_inference_steps=10, timesteps=[5, 1]), r"either `num_inference_steps` or `timesteps`"),

@@ -315,8 +315,14 @@ def test_bad_configuration_raises_naming_the_argument(kwargs, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_inference_steps=0), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
-        (dict(num_inference_steps=1001), r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000"),
+        (
+            dict(num_inference_steps=0),
+            r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000",
+        ),
+        (
+            dict(num_inference_steps=1001),
+            r"`num_inference_steps` must be an integer between 1 and num_train_timesteps=1000",
+        ),
         (dict(timesteps=[5, 10]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(timesteps=[1000, 5]), r"`timesteps` must be strictly descending integers in \[0, 999\]"),
         (dict(timesteps=[5, -1]), r"`timesteps` must be strictly descending"),
@@ -345,14 +351,14 @@ def test_step_at_a_timestep_outside_the_schedule_raises():
         ours.step(x, 5, x)
     with pytest.raises(ValueError, match=r"`timestep` 899.6 is not in"):  # not rounded to a neighbour
         ours.step(x, 899.6, x)
-    as_int, *others = (ours.step(x, t, x, generator=torch.Generator().manual_seed(0)).prev_sample
-                       for t in (900, 900.0, torch.tensor(900), np.array(900), np.int64(900)))  # fmt: skip
+    as_int, *others = (
+        ours.step(x, t, x, generator=torch.Generator().manual_seed(0)).prev_sample
+        for t in (900, 900.0, torch.tensor(900), np.array(900), np.int64(900))
+    )
     assert all(torch.equal(as_int, other) for other in others)
 
 
-@pytest.mark.parametrize(
-    "variance_type, output_channels", [("fixed_small", 2), ("learned", 1), ("learned_range", 3)]
-)
+@pytest.mark.parametrize("variance_type, output_channels", [("fixed_small", 2), ("learned", 1), ("learned_range", 3)])
 def test_step_with_a_model_output_of_the_wrong_shape_raises(variance_type, output_channels):
     ours = DDPMScheduler(variance_type=variance_type)
     sample = torch.zeros(2, 1, 4, 4)
@@ -373,23 +379,26 @@ def test_timesteps_outside_training_are_refused_not_wrapped(scheduler_class, tim
 
 
 @pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler])
-@pytest.mark.parametrize("config, message", [
-    (dict(num_train_timesteps=0), "`num_train_timesteps` must be an integer >= 1; got 0"),
-    (dict(num_train_timesteps=10.5), "`num_train_timesteps` must be an integer >= 1; got 10.5"),
-    (dict(beta_end=1.5), r"Every beta must lie in \(0, 1\); `beta_start`=0.0001, `beta_end`=1.5"),
-    (dict(beta_start=-0.1), r"Every beta must lie in \(0, 1\)"),
-    (dict(beta_start=0.0), r"Every beta must lie in \(0, 1\); `beta_start`=0.0"),  # x_0 would come out as 0 / 0
-    (dict(num_train_timesteps=2, trained_betas=[0.0, 0.5]), r"`trained_betas` gives betas in \[0, 0.5\]"),
-    (dict(num_train_timesteps=2, trained_betas=[0.5, 1.2]), r"`trained_betas` gives betas in \[0.5, 1.2\]"),
-    (dict(beta_start=0.02, beta_end=0.0001), r"`beta_start` \(0.02\) must not exceed `beta_end` \(0.0001\)"),
-    (dict(clip_sample_range=0.0), "`clip_sample_range` must be a positive number; got 0.0"),
-    (dict(steps_offset=-1), "`steps_offset` must be an integer >= 0; got -1"),
-    (dict(thresholding=True, dynamic_thresholding_ratio=2.0), r"`dynamic_thresholding_ratio` must be in \(0, 1\]"),
-    (dict(sample_max_value=0.0), "`sample_max_value` must be a positive number; got 0.0"),
-    (dict(clip_sample_range=None), "`clip_sample_range` must be a positive number; got None"),
-    (dict(sample_max_value="1"), "`sample_max_value` must be a positive number; got '1'"),
-    (dict(dynamic_thresholding_ratio=None), r"`dynamic_thresholding_ratio` must be in \(0, 1\]; got None"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (dict(num_train_timesteps=0), "`num_train_timesteps` must be an integer >= 1; got 0"),
+        (dict(num_train_timesteps=10.5), "`num_train_timesteps` must be an integer >= 1; got 10.5"),
+        (dict(beta_end=1.5), r"Every beta must lie in \(0, 1\); `beta_start`=0.0001, `beta_end`=1.5"),
+        (dict(beta_start=-0.1), r"Every beta must lie in \(0, 1\)"),
+        (dict(beta_start=0.0), r"Every beta must lie in \(0, 1\); `beta_start`=0.0"),  # x_0 would come out as 0 / 0
+        (dict(num_train_timesteps=2, trained_betas=[0.0, 0.5]), r"`trained_betas` gives betas in \[0, 0.5\]"),
+        (dict(num_train_timesteps=2, trained_betas=[0.5, 1.2]), r"`trained_betas` gives betas in \[0.5, 1.2\]"),
+        (dict(beta_start=0.02, beta_end=0.0001), r"`beta_start` \(0.02\) must not exceed `beta_end` \(0.0001\)"),
+        (dict(clip_sample_range=0.0), "`clip_sample_range` must be a positive number; got 0.0"),
+        (dict(steps_offset=-1), "`steps_offset` must be an integer >= 0; got -1"),
+        (dict(thresholding=True, dynamic_thresholding_ratio=2.0), r"`dynamic_thresholding_ratio` must be in \(0, 1\]"),
+        (dict(sample_max_value=0.0), "`sample_max_value` must be a positive number; got 0.0"),
+        (dict(clip_sample_range=None), "`clip_sample_range` must be a positive number; got None"),
+        (dict(sample_max_value="1"), "`sample_max_value` must be a positive number; got '1'"),
+        (dict(dynamic_thresholding_ratio=None), r"`dynamic_thresholding_ratio` must be in \(0, 1\]; got None"),
+    ],
+)
 def test_configs_that_give_no_valid_noise_schedule_are_refused(scheduler_class, config, message):
     with pytest.raises(ValueError, match=message):
         scheduler_class(**config)
@@ -403,11 +412,14 @@ def test_the_cosine_schedule_ignores_beta_start_and_end(scheduler_class, beta_sc
 
 
 @pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler])
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_inference_steps=2.5), r"`num_inference_steps` must be an integer between 1 and .*; got 2.5"),
-    (dict(num_inference_steps=True), r"`num_inference_steps` must be an integer between 1 and .*; got True"),
-    (dict(timesteps=[999.5, 500.2]), r"`timesteps` must be strictly descending integers .*; got \[999.5, 500.2"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_inference_steps=2.5), r"`num_inference_steps` must be an integer between 1 and .*; got 2.5"),
+        (dict(num_inference_steps=True), r"`num_inference_steps` must be an integer between 1 and .*; got True"),
+        (dict(timesteps=[999.5, 500.2]), r"`timesteps` must be strictly descending integers .*; got \[999.5, 500.2"),
+    ],
+)
 def test_a_step_count_or_timesteps_that_are_not_integers_are_refused(scheduler_class, kwargs, message):
     with pytest.raises(ValueError, match=message):
         scheduler_class().set_timesteps(**kwargs)
@@ -417,5 +429,6 @@ def test_integral_float_timesteps_index_like_integers():
     scheduler = DDPMScheduler()
     x0, noise = torch.ones(2, 1, 2, 2), torch.randn(2, 1, 2, 2)
     torch.testing.assert_close(
-        scheduler.add_noise(x0, noise, torch.tensor([10.0, 999.0])), scheduler.add_noise(x0, noise, torch.tensor([10, 999]))
+        scheduler.add_noise(x0, noise, torch.tensor([10.0, 999.0])),
+        scheduler.add_noise(x0, noise, torch.tensor([10, 999])),
     )

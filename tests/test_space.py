@@ -7,9 +7,9 @@ import runpy
 import gradio as gr
 import pytest
 import yaml
-from test_cli_sample import save_tiny_pipeline
 
 from hf_ddpm.cli import main
+from test_cli_sample import save_tiny_pipeline
 
 
 def metadata(readme: str) -> dict:
@@ -26,12 +26,16 @@ def test_local_dir_gets_an_app_its_requirements_and_a_space_readme(tmp_path, cap
     assert "[tester/digits](" in files["README.md"]
     assert files["requirements.txt"] == "hf-ddpm[app]==0.1.0\n"
     # The app builds the demo of the model and serves it where a Space listens.
-    calls = {node.func.id: node for node in ast.walk(ast.parse(files["app.py"])) if isinstance(node, ast.Call)
-             and isinstance(node.func, ast.Name)}  # fmt: skip
+    calls = {
+        node.func.id: node
+        for node in ast.walk(ast.parse(files["app.py"]))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
     assert ast.literal_eval(calls["build_demo"].args[0]) == "tester/digits"
     assert {keyword.arg: ast.literal_eval(keyword.value) for keyword in calls["launch"].keywords} == {
-        "host": "0.0.0.0", "port": 7860,
-    }  # fmt: skip
+        "host": "0.0.0.0",
+        "port": 7860,
+    }
     assert "wrote" in capsys.readouterr().out
 
 
@@ -49,12 +53,15 @@ def test_the_space_is_uploaded_with_the_token_checked_first_and_never_shown(hub_
     assert paths.index("/api/whoami-v2") < paths.index("/api/repos/create")
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--space-id", "tester/demo"], "Pushing to the Hub needs a token with write access: pass --token"),
-    (["--space-id", "tester/demo", "--token", "hf_wrong"], "The Hub token from --token was rejected"),
-    (["--space-id", "not a/valid id"], "--space-id 'not a/valid id' is not a Hub repository id"),
-    ([], "--space-id USER/NAME is needed to upload the Space"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--space-id", "tester/demo"], "Pushing to the Hub needs a token with write access: pass --token"),
+        (["--space-id", "tester/demo", "--token", "hf_wrong"], "The Hub token from --token was rejected"),
+        (["--space-id", "not a/valid id"], "--space-id 'not a/valid id' is not a Hub repository id"),
+        ([], "--space-id USER/NAME is needed to upload the Space"),
+    ],
+)
 def test_bad_uploads_exit_with_status_2_and_the_reason(hub_server, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["space", "tester/digits", *arguments])

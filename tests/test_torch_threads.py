@@ -27,8 +27,9 @@ ACCELERATE_DEFAULT = Launcher("accelerate launch")  # no OMP_NUM_THREADS, no --n
 
 
 def choose(environ: dict, launcher: Launcher | None, idle_cores: int = 2, workers: int = 0) -> TorchThreads:
-    return choose_torch_threads("cpu", workers, environ=environ, launcher=launcher, idle_cores=idle_cores,
-                                current_threads=8)  # fmt: skip
+    return choose_torch_threads(
+        "cpu", workers, environ=environ, launcher=launcher, idle_cores=idle_cores, current_threads=8
+    )
 
 
 # ----- the decision -----
@@ -36,8 +37,9 @@ def test_started_directly_without_omp_num_threads_takes_the_idle_cores():
     assert choose({}, None) == (2, "2 idle cores, 1 training process(es) on this machine")
     assert choose({}, None, idle_cores=1).threads == 1  # a 2-core machine with one other busy process
     assert choose({}, None, idle_cores=4, workers=1) == (
-        3, "4 idle cores, 1 training process(es) on this machine with 1 data-loading worker(s) each"
-    )  # fmt: skip
+        3,
+        "4 idle cores, 1 training process(es) on this machine with 1 data-loading worker(s) each",
+    )
 
 
 def test_omp_num_threads_of_the_user_stands_without_a_launcher():
@@ -49,8 +51,10 @@ def test_omp_num_threads_of_the_user_stands_without_a_launcher():
 
 def test_accelerate_launch_default_is_replaced_by_the_idle_cores():
     threads = choose({"OMP_NUM_THREADS": "1"}, ACCELERATE_DEFAULT)
-    assert threads == (2, "2 idle cores, 1 training process(es) on this machine; replaces accelerate launch's "
-                          "default OMP_NUM_THREADS=1")  # fmt: skip
+    assert threads == (
+        2,
+        "2 idle cores, 1 training process(es) on this machine; replaces accelerate launch's default OMP_NUM_THREADS=1",
+    )
     # With --cpu (or use_cpu in its config) accelerate's default is the physical cores per process, here 2; on a
     # machine with one core busy elsewhere that would share it.
     assert choose({"OMP_NUM_THREADS": "2"}, ACCELERATE_DEFAULT, idle_cores=1).threads == 1
@@ -59,9 +63,9 @@ def test_accelerate_launch_default_is_replaced_by_the_idle_cores():
 def test_several_processes_on_one_machine_share_the_idle_cores():
     environ = {"OMP_NUM_THREADS": "1", "LOCAL_WORLD_SIZE": "2"}
     assert choose(environ, ACCELERATE_DEFAULT, idle_cores=4) == (
-        2, "4 idle cores, 2 training process(es) on this machine; replaces accelerate launch's default "
-           "OMP_NUM_THREADS=1"
-    )  # fmt: skip
+        2,
+        "4 idle cores, 2 training process(es) on this machine; replaces accelerate launch's default OMP_NUM_THREADS=1",
+    )
     assert choose(environ, ACCELERATE_DEFAULT, idle_cores=4, workers=1).threads == 1
     assert choose(environ, Launcher("torchrun"), idle_cores=8).threads == 4
 
@@ -69,12 +73,14 @@ def test_several_processes_on_one_machine_share_the_idle_cores():
 def test_the_users_choice_given_to_accelerate_launch_stands():
     flag = Launcher("accelerate launch", num_cpu_threads_per_process=1)
     assert choose({"OMP_NUM_THREADS": "1"}, flag, idle_cores=16) == (
-        1, "--num_cpu_threads_per_process 1 of accelerate launch"
-    )  # fmt: skip
+        1,
+        "--num_cpu_threads_per_process 1 of accelerate launch",
+    )
     exported = Launcher("accelerate launch", omp_num_threads="1")
     assert choose({"OMP_NUM_THREADS": "1"}, exported, idle_cores=16) == (
-        1, "OMP_NUM_THREADS=1, set by the user for accelerate launch"
-    )  # fmt: skip
+        1,
+        "OMP_NUM_THREADS=1, set by the user for accelerate launch",
+    )
 
 
 def test_a_launcher_whose_environment_cannot_be_read_is_taken_at_its_word():
@@ -92,13 +98,19 @@ def test_on_a_gpu_torch_keeps_its_own_thread_count():
 @pytest.mark.parametrize(
     "cmdline, name, arguments",
     [
-        (["/env/bin/python3.11", "/env/bin/accelerate", "launch", "--cpu", "train.py"], "accelerate launch",
-         ["--cpu", "train.py"]),
+        (
+            ["/env/bin/python3.11", "/env/bin/accelerate", "launch", "--cpu", "train.py"],
+            "accelerate launch",
+            ["--cpu", "train.py"],
+        ),
         (["python", "-u", "-X", "dev", "-m", "accelerate.commands.launch", "t.py"], "accelerate launch", ["t.py"]),
         (["python", "-m", "accelerate.commands.accelerate_cli", "launch", "t.py"], "accelerate launch", ["t.py"]),
         (["/env/bin/accelerate-launch", "t.py"], "accelerate launch", ["t.py"]),
-        (["/env/bin/python", "/env/bin/torchrun", "--nproc_per_node", "2", "t.py"], "torchrun",
-         ["--nproc_per_node", "2", "t.py"]),
+        (
+            ["/env/bin/python", "/env/bin/torchrun", "--nproc_per_node", "2", "t.py"],
+            "torchrun",
+            ["--nproc_per_node", "2", "t.py"],
+        ),
         (["python", "-m", "torch.distributed.run", "t.py"], "torchrun", ["t.py"]),
         (["/env/bin/accelerate", "config"], None, []),
         (["python", "train.py", "accelerate", "launch"], None, []),
@@ -106,7 +118,7 @@ def test_on_a_gpu_torch_keeps_its_own_thread_count():
         (["bash", "-c", "accelerate launch t.py"], None, []),
         ([], None, []),
     ],
-)  # fmt: skip
+)
 def test_launcher_arguments_recognise_accelerate_launch_and_torchrun(cmdline, name, arguments):
     assert launcher_arguments(cmdline) == (name, arguments)
 
@@ -151,18 +163,30 @@ def decisions(output: str) -> list[list]:
 @pytest.mark.parametrize(
     "flags, variables, expected",
     [
-        ([], {}, [2, "2 idle cores, 1 training process(es) on this machine; replaces accelerate launch's default "
-                     "OMP_NUM_THREADS=1"]),
+        (
+            [],
+            {},
+            [
+                2,
+                "2 idle cores, 1 training process(es) on this machine; replaces accelerate launch's default "
+                "OMP_NUM_THREADS=1",
+            ],
+        ),
         (["--num_cpu_threads_per_process", "1"], {}, [1, "--num_cpu_threads_per_process 1 of accelerate launch"]),
         ([], {"OMP_NUM_THREADS": "1"}, [1, "OMP_NUM_THREADS=1, set by the user for accelerate launch"]),
     ],
     ids=["accelerate-default", "flag", "exported"],
-)  # fmt: skip
+)
 def test_under_accelerate_launch_only_its_own_default_is_replaced(tmp_path, flags, variables, expected):
     (tmp_path / "decide.py").write_text(PRINT_DECISION)
-    run = subprocess.run([ACCELERATE, "launch", "--num_processes", "1", *flags, str(tmp_path / "decide.py")],
-                         env=launch_environment(tmp_path, **variables), cwd=REPOSITORY, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [ACCELERATE, "launch", "--num_processes", "1", *flags, str(tmp_path / "decide.py")],
+        env=launch_environment(tmp_path, **variables),
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     assert decisions(run.stdout) == [expected]
 
@@ -176,8 +200,14 @@ def test_under_accelerate_launch_with_a_config_its_default_is_replaced(tmp_path)
     config.parent.mkdir(parents=True)
     write_basic_config(mixed_precision="no", save_location=str(config))
     (tmp_path / "decide.py").write_text(PRINT_DECISION)
-    run = subprocess.run([ACCELERATE, "launch", str(tmp_path / "decide.py")], env=launch_environment(tmp_path),
-                         cwd=REPOSITORY, capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [ACCELERATE, "launch", str(tmp_path / "decide.py")],
+        env=launch_environment(tmp_path),
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     [[threads, reason]] = decisions(run.stdout)
     assert threads == 2 and re.search(r"; replaces accelerate launch's default OMP_NUM_THREADS=\d+$", reason), reason
@@ -186,13 +216,27 @@ def test_under_accelerate_launch_with_a_config_its_default_is_replaced(tmp_path)
 def test_two_processes_under_accelerate_launch_share_the_idle_cores(tmp_path):
     (tmp_path / "decide.py").write_text(PRINT_DECISION)
     [run] = launch_with_free_port(
-        lambda port: [[ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port),
-                       str(tmp_path / "decide.py")]],
-        env=launch_environment(tmp_path), cwd=REPOSITORY, timeout=300,
-    )  # fmt: skip
+        lambda port: [
+            [
+                ACCELERATE,
+                "launch",
+                "--multi_gpu",
+                "--num_processes",
+                "2",
+                "--main_process_port",
+                str(port),
+                str(tmp_path / "decide.py"),
+            ]
+        ],
+        env=launch_environment(tmp_path),
+        cwd=REPOSITORY,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
-    expected = [1, "2 idle cores, 2 training process(es) on this machine; replaces accelerate launch's default "
-                   "OMP_NUM_THREADS=1"]  # fmt: skip
+    expected = [
+        1,
+        "2 idle cores, 2 training process(es) on this machine; replaces accelerate launch's default OMP_NUM_THREADS=1",
+    ]
     assert decisions(run.stdout) == [expected, expected]
 
 
@@ -200,13 +244,25 @@ def test_two_processes_under_accelerate_launch_share_the_idle_cores(tmp_path):
 
 
 def test_documented_accelerate_launch_without_a_config_trains_on_the_idle_cores(tmp_path):
-    run = subprocess.run([ACCELERATE, "launch", os.path.join("training", "train.py"),
-                          *tiny_flags(tmp_path / "run", "--max_train_steps", "1")],
-                         env=launch_environment(tmp_path), cwd=REPOSITORY, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            ACCELERATE,
+            "launch",
+            os.path.join("training", "train.py"),
+            *tiny_flags(tmp_path / "run", "--max_train_steps", "1"),
+        ],
+        env=launch_environment(tmp_path),
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
-    logged = re.search(r"torch threads: (\d+) \((\d+) idle cores, 1 training process\(es\) on this machine; "
-                       r"replaces accelerate launch's default OMP_NUM_THREADS=1\)", run.stderr)  # fmt: skip
+    logged = re.search(
+        r"torch threads: (\d+) \((\d+) idle cores, 1 training process\(es\) on this machine; "
+        r"replaces accelerate launch's default OMP_NUM_THREADS=1\)",
+        run.stderr,
+    )
     assert logged, run.stderr[-4000:]
     threads, idle = int(logged[1]), int(logged[2])
     assert threads == max(1, idle)

@@ -70,11 +70,28 @@ def resume_flags(output_dir, model_config) -> list[str]:
     gradient accumulation with a short last accumulation per epoch, warm-up and decay of the learning rate, and
     checkpoints in the middle of epochs. 64 images / batch 8 = 8 batches per epoch = 3 + 3 + 2 accumulations."""
     return tiny_flags(
-        output_dir, "--model_config", str(model_config), "--use_ema", "--random_flip",
-        "--gradient_accumulation_steps", "3", "--max_train_steps", "6", "--lr_scheduler", "linear",
-        "--lr_warmup_steps", "2", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
-        "--save_images_steps", "3", "--report_to", "tensorboard",
-    )  # fmt: skip
+        output_dir,
+        "--model_config",
+        str(model_config),
+        "--use_ema",
+        "--random_flip",
+        "--gradient_accumulation_steps",
+        "3",
+        "--max_train_steps",
+        "6",
+        "--lr_scheduler",
+        "linear",
+        "--lr_warmup_steps",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--checkpoints_total_limit",
+        "2",
+        "--save_images_steps",
+        "3",
+        "--report_to",
+        "tensorboard",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +181,11 @@ def test_checkpoints_total_limit_keeps_the_newest_and_each_holds_ema_and_rng_sta
     progress = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)
     ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
     unet_config = DDPMCFGPipeline.from_pretrained(uninterrupted).unet.config
-    assert {key: progress.pop(key) for key in ("global_step", "seed", "use_ema")} == {"global_step": 6, "seed": 0,
-                                                                                   "use_ema": True}  # fmt: skip
+    assert {key: progress.pop(key) for key in ("global_step", "seed", "use_ema")} == {
+        "global_step": 6,
+        "seed": 0,
+        "use_ema": True,
+    }
     assert progress["unet_config"]["block_out_channels"] == list(unet_config.block_out_channels)
     assert progress["unet_config"]["num_class_embeds"] == unet_config.num_class_embeds == 10
     assert ema["optimization_step"] == 6 and len(ema["shadow_params"]) > 0
@@ -177,7 +197,9 @@ def test_resuming_a_finished_run_trains_no_further_and_a_mismatched_run_is_refus
     train(flags)
     saved = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
     train(flags + ["--resume_from_checkpoint", "latest"])
-    assert_bitwise_equal({"unet": load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")}, {"unet": saved})
+    assert_bitwise_equal(
+        {"unet": load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")}, {"unet": saved}
+    )
     assert sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint")) == ["checkpoint-3"]
 
     saved_batching = "1 process\\(es\\) x --train_batch_size 8 x --gradient_accumulation_steps 1 on 64 images"
@@ -185,12 +207,16 @@ def test_resuming_a_finished_run_trains_no_further_and_a_mismatched_run_is_refus
         (["--use_ema"], "saved by a run with no --use_ema: resume it with no --use_ema"),
         (["--seed", "1"], "--seed 1 differs from the seed of .*checkpoint-3 \\(0\\)"),
         # Steps left to train in another batching (a finished run may be evaluated again on any): refused.
-        (["--train_batch_size", "4", "--max_train_steps", "6"],
-         f"saved by a run of {saved_batching}; this run has .* --train_batch_size 4 "),
-        (["--gradient_accumulation_steps", "2", "--max_train_steps", "6"],
-         f"{saved_batching}; .* --gradient_accumulation_steps 2 on 64"),
+        (
+            ["--train_batch_size", "4", "--max_train_steps", "6"],
+            f"saved by a run of {saved_batching}; this run has .* --train_batch_size 4 ",
+        ),
+        (
+            ["--gradient_accumulation_steps", "2", "--max_train_steps", "6"],
+            f"{saved_batching}; .* --gradient_accumulation_steps 2 on 64",
+        ),
         (["--max_train_samples", "80", "--max_train_steps", "6"], f"{saved_batching}; .* on 80 images"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(ValueError, match=message):
             train(flags + ["--resume_from_checkpoint", "latest", *extra])
 
@@ -240,7 +266,9 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_later_ones_aside_so_that_l
     assert "checkpoint-6.abandoned: it is past step 2, where this run resumes" in caplog.text
     args = train_script.parse_args(flags + ["--resume_from_checkpoint", "latest"])
     assert train_script.find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-4")
-    new, old = (load_file(output_dir / name / "model.safetensors") for name in ("checkpoint-4", "checkpoint-4.abandoned"))
+    new, old = (
+        load_file(output_dir / name / "model.safetensors") for name in ("checkpoint-4", "checkpoint-4.abandoned")
+    )
     assert any(not torch.equal(new[name], old[name]) for name in new)  # trained on another loss from step 3
 
 
@@ -319,11 +347,24 @@ def test_unconditional_v_prediction_run_saves_what_the_flags_asked_for(tmp_path,
 
     monkeypatch.setattr(train_script, "diffusion_loss", recording_loss)
     output_dir = tmp_path / "run"
-    train(tiny_flags(
-        output_dir, "--unconditional", "--prediction_type", "v_prediction", "--loss_type", "huber",
-        "--snr_gamma", "5", "--beta_schedule", "squaredcos_cap_v2", "--num_train_timesteps", "100",
-        "--max_train_steps", "2",
-    ))  # fmt: skip
+    train(
+        tiny_flags(
+            output_dir,
+            "--unconditional",
+            "--prediction_type",
+            "v_prediction",
+            "--loss_type",
+            "huber",
+            "--snr_gamma",
+            "5",
+            "--beta_schedule",
+            "squaredcos_cap_v2",
+            "--num_train_timesteps",
+            "100",
+            "--max_train_steps",
+            "2",
+        )
+    )
     unet = json.loads((output_dir / "unet" / "config.json").read_text())
     scheduler = json.loads((output_dir / "scheduler" / "scheduler_config.json").read_text())
     assert unet["num_class_embeds"] is None
@@ -367,10 +408,19 @@ def test_dataset_config_and_center_crop_reach_the_training_data(tmp_path, monkey
     )
     loaded = []
     load_image_data = train_script.load_image_data
-    monkeypatch.setattr(train_script, "load_image_data", lambda **kwargs: loaded.append(load_image_data(**kwargs))
-                        or loaded[-1])  # fmt: skip
-    flags = tiny_flags(tmp_path / "run", "--max_train_steps", "1", "--cache_dir", str(tmp_path / "cache"),
-                       "--dataset_config_name", "marks", "--center_crop")  # fmt: skip
+    monkeypatch.setattr(
+        train_script, "load_image_data", lambda **kwargs: loaded.append(load_image_data(**kwargs)) or loaded[-1]
+    )
+    flags = tiny_flags(
+        tmp_path / "run",
+        "--max_train_steps",
+        "1",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--dataset_config_name",
+        "marks",
+        "--center_crop",
+    )
     flags[flags.index("digits")] = str(tmp_path / "data")
     flags[flags.index("--max_train_samples") + 1] = "8"
     train(flags)
@@ -384,11 +434,29 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
     """The demo's recipe at a small scale (the tiny UNet at 8x8, 500 steps, ~15 s): most samples already read as the
     digit asked for, at a distance from the real digits that a collapsed or untrained model does not reach (an
     untrained one reads ~10% and sits at >10x the floor)."""
-    result = run_demo([
-        "--output_dir", str(tmp_path / "demo"), "--resolution", "8", "--model_config", "tiny",
-        "--max_train_steps", "500", "--samples_per_digit", "2", "--num_inference_steps", "10",
-        "--guidance_scale", "2", "--eval_num_samples", "200", "--sweep_guidance_scales", "1", "2",
-    ])  # fmt: skip
+    result = run_demo(
+        [
+            "--output_dir",
+            str(tmp_path / "demo"),
+            "--resolution",
+            "8",
+            "--model_config",
+            "tiny",
+            "--max_train_steps",
+            "500",
+            "--samples_per_digit",
+            "2",
+            "--num_inference_steps",
+            "10",
+            "--guidance_scale",
+            "2",
+            "--eval_num_samples",
+            "200",
+            "--sweep_guidance_scales",
+            "1",
+            "2",
+        ]
+    )
     grid = PIL.Image.open(tmp_path / "demo" / "digits_grid.png")
     # Two images of each digit in its row, named: 8 px images enlarged 8x to 64 px, 16 px apart.
     assert grid.height == 10 * 64 + 9 * 16 and grid.width > 2 * 64 + 16
@@ -411,16 +479,18 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--max_train_steps", "0"], "--max_train_steps must be at least 1"),
-     (["--samples_per_digit", "0"], "--samples_per_class must be at least 1"),
-     (["--learning_rate", "0"], "--learning_rate must be positive"),
-     (["--eval_num_samples", "9"], "--eval_num_samples must be at least 10"),
-     (["--eval_num_samples", "899"], "at most 898 (the held-out real digits)"),
-     (["--sweep_guidance_scales", "1", "-1"], "--sweep_guidance_scales must be finite numbers >= 0"),
-     (["--sweep_guidance_scales", "1", "inf"], "--sweep_guidance_scales must be finite numbers >= 0"),
-     (["--guidance_scale", "nan"], "--guidance_scale must be finite numbers >= 0"),
-     (["--guidance_interval", "0.9", "0.1"], "--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1")],
-)  # fmt: skip
+    [
+        (["--max_train_steps", "0"], "--max_train_steps must be at least 1"),
+        (["--samples_per_digit", "0"], "--samples_per_class must be at least 1"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--eval_num_samples", "9"], "--eval_num_samples must be at least 10"),
+        (["--eval_num_samples", "899"], "at most 898 (the held-out real digits)"),
+        (["--sweep_guidance_scales", "1", "-1"], "--sweep_guidance_scales must be finite numbers >= 0"),
+        (["--sweep_guidance_scales", "1", "inf"], "--sweep_guidance_scales must be finite numbers >= 0"),
+        (["--guidance_scale", "nan"], "--guidance_scale must be finite numbers >= 0"),
+        (["--guidance_interval", "0.9", "0.1"], "--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1"),
+    ],
+)
 def test_demo_rejects_bad_values_naming_its_own_flags(flags, message, capsys):
     with pytest.raises(SystemExit):
         demo.parse_args(flags)
@@ -466,8 +536,11 @@ def test_missing_image_or_label_column_fails_before_training_listing_the_columns
 
 
 def test_columns_of_the_builtin_digits_fail_before_training_naming_the_flags(tmp_path):
-    with pytest.raises(ValueError, match="'digits' dataset has no configurations or columns to choose: leave out "
-                                         "--dataset_config_name and --label_column"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="'digits' dataset has no configurations or columns to choose: leave out "
+        "--dataset_config_name and --label_column",
+    ):
         train(tiny_flags(tmp_path / "run", "--label_column", "target", "--dataset_config_name", "mnist"))
     assert_nothing_trained(tmp_path / "run")
 
@@ -516,8 +589,19 @@ def test_output_dir_of_another_run_is_refused_unless_resuming_or_overwriting(tmp
 
 def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_else(tmp_path):
     output_dir = tmp_path / "project"
-    train(tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2", "--save_images_steps", "1",
-                     "--report_to", "tensorboard"))  # fmt: skip
+    train(
+        tiny_flags(
+            output_dir,
+            "--max_train_steps",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            "--save_images_steps",
+            "1",
+            "--report_to",
+            "tensorboard",
+        )
+    )
     (output_dir / "src").mkdir()
     (output_dir / "src" / "main.py").write_text("print('mine')")
     (output_dir / "thesis.tex").write_text("mine")
@@ -540,9 +624,18 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--class_conditional", "--unconditional"], "not allowed with argument"),
         (["--num_inference_steps", "2000"], r"--num_inference_steps must be an integer in \[1, 1000\]"),
         # DPM-Solver++'s "leading" spacing repeats timestep 0: refused now, not at the first preview of the run
-        (["--num_inference_steps", "1000"], "--scheduler dpm: --num_inference_steps=1000 does not fit .*repeats a timestep"),
-        (["--num_train_timesteps", "10", "--num_inference_steps", "10"], "--num_inference_steps=10 does not fit .*repeats a timestep"),
-        (["--push", "--hub_model_id", "me/model"], "unrecognized arguments: --push"),  # no abbreviation bypasses a check
+        (
+            ["--num_inference_steps", "1000"],
+            "--scheduler dpm: --num_inference_steps=1000 does not fit .*repeats a timestep",
+        ),
+        (
+            ["--num_train_timesteps", "10", "--num_inference_steps", "10"],
+            "--num_inference_steps=10 does not fit .*repeats a timestep",
+        ),
+        (
+            ["--push", "--hub_model_id", "me/model"],
+            "unrecognized arguments: --push",
+        ),  # no abbreviation bypasses a check
         (["--unconditional", "--guidance", "2"], "unrecognized arguments: --guidance"),
         (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "--overwrite_output_dir deletes"),
         (["--learning_rate", "-1"], "--learning_rate must be a positive number"),
@@ -557,7 +650,10 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--unconditional", "--cond_drop_prob=0.2"], "--cond_drop_prob are for class-conditional training"),
         (["--guidance_scale", "inf"], "--guidance_scale must be a finite number >= 0, got inf"),
         (["--hub_model_id", "me/model"], "--hub_model_id takes effect only with --push_to_hub"),
-        (["--hub_private_repo", "--hub_token=x"], "--hub_private_repo and --hub_token take effect only with --push_to_hub"),
+        (
+            ["--hub_private_repo", "--hub_token=x"],
+            "--hub_private_repo and --hub_token take effect only with --push_to_hub",
+        ),
         (["--ema_max_decay", "0.99"], "--ema_max_decay takes effect only with --use_ema"),
         (["--logging_dir", ""], "--logging_dir must be a folder inside --output_dir"),
         (["--logging_dir", "../logs"], "--logging_dir must be a folder inside --output_dir"),
@@ -573,14 +669,17 @@ def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, messa
     assert re.search(message, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("flags, steps", [
-    ([], 15),  # DPM-Solver++ (2M), the default sampler
-    (["--scheduler", "unipc"], 15),
-    (["--scheduler", "ddim"], 50),
-    (["--scheduler", "euler", "--num_train_timesteps", "40"], 40),
-    (["--scheduler", "ddpm", "--num_train_timesteps", "200"], 200),
-    (["--scheduler", "ddim", "--num_inference_steps", "7"], 7),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, steps",
+    [
+        ([], 15),  # DPM-Solver++ (2M), the default sampler
+        (["--scheduler", "unipc"], 15),
+        (["--scheduler", "ddim"], 50),
+        (["--scheduler", "euler", "--num_train_timesteps", "40"], 40),
+        (["--scheduler", "ddpm", "--num_train_timesteps", "200"], 200),
+        (["--scheduler", "ddim", "--num_inference_steps", "7"], 7),
+    ],
+)
 def test_preview_steps_default_to_the_pipelines_default_for_the_scheduler(flags, steps):
     assert train_script.parse_args(["--dataset_name", "digits", *flags]).num_inference_steps == steps
 
@@ -670,5 +769,7 @@ def test_resuming_with_another_model_config_names_the_keys_that_differ(tmp_path)
     other.write_text(json.dumps({**TINY_WITH_DROPOUT, "block_out_channels": [16, 16], "dropout": 0.0}))
     flags = tiny_flags(tmp_path / "run", "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
     flags[flags.index("--model_config") + 1] = str(other)
-    with pytest.raises(ValueError, match=r"another configuration \(block_out_channels: saved \[8, 16\], now \[16, 16\]\)"):
+    with pytest.raises(
+        ValueError, match=r"another configuration \(block_out_channels: saved \[8, 16\], now \[16, 16\]\)"
+    ):
         train(flags)

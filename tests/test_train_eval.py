@@ -34,10 +34,23 @@ def evaluated_flags(output_dir, *extra: str) -> list[str]:
     """Five steps, evaluated at steps 2 and 4 and at the end (5), which sweeps guidance 1 and 3; checkpoints at 2, 4;
     the best by fd_digits kept."""
     return tiny_flags(
-        output_dir, "--max_train_steps", "5", "--eval_steps", "2", *EVAL, "--eval_guidance_scales", "1",
-        "--keep_best_checkpoint", "fd_digits", "--checkpointing_steps", "2", "--use_ema", "--report_to", "tensorboard",
+        output_dir,
+        "--max_train_steps",
+        "5",
+        "--eval_steps",
+        "2",
+        *EVAL,
+        "--eval_guidance_scales",
+        "1",
+        "--keep_best_checkpoint",
+        "fd_digits",
+        "--checkpointing_steps",
+        "2",
+        "--use_ema",
+        "--report_to",
+        "tensorboard",
         *extra,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +109,9 @@ def test_exclude_eval_reference_trains_on_the_held_out_half_and_measures_against
     returned = {}
     for name in ["load_training_data", "real_images"]:
         function = getattr(train_script, name)
-        monkeypatch.setattr(train_script, name, lambda *args, name=name, function=function:
-                            returned.setdefault(name, function(*args)))  # fmt: skip
+        monkeypatch.setattr(
+            train_script, name, lambda *args, name=name, function=function: returned.setdefault(name, function(*args))
+        )
     output_dir = tmp_path / "run"
     train(evaluated_flags(output_dir, "--exclude_eval_reference"))
     data, real = returned["load_training_data"], returned["real_images"]
@@ -126,8 +140,10 @@ def test_keep_best_checkpoint_holds_the_best_logged_value_and_latest_resume_igno
     args = train_script.parse_args(evaluated_flags(evaluated, "--resume_from_checkpoint", "latest"))
     assert train_script.find_checkpoint_to_resume(args) == str(evaluated / "checkpoint-4")
     assert sorted(name for name in os.listdir(evaluated) if name.startswith("checkpoint")) == [
-        "checkpoint-2", "checkpoint-4", "checkpoint-best"
-    ]  # fmt: skip
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-best",
+    ]
     # --overwrite_output_dir deletes them with the rest of the run.
     written = {os.path.basename(path) for path in train_script.previous_run_outputs(str(evaluated), "logs")}
     assert {"checkpoint-best", "evaluation"} <= written
@@ -155,10 +171,12 @@ def test_resumed_run_competes_with_the_best_value_recorded_before(evaluated, tmp
         (["--eval_steps", "2", "--eval_num_samples", "1"], "--eval_num_samples must be at least 2"),
         (["--keep_best_checkpoint", "kid"], "--keep_best_checkpoint given without --eval_steps"),
         (["--eval_metrics", "kid"], "--eval_metrics given without --eval_steps"),
-        (["--eval_steps", "2", "--eval_metrics", "fd_digits", "--keep_best_checkpoint", "recall"],
-         re.escape("--keep_best_checkpoint recall is not among the evaluated values ['fd_digits']")),
+        (
+            ["--eval_steps", "2", "--eval_metrics", "fd_digits", "--keep_best_checkpoint", "recall"],
+            re.escape("--keep_best_checkpoint recall is not among the evaluated values ['fd_digits']"),
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_eval_flags_are_rejected_by_the_parser_naming_the_flag(flags, message, capsys):
     with pytest.raises(SystemExit):
         train_script.parse_args(["--dataset_name", "digits", *flags])
@@ -169,12 +187,14 @@ def test_bad_eval_flags_are_rejected_by_the_parser_naming_the_flag(flags, messag
     "flags, message",
     [
         (["--unconditional", "--eval_metrics", "agreement"], "`agreement` needs a class-conditional model"),
-        (["--unconditional", "--keep_best_checkpoint", "agreement"],
-         "--keep_best_checkpoint agreement is not among the evaluated values"),
+        (
+            ["--unconditional", "--keep_best_checkpoint", "agreement"],
+            "--keep_best_checkpoint agreement is not among the evaluated values",
+        ),
         (["--unconditional", "--eval_guidance_scales", "3"], "--eval_guidance_scales other than 1 need a class-cond"),
         (["--eval_metrics", "precision_recall", "--eval_num_samples", "3"], "`precision_recall` needs more than k=3"),
     ],
-)  # fmt: skip
+)
 def test_eval_flags_the_data_or_the_model_cannot_take_fail_before_any_training_step(flags, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         train(tiny_flags(tmp_path / "run", "--max_train_steps", "2", "--eval_steps", "1", *flags))
@@ -183,8 +203,21 @@ def test_eval_flags_the_data_or_the_model_cannot_take_fail_before_any_training_s
 
 def test_two_processes_measure_exactly_what_one_process_measures_on_the_same_weights(tmp_path):
     output_dir = tmp_path / "run"
-    flags = tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2", "--eval_steps", "1", *EVAL,
-                       "--eval_guidance_scales", "1", "--use_ema", "--report_to", "tensorboard")  # fmt: skip
+    flags = tiny_flags(
+        output_dir,
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--eval_steps",
+        "1",
+        *EVAL,
+        "--eval_guidance_scales",
+        "1",
+        "--use_ema",
+        "--report_to",
+        "tensorboard",
+    )
     run = train_on_two_processes(flags)
     assert run.returncode == 0, run.stderr[-4000:]
     assert [step for step, _ in logged(output_dir, "eval/fd_digits")] == [1, 2]

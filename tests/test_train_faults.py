@@ -7,8 +7,8 @@ Signals and file-size limits are real (a subprocess gets them), not mocked."""
 import math
 import os
 import random
-import shutil
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,11 +31,17 @@ SCRIPT = REPOSITORY / "training" / "train.py"
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
 
-
 def start(flags, **popen_kwargs) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, str(SCRIPT), *flags], env=env, cwd=REPOSITORY, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen_kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *flags],
+        env=env,
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen_kwargs,
+    )
 
 
 def wait_for(process: subprocess.Popen, text: str, timeout: float = 300) -> str:
@@ -65,12 +71,19 @@ def uninterrupted(tmp_path_factory):
     return train(tiny_flags(tmp_path_factory.mktemp("whole") / "run", *LONG))
 
 
-@pytest.mark.parametrize("moment, extra, delay, signal_name", [
-    ("during the steps", (), 1.0, "SIGTERM"),
-    ("during a preview", ("--save_images_steps", "3", "--num_inference_steps", "40", "--eval_batch_size", "40"), 2.0,
-     "SIGUSR1"),
-    ("during a checkpoint save", ("--checkpointing_steps", "1"), 1.5, "SIGINT"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "moment, extra, delay, signal_name",
+    [
+        ("during the steps", (), 1.0, "SIGTERM"),
+        (
+            "during a preview",
+            ("--save_images_steps", "3", "--num_inference_steps", "40", "--eval_batch_size", "40"),
+            2.0,
+            "SIGUSR1",
+        ),
+        ("during a checkpoint save", ("--checkpointing_steps", "1"), 1.5, "SIGINT"),
+    ],
+)
 def test_a_signal_at_any_moment_saves_a_checkpoint_and_resuming_ends_bitwise_equal(
     uninterrupted, tmp_path, moment, extra, delay, signal_name
 ):
@@ -91,7 +104,9 @@ def test_a_signal_at_any_moment_saves_a_checkpoint_and_resuming_ends_bitwise_equ
     assert step < 120 and (output_dir / f"checkpoint-{step}").is_dir()
 
     # Previews and checkpoints do not touch the weights: the rest of the run goes without them, to be quick.
-    train(flags + ["--resume_from_checkpoint", "latest", "--save_images_steps", "1000", "--checkpointing_steps", "1000"])
+    train(
+        flags + ["--resume_from_checkpoint", "latest", "--save_images_steps", "1000", "--checkpointing_steps", "1000"]
+    )
     assert same_weights(output_dir, uninterrupted)
 
 
@@ -100,9 +115,14 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(tmp_path):
     run resumes from it to the end (two steps on, for the time)."""
     output_dir = tmp_path / "run"
     flags = tiny_flags(output_dir, "--max_train_steps", "200", "--train_batch_size", "4")
-    launcher = subprocess.Popen(launch_command(flags), cwd=REPOSITORY,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        launch_command(flags),
+        cwd=REPOSITORY,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_for(launcher, "optimizer steps")
     time.sleep(1.0)
     workers = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
@@ -125,8 +145,17 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(tmp_path):
 
 def launch_command(flags) -> list[str]:
     """Two CPU processes over gloo, as `accelerate launch --multi_gpu --num_processes 2` starts them."""
-    return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()),
-            str(SCRIPT), *flags]  # fmt: skip
+    return [
+        ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+        str(SCRIPT),
+        *flags,
+    ]
 
 
 def limit_file_size(limit: int):
@@ -142,8 +171,10 @@ def test_a_checkpoint_that_cannot_be_written_leaves_nothing_half_written_and_kee
     flags = tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2")
     train(flags)
     biggest = max(path.stat().st_size for path in (output_dir / "checkpoint-2").iterdir())
-    process = start(flags + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"],
-                    preexec_fn=limit_file_size(biggest - 1))  # fmt: skip
+    process = start(
+        flags + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"],
+        preexec_fn=limit_file_size(biggest - 1),
+    )
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 1, output[-3000:]
     assert "Could not write checkpoint-4" in output and "file-size limit" in output  # EFBIG, or torch's words
@@ -158,8 +189,10 @@ def test_a_pipeline_that_cannot_be_written_leaves_the_previous_one_whole(tmp_pat
     train(tiny_flags(output_dir, "--max_train_steps", "2"))
     before = (output_dir / WEIGHTS).read_bytes()
     weights_size = len(before)
-    process = start(tiny_flags(output_dir, "--max_train_steps", "3", "--overwrite_output_dir"),
-                    preexec_fn=limit_file_size(weights_size - 1))  # fmt: skip
+    process = start(
+        tiny_flags(output_dir, "--max_train_steps", "3", "--overwrite_output_dir"),
+        preexec_fn=limit_file_size(weights_size - 1),
+    )
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 1 and "Could not write the pipeline" in output, output[-3000:]
     assert not list(output_dir.glob(".pipeline*")) and not list(output_dir.rglob("*.replaced"))
@@ -236,7 +269,11 @@ def test_a_non_finite_gradient_is_left_to_fp16_grad_scaling_but_a_non_finite_los
 
 
 def test_usage_errors_end_with_the_message_alone_and_status_2():
-    run = subprocess.run([sys.executable, str(SCRIPT), "--dataset_name", "digits", "--resolution", "30",
-                          "--model_config", "small"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dataset_name", "digits", "--resolution", "30", "--model_config", "small"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: --resolution 30 cannot be taken by this model")

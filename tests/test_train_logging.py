@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers import tiny_flags
 
 CHECKPOINT_CHATTER = "accelerate.checkpointing"
@@ -16,8 +17,12 @@ def test_library_info_lines_go_to_the_log_file_and_to_the_console_only_when_verb
     output_dir = tmp_path / "run"
     flags = tiny_flags(output_dir, "--max_train_steps", "2", "--checkpointing_steps", "2")
     flags += ["--verbose"] if verbose else []
-    done = subprocess.run([sys.executable, "-m", "hf_ddpm.training.train", *flags], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "hf_ddpm.training.train", *flags],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     console = done.stdout + done.stderr
     with open(output_dir / "logs" / "train.log", encoding="utf-8") as file:

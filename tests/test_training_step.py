@@ -16,15 +16,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import tiny_flags
 from hf_ddpm.data import load_image_data
+from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers import DDPMScheduler
 from hf_ddpm.training import train as train_script
 from test_train import train
-from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 
 T = 1000
 NULL = 10
-
 
 
 class LinearStandIn(torch.nn.Module):
@@ -37,8 +36,14 @@ class LinearStandIn(torch.nn.Module):
 
 
 def flags(**overrides):
-    values = dict(random_flip=False, num_train_timesteps=T, cond_drop_prob=0.3, prediction_type="epsilon",
-                  snr_gamma=None, loss_type="l2")  # fmt: skip
+    values = dict(
+        random_flip=False,
+        num_train_timesteps=T,
+        cond_drop_prob=0.3,
+        prediction_type="epsilon",
+        snr_gamma=None,
+        loss_type="l2",
+    )
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -84,9 +89,13 @@ def test_training_loss_is_the_papers_loss(prediction_type, loss_type, snr_gamma)
     labels = torch.arange(64) % NULL
     args = flags(prediction_type=prediction_type, loss_type=loss_type, snr_gamma=snr_gamma)
     loss = train_script.training_loss(
-        LinearStandIn(), DDPMScheduler(num_train_timesteps=T, prediction_type=prediction_type), [x0, labels],
-        torch.Generator().manual_seed(7), args, NULL,
-    )  # fmt: skip
+        LinearStandIn(),
+        DDPMScheduler(num_train_timesteps=T, prediction_type=prediction_type),
+        [x0, labels],
+        torch.Generator().manual_seed(7),
+        args,
+        NULL,
+    )
     expected = reference_loss(x0, labels, 7, args)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)
 
@@ -132,8 +141,11 @@ def test_the_loop_feeds_the_unet_noised_images_at_the_drawn_timesteps(monkeypatc
 @pytest.mark.parametrize("drop_prob", [0.0, 0.3])
 def test_the_share_of_labels_dropped_to_the_null_label_is_cond_drop_prob(monkeypatch, tmp_path, drop_prob):
     spy = Recorder(monkeypatch)
-    train(tiny_flags(tmp_path / "run", "--max_train_steps", "40", "--train_batch_size", "16",
-                     "--cond_drop_prob", str(drop_prob)))  # fmt: skip
+    train(
+        tiny_flags(
+            tmp_path / "run", "--max_train_steps", "40", "--train_batch_size", "16", "--cond_drop_prob", str(drop_prob)
+        )
+    )
     labels = torch.cat([labels for _, _, labels in spy.forwards])
     dropped = (labels == NULL).float().mean().item()
     # 640 Bernoulli(p) draws: within 4.5 standard deviations of p (and exactly none at p = 0).
@@ -180,14 +192,27 @@ def test_a_tiny_model_learns_two_digits(tmp_path):
     digits = load_image_data(dataset_name="digits", resolution=8)
     keep = (digits.labels == 0) | (digits.labels == 1)
     folder = tmp_path / "two-digits"
-    images = [PIL.Image.fromarray(((image[0].numpy() + 1) * 127.5).round().astype(np.uint8)) for image in digits.images[keep]]
+    images = [
+        PIL.Image.fromarray(((image[0].numpy() + 1) * 127.5).round().astype(np.uint8)) for image in digits.images[keep]
+    ]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["0", "1"])})
-    datasets.Dataset.from_dict({"image": images, "label": digits.labels[keep].tolist()}, features=features).save_to_disk(
-        str(folder)
-    )
+    datasets.Dataset.from_dict(
+        {"image": images, "label": digits.labels[keep].tolist()}, features=features
+    ).save_to_disk(str(folder))
     run = tmp_path / "run"
-    flags_ = tiny_flags(run, "--max_train_steps", "300", "--train_batch_size", "32", "--learning_rate", "3e-3",
-                        "--prediction_type", "epsilon", "--report_to", "tensorboard")  # fmt: skip
+    flags_ = tiny_flags(
+        run,
+        "--max_train_steps",
+        "300",
+        "--train_batch_size",
+        "32",
+        "--learning_rate",
+        "3e-3",
+        "--prediction_type",
+        "epsilon",
+        "--report_to",
+        "tensorboard",
+    )
     flags_[flags_.index("digits")] = str(folder)
     flags_[flags_.index("--max_train_samples") + 1] = "360"
     train(flags_)
@@ -226,8 +251,20 @@ def test_the_ema_is_the_warmed_up_moving_average_of_the_weights(monkeypatch, tmp
             return result
 
     monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
-    output = train(tiny_flags(tmp_path / "run", "--max_train_steps", "5", "--use_ema", "--ema_inv_gamma", "2",
-                              "--ema_power", "0.5", "--ema_max_decay", "0.6"))  # fmt: skip
+    output = train(
+        tiny_flags(
+            tmp_path / "run",
+            "--max_train_steps",
+            "5",
+            "--use_ema",
+            "--ema_inv_gamma",
+            "2",
+            "--ema_power",
+            "0.5",
+            "--ema_max_decay",
+            "0.6",
+        )
+    )
     shadow = [p.clone() for p in trajectory[0]]
     for k, weights in enumerate(trajectory, start=1):
         decay = 0.0 if k == 1 else min(0.6, 1 - (1 + (k - 1) / 2) ** -0.5)

@@ -7,8 +7,7 @@ from diffusers import DDIMPipeline, DDPMPipeline, UNet2DModel
 from diffusers import DDIMScheduler as DiffusersDDIMScheduler
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler
 
-from hf_ddpm.models import DDPMUNet2DModel, DDPMUNet2DOutput
-from hf_ddpm.models import unet_2d
+from hf_ddpm.models import DDPMUNet2DModel, DDPMUNet2DOutput, unet_2d
 from hf_ddpm.models.unet_2d import Upsample
 
 NUM_CLASSES = 3
@@ -17,9 +16,14 @@ NUM_CLASSES = 3
 def tiny_unet(**overrides) -> DDPMUNet2DModel:
     """Two levels (8x8 -> 4x4), attention at the coarse one: 48k parameters."""
     config = dict(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        attention_levels=(False, True), norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        norm_num_groups=4,
+    )
     config.update(overrides)
     torch.manual_seed(0)
     return DDPMUNet2DModel(**config).eval()
@@ -35,16 +39,31 @@ def noisy(model: DDPMUNet2DModel, batch: int = 2, seed: int = 1) -> torch.Tensor
     "config",
     [
         # Fashion-MNIST sized: three levels, 28 -> 14 -> 7.
-        dict(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(8, 16, 16),
-             attention_levels=(False, False, True)),
+        dict(
+            sample_size=28,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=(8, 16, 16),
+            attention_levels=(False, False, True),
+        ),
         # CIFAR-10 sized.
-        dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 16, 16, 16),
-             attention_levels=(False, True, False, False)),
+        dict(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16, 16, 16),
+            attention_levels=(False, True, False, False),
+        ),
         # Non-square, and more output channels than input (e.g. a learned variance).
-        dict(sample_size=(16, 24), in_channels=3, out_channels=6, block_out_channels=(8, 16),
-             attention_levels=(True, True)),
+        dict(
+            sample_size=(16, 24),
+            in_channels=3,
+            out_channels=6,
+            block_out_channels=(8, 16),
+            attention_levels=(True, True),
+        ),
     ],
-)  # fmt: skip
+)
 def test_output_has_the_input_resolution_and_out_channels(config):
     model = tiny_unet(**config)
     sample = noisy(model)
@@ -58,22 +77,33 @@ def diffusers_twin(model: DDPMUNet2DModel) -> UNet2DModel:
     """diffusers' UNet2DModel with the architecture of `model`: FiLM conditioning, GroupNorm in every attention."""
     config = model.config
     return UNet2DModel(
-        sample_size=config.sample_size, in_channels=config.in_channels, out_channels=config.out_channels,
-        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+        sample_size=config.sample_size,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
         down_block_types=["AttnDownBlock2D" if flag else "DownBlock2D" for flag in config.attention_levels],
         up_block_types=["AttnUpBlock2D" if flag else "UpBlock2D" for flag in reversed(config.attention_levels)],
-        attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_num_groups,
-        attn_norm_num_groups=config.norm_num_groups, resnet_time_scale_shift="scale_shift",
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+        attn_norm_num_groups=config.norm_num_groups,
+        resnet_time_scale_shift="scale_shift",
         num_class_embeds=config.num_class_embeds + 1,
-    )  # fmt: skip
+    )
 
 
 DIFFUSERS_RENAMES = {
-    "time_embedding.linear_1": "time_mlp.0", "time_embedding.linear_2": "time_mlp.2", "conv_norm_out": "norm_out",
-    "mid_block.resnets.0": "mid_resnet1", "mid_block.resnets.1": "mid_resnet2",
+    "time_embedding.linear_1": "time_mlp.0",
+    "time_embedding.linear_2": "time_mlp.2",
+    "conv_norm_out": "norm_out",
+    "mid_block.resnets.0": "mid_resnet1",
+    "mid_block.resnets.1": "mid_resnet2",
     "mid_block.attentions.0": "mid_attention",
-    "time_emb_proj": "embedding_proj", "conv_shortcut": "shortcut", "group_norm": "norm", "to_out.0": "to_out",
-}  # fmt: skip
+    "time_emb_proj": "embedding_proj",
+    "conv_shortcut": "shortcut",
+    "group_norm": "norm",
+    "to_out.0": "to_out",
+}
 
 
 def our_name(diffusers_name: str, per_level: int) -> str:
@@ -103,8 +133,13 @@ def load_diffusers_weights(model: DDPMUNet2DModel, twin: UNet2DModel) -> None:
 
 @pytest.mark.parametrize("attention_head_dim", [None, 4])
 def test_computes_the_same_function_as_diffusers_unet2dmodel_with_the_same_weights(attention_head_dim):
-    model = tiny_unet(block_out_channels=(8, 16, 16), attention_levels=(False, True, False), layers_per_block=2,
-                      num_class_embeds=NUM_CLASSES, attention_head_dim=attention_head_dim)  # fmt: skip
+    model = tiny_unet(
+        block_out_channels=(8, 16, 16),
+        attention_levels=(False, True, False),
+        layers_per_block=2,
+        num_class_embeds=NUM_CLASSES,
+        attention_head_dim=attention_head_dim,
+    )
     twin = diffusers_twin(model).eval()
     assert model.num_parameters() == twin.num_parameters()
     load_diffusers_weights(model, twin)
@@ -190,7 +225,7 @@ def test_save_load_roundtrip_is_exact_and_uses_safetensors(tmp_path):
     loaded = DDPMUNet2DModel.from_pretrained(tmp_path).eval()
     for key, value in model.config.items():  # JSON turns the tuples into lists
         if not key.startswith("_"):
-                assert loaded.config[key] == (list(value) if isinstance(value, tuple) else value), key
+            assert loaded.config[key] == (list(value) if isinstance(value, tuple) else value), key
     sample = noisy(model)
     with torch.no_grad():
         expected = model(sample, 11, class_labels=[0, 2]).sample
@@ -403,8 +438,9 @@ def test_labels_given_to_an_unconditional_model_are_rejected():
         model(noisy(model), 1, class_labels=[0, 1])
 
 
-@pytest.mark.parametrize("pipeline_class, scheduler_class", [(DDIMPipeline, DiffusersDDIMScheduler),
-                                                             (DDPMPipeline, DiffusersDDPMScheduler)])  # fmt: skip
+@pytest.mark.parametrize(
+    "pipeline_class, scheduler_class", [(DDIMPipeline, DiffusersDDIMScheduler), (DDPMPipeline, DiffusersDDPMScheduler)]
+)
 def test_drops_into_diffusers_unconditional_pipelines(pipeline_class, scheduler_class):
     unet = tiny_unet(in_channels=3, out_channels=3)
     pipe = pipeline_class(unet=unet, scheduler=scheduler_class(num_train_timesteps=50))
@@ -424,9 +460,15 @@ def test_ddpm_cifar10_preset_is_ho_et_al_with_film_scale_shift():
         return sum(p.numel() for p in model.parameters())
 
     ours = DDPMUNet2DModel(sample_size=32, in_channels=3, out_channels=3, **UNET_PRESETS["ddpm-cifar10"])
-    ho = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-              down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-              up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))  # fmt: skip
+    ho = dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    )
     assert count(UNet2DModel(**ho)) == 35_746_307 and count(ours) == 38_307_203
     # The difference is the scale half of every ResNet block's time projection (its weights and biases).
     projections = [module.embedding_proj for module in ours.modules() if hasattr(module, "embedding_proj")]

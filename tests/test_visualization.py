@@ -93,12 +93,17 @@ def test_noising_command_writes_the_png_and_says_where(tmp_path, capsys):
     assert Image.open(out).size == (2 * panel_width + PANEL_GAP, HEADER_HEIGHT + 2 * CELL_SIZE + CELL_GAP)
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--fractions", "1.5"], "--fractions must lie in (0, 1]"),
-    (["--num-images", "0"], "--num-images must be a positive integer; got 0"),
-    (["--num-images", "1800"], "--num-images must be at most 1797, the number of digits; got 1800"),
-])  # fmt: skip
-def test_noising_command_rejects_bad_values_naming_the_flag_with_usage_exit_status(tmp_path, capsys, arguments, message):
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--fractions", "1.5"], "--fractions must lie in (0, 1]"),
+        (["--num-images", "0"], "--num-images must be a positive integer; got 0"),
+        (["--num-images", "1800"], "--num-images must be at most 1797, the number of digits; got 1800"),
+    ],
+)
+def test_noising_command_rejects_bad_values_naming_the_flag_with_usage_exit_status(
+    tmp_path, capsys, arguments, message
+):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["noising", "--out", str(tmp_path / "x.png"), *arguments])
     assert exit_info.value.code == 2

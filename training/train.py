@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from hf_ddpm.data import ImageData, load_image_data, random_flip
 from hf_ddpm.evaluation import METRICS, Evaluator, default_metrics, held_out_size, split_halves
+from hf_ddpm.evaluation.registry import METRIC_KEYS, metric_keys
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
@@ -52,8 +53,8 @@ from hf_ddpm.previews import log_preview, write_preview
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
-from hf_ddpm.stopping import PreemptionSignals, Preempted, StopRequested, TrainingStopped, USAGE_EXIT_STATUS
-from hf_ddpm.training_eval import METRIC_KEYS, BestValue, TrainingEvaluation, log_line, metric_keys, scalars
+from hf_ddpm.stopping import USAGE_EXIT_STATUS, Preempted, PreemptionSignals, StopRequested, TrainingStopped
+from hf_ddpm.training_eval import BestValue, TrainingEvaluation, log_line, scalars
 from hf_ddpm.training_utils import (
     DATA_ORDER,
     LOSS_TYPES,
@@ -90,6 +91,7 @@ class ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return self.verbose or record.levelno >= logging.WARNING or record.name.split(".")[0] in self.OWN
 
+
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 BEST_CHECKPOINT = "checkpoint-best"  # --keep_best_checkpoint; never pruned, never the "latest"
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written; renamed to checkpoint-N once complete
@@ -101,8 +103,11 @@ RUN_FOLDERS = ("samples", EVALUATION_DIR, "unet", "scheduler")
 MANIFEST = "manifest.json"  # in a checkpoint: the size and SHA-256 of each of its files, to tell a damaged one
 UPLOAD_GRACE_S = 60.0  # how long a stopping run waits for its pending uploads
 # What a failed write says, for the errors a full or limited disk gives.
-DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
-               errno.EFBIG: "a file hit the file-size limit"}  # fmt: skip
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "a file hit the file-size limit",
+}
 # torch.save reports a failed write as a RuntimeError of its C++ stream, safetensors as a SafetensorError: with one
 # of these in the message.
 WRITE_FAILURE_SIGNS = ("iostream error", "file write failed", "PytorchStreamWriter failed", "I/O error")
@@ -115,162 +120,320 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # No abbreviated flags: the checks below read which flags were given by their full spelling.
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", default=None,
-                      help="A Hub dataset id (fashion_mnist, cifar10, ...), a local dataset path that `datasets` "
-                           "reads, or 'digits' (scikit-learn's 8x8 handwritten digits, no download).")
+    data.add_argument(
+        "--dataset_name",
+        default=None,
+        help="A Hub dataset id (fashion_mnist, cifar10, ...), a local dataset path that `datasets` "
+        "reads, or 'digits' (scikit-learn's 8x8 handwritten digits, no download).",
+    )
     data.add_argument("--dataset_config_name", default=None, help="The dataset's configuration, if it has several.")
-    data.add_argument("--train_data_dir", default=None,
-                      help="A folder of images, one sub-folder per class (instead of --dataset_name).")
+    data.add_argument(
+        "--train_data_dir",
+        default=None,
+        help="A folder of images, one sub-folder per class (instead of --dataset_name).",
+    )
     data.add_argument("--image_column", default=None, help="Column of the images (default: found automatically).")
-    data.add_argument("--label_column", default=None,
-                      help="Column of the class ids (default: the ClassLabel column, if there is one).")
+    data.add_argument(
+        "--label_column",
+        default=None,
+        help="Column of the class ids (default: the ClassLabel column, if there is one).",
+    )
     data.add_argument("--cache_dir", default=None, help="Where `datasets` keeps downloaded and converted data.")
-    data.add_argument("--max_train_samples", type=int, default=None,
-                      help="Train on a random subset of N examples (drawn with --seed).")
-    data.add_argument("--exclude_eval_reference", action="store_true",
-                      help="Train only on the held-out half of the data: leave out the reference half, the real "
-                           "images that evaluation (--eval_steps, hf-ddpm evaluate) compares samples with, so that "
-                           "its distances measure generalisation, not memory. With --max_train_samples the subset "
-                           "is drawn from the held-out half.")
+    data.add_argument(
+        "--max_train_samples",
+        type=int,
+        default=None,
+        help="Train on a random subset of N examples (drawn with --seed).",
+    )
+    data.add_argument(
+        "--exclude_eval_reference",
+        action="store_true",
+        help="Train only on the held-out half of the data: leave out the reference half, the real "
+        "images that evaluation (--eval_steps, hf-ddpm evaluate) compares samples with, so that "
+        "its distances measure generalisation, not memory. With --max_train_samples the subset "
+        "is drawn from the held-out half.",
+    )
     data.add_argument("--resolution", type=int, default=32, help="Side of the square training images.")
-    data.add_argument("--center_crop", action="store_true",
-                      help="Resize the shorter side and cut the centre square (default: resize the whole image).")
+    data.add_argument(
+        "--center_crop",
+        action="store_true",
+        help="Resize the shorter side and cut the centre square (default: resize the whole image).",
+    )
     data.add_argument("--random_flip", action="store_true", help="Flip each training image left-right at random.")
-    data.add_argument("--skip_corrupt_images", action="store_true",
-                      help="Leave out the images that cannot be read (truncated, corrupt, empty or missing files), "
-                           "logging how many and the first few, instead of stopping at the first one.")
-    data.add_argument("--dataloader_num_workers", type=int, default=0,
-                      help="Worker processes that batch the data. 0 (default) batches in the training process: the "
-                           "data is decoded once into memory, so workers would only compete with torch for cores.")
+    data.add_argument(
+        "--skip_corrupt_images",
+        action="store_true",
+        help="Leave out the images that cannot be read (truncated, corrupt, empty or missing files), "
+        "logging how many and the first few, instead of stopping at the first one.",
+    )
+    data.add_argument(
+        "--dataloader_num_workers",
+        type=int,
+        default=0,
+        help="Worker processes that batch the data. 0 (default) batches in the training process: the "
+        "data is decoded once into memory, so workers would only compete with torch for cores.",
+    )
 
     model = parser.add_argument_group("model and diffusion")
-    model.add_argument("--model_config", default=None,
-                       help=f"A UNet preset ({', '.join(UNET_PRESETS)}; default 'small') or a JSON file of "
-                            "DDPMUNet2DModel config keys (missing keys take the defaults). Sample size, channels and "
-                            "number of classes come from the data.")
+    model.add_argument(
+        "--model_config",
+        default=None,
+        help=f"A UNet preset ({', '.join(UNET_PRESETS)}; default 'small') or a JSON file of "
+        "DDPMUNet2DModel config keys (missing keys take the defaults). Sample size, channels and "
+        "number of classes come from the data.",
+    )
     conditioning = model.add_mutually_exclusive_group()
-    conditioning.add_argument("--class_conditional", dest="class_conditional", action="store_true", default=None,
-                              help="Condition on the class labels (default when the data has labels).")
-    conditioning.add_argument("--unconditional", dest="class_conditional", action="store_false",
-                              help="Ignore the labels and train an unconditional model.")
-    model.add_argument("--cond_drop_prob", type=float, default=0.1,
-                       help="Probability that a training example's label is replaced by the null label, so the model "
-                            "also learns the unconditional prediction that classifier-free guidance needs.")
+    conditioning.add_argument(
+        "--class_conditional",
+        dest="class_conditional",
+        action="store_true",
+        default=None,
+        help="Condition on the class labels (default when the data has labels).",
+    )
+    conditioning.add_argument(
+        "--unconditional",
+        dest="class_conditional",
+        action="store_false",
+        help="Ignore the labels and train an unconditional model.",
+    )
+    model.add_argument(
+        "--cond_drop_prob",
+        type=float,
+        default=0.1,
+        help="Probability that a training example's label is replaced by the null label, so the model "
+        "also learns the unconditional prediction that classifier-free guidance needs.",
+    )
     model.add_argument("--num_train_timesteps", type=int, default=1000, help="Diffusion steps T.")
     model.add_argument("--beta_schedule", default="linear", choices=BETA_SCHEDULES, help="The noise schedule.")
-    model.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES,
-                       help="What the network predicts: the noise, the clean image, or the velocity v.")
+    model.add_argument(
+        "--prediction_type",
+        default="epsilon",
+        choices=PREDICTION_TYPES,
+        help="What the network predicts: the noise, the clean image, or the velocity v.",
+    )
     model.add_argument("--loss_type", default="l2", choices=LOSS_TYPES, help="Loss on the prediction.")
-    model.add_argument("--snr_gamma", type=float, default=None,
-                       help="Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice. "
-                            "Default: unweighted.")
+    model.add_argument(
+        "--snr_gamma",
+        type=float,
+        default=None,
+        help="Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice. Default: unweighted.",
+    )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--seed", type=int, default=0,
-                       help="Seed of the weights, the data order and every random draw; a run is reproducible.")
+    optim.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the weights, the data order and every random draw; a run is reproducible.",
+    )
     optim.add_argument("--train_batch_size", type=int, default=16, help="Batch size per process.")
     optim.add_argument("--num_epochs", type=int, default=100, help="Epochs to train (unless --max_train_steps).")
-    optim.add_argument("--max_train_steps", type=int, default=None,
-                       help="Optimizer steps to train; overrides --num_epochs.")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="Batches whose gradients add up to one optimizer step.")
+    optim.add_argument(
+        "--max_train_steps", type=int, default=None, help="Optimizer steps to train; overrides --num_epochs."
+    )
+    optim.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=1,
+        help="Batches whose gradients add up to one optimizer step.",
+    )
     optim.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
-    optim.add_argument("--lr_scheduler", default="cosine", choices=LR_SCHEDULES,
-                       help="Learning-rate schedule (diffusers' get_scheduler).")
+    optim.add_argument(
+        "--lr_scheduler",
+        default="cosine",
+        choices=LR_SCHEDULES,
+        help="Learning-rate schedule (diffusers' get_scheduler).",
+    )
     optim.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
     optim.add_argument("--adam_beta1", type=float, default=0.95)
     optim.add_argument("--adam_beta2", type=float, default=0.999)
     optim.add_argument("--adam_weight_decay", type=float, default=1e-6)
     optim.add_argument("--adam_epsilon", type=float, default=1e-8)
-    optim.add_argument("--max_grad_norm", type=float, default=1.0,
-                       help="Clip the gradient norm to this (inf: measure it, clip nothing).")
-    optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
-                       help="Autocast precision (default: what `accelerate launch` or its config says). bf16 on a "
-                            "CPU pays only where the CPU has bf16 instructions (AVX512-BF16, AMX): the log says.")
-    optim.add_argument("--torch_compile", action="store_true",
-                       help="Compile the UNet's training forward with torch.compile (inductor; on CPU it needs a C "
-                            "compiler). Checkpoints and the saved pipeline are the eager model's, interchangeable "
-                            "with runs without it.")
-    optim.add_argument("--use_ema", action="store_true",
-                       help="Keep an exponential moving average of the weights; previews and the saved pipeline "
-                            "use it.")
+    optim.add_argument(
+        "--max_grad_norm",
+        type=float,
+        default=1.0,
+        help="Clip the gradient norm to this (inf: measure it, clip nothing).",
+    )
+    optim.add_argument(
+        "--mixed_precision",
+        default=None,
+        choices=["no", "fp16", "bf16"],
+        help="Autocast precision (default: what `accelerate launch` or its config says). bf16 on a "
+        "CPU pays only where the CPU has bf16 instructions (AVX512-BF16, AMX): the log says.",
+    )
+    optim.add_argument(
+        "--torch_compile",
+        action="store_true",
+        help="Compile the UNet's training forward with torch.compile (inductor; on CPU it needs a C "
+        "compiler). Checkpoints and the saved pipeline are the eager model's, interchangeable "
+        "with runs without it.",
+    )
+    optim.add_argument(
+        "--use_ema",
+        action="store_true",
+        help="Keep an exponential moving average of the weights; previews and the saved pipeline use it.",
+    )
     optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse multiplicative factor.")
     optim.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up: power.")
     optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay once warmed up.")
 
     output = parser.add_argument_group("outputs")
-    output.add_argument("--output_dir", default="ddpm-model",
-                        help="Where the pipeline, checkpoints, samples and logs go.")
-    output.add_argument("--overwrite_output_dir", action="store_true",
-                        help="Delete what an earlier run wrote in --output_dir (pipeline, model card, samples, logs, "
-                             "checkpoints; nothing else) and start afresh there.")
-    output.add_argument("--checkpointing_steps", type=int, default=500,
-                        help="Save the training state (and the pipeline) every N optimizer steps.")
-    output.add_argument("--checkpoints_total_limit", type=int, default=None,
-                        help="Keep at most this many checkpoints, deleting the oldest.")
-    output.add_argument("--resume_from_checkpoint", default=None,
-                        help="'latest' (the newest checkpoint in --output_dir, or a fresh start if there is none) or "
-                             "the path or name of a checkpoint.")
-    output.add_argument("--save_images_steps", type=int, default=500,
-                        help="Every N optimizer steps write a sample grid and a denoising GIF to samples/ and logs.")
-    output.add_argument("--eval_batch_size", type=int, default=16,
-                        help="Images per preview (rounded up to a whole number per class); also images per pipeline "
-                             "call, on each process, of the --eval_steps evaluations.")
-    output.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS),
-                        help="The sampler saved with the pipeline, on the training noise schedule, and used by the "
-                             "previews and evaluations (dpm: DPM-Solver++ (2M)); any other can be swapped in later.")
-    output.add_argument("--num_inference_steps", type=int, default=None,
-                        help="Sampling steps of the previews and evaluations, and the model card's (default: the "
-                             "pipeline's for --scheduler: 15 for dpm and unipc, 50 for ddim and euler, "
-                             "--num_train_timesteps for ddpm).")
-    output.add_argument("--guidance_scale", type=float, default=3.0,
-                        help="Classifier-free guidance of the previews and of the periodic evaluations.")
-    output.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"],
-                        help="Where scalars and previews are logged.")
+    output.add_argument(
+        "--output_dir", default="ddpm-model", help="Where the pipeline, checkpoints, samples and logs go."
+    )
+    output.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Delete what an earlier run wrote in --output_dir (pipeline, model card, samples, logs, "
+        "checkpoints; nothing else) and start afresh there.",
+    )
+    output.add_argument(
+        "--checkpointing_steps",
+        type=int,
+        default=500,
+        help="Save the training state (and the pipeline) every N optimizer steps.",
+    )
+    output.add_argument(
+        "--checkpoints_total_limit",
+        type=int,
+        default=None,
+        help="Keep at most this many checkpoints, deleting the oldest.",
+    )
+    output.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' (the newest checkpoint in --output_dir, or a fresh start if there is none) or "
+        "the path or name of a checkpoint.",
+    )
+    output.add_argument(
+        "--save_images_steps",
+        type=int,
+        default=500,
+        help="Every N optimizer steps write a sample grid and a denoising GIF to samples/ and logs.",
+    )
+    output.add_argument(
+        "--eval_batch_size",
+        type=int,
+        default=16,
+        help="Images per preview (rounded up to a whole number per class); also images per pipeline "
+        "call, on each process, of the --eval_steps evaluations.",
+    )
+    output.add_argument(
+        "--scheduler",
+        default="dpm",
+        choices=sorted(SCHEDULERS),
+        help="The sampler saved with the pipeline, on the training noise schedule, and used by the "
+        "previews and evaluations (dpm: DPM-Solver++ (2M)); any other can be swapped in later.",
+    )
+    output.add_argument(
+        "--num_inference_steps",
+        type=int,
+        default=None,
+        help="Sampling steps of the previews and evaluations, and the model card's (default: the "
+        "pipeline's for --scheduler: 15 for dpm and unipc, 50 for ddim and euler, "
+        "--num_train_timesteps for ddpm).",
+    )
+    output.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=3.0,
+        help="Classifier-free guidance of the previews and of the periodic evaluations.",
+    )
+    output.add_argument(
+        "--report_to",
+        default="tensorboard",
+        choices=["tensorboard", "none"],
+        help="Where scalars and previews are logged.",
+    )
     output.add_argument("--logging_dir", default="logs", help="Log folder, inside --output_dir.")
-    output.add_argument("--verbose", action="store_true",
-                        help=f"Show the libraries' INFO lines (Accelerate's checkpointing, ...) on the console too; "
-                             f"they always go to --logging_dir/{LOG_FILE}.")
+    output.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"Show the libraries' INFO lines (Accelerate's checkpointing, ...) on the console too; "
+        f"they always go to --logging_dir/{LOG_FILE}.",
+    )
 
     evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--eval_steps", type=int, default=None,
-                            help="Measure the weights (EMA ones with --use_ema) against the real images every N "
-                                 "optimizer steps and at the end: tensorboard scalars eval/<metric>, and a final "
-                                 "table and guidance trade-off plot in evaluation/ and the model card. Default: no "
-                                 "evaluation; N larger than the run evaluates at the end only.")
-    evaluation.add_argument("--eval_num_samples", type=int, default=None,
-                            help=f"Images per evaluation, shared out over the processes: at most the held-out half "
-                                 f"of the real images (default {DEFAULT_EVAL_SAMPLES}, or that half if smaller).")
-    evaluation.add_argument("--eval_metrics", nargs="+", choices=METRICS, default=None,
-                            help="What to measure (hf_ddpm.evaluation). Default: fd_digits, kid, precision_recall "
-                                 "(and agreement, class-conditional) on digits; fid, kid, precision_recall elsewhere.")
-    evaluation.add_argument("--eval_guidance_scales", nargs="+", type=float, default=None,
-                            help="Guidance scales that the final evaluation sweeps, besides --guidance_scale (the "
-                                 "scale of the periodic ones); the trade-off plot needs two or more.")
-    evaluation.add_argument("--eval_classifier", default=None,
-                            help="A transformers image classifier (Hub id or folder) that judges `agreement` on a "
-                                 "dataset other than digits (default there: a small CNN trained on the dataset's "
-                                 "own training images, hf_ddpm.evaluation.domain).")
-    evaluation.add_argument("--eval_split", default=None,
-                            help="The split of real images that evaluation measures against, such as 'test' "
-                                 "(default: the training split, whose reference half --exclude_eval_reference "
-                                 "leaves out of training).")
-    evaluation.add_argument("--keep_best_checkpoint", default=None, choices=METRIC_KEYS, metavar="METRIC",
-                            help=f"After an evaluation that beats every earlier one by METRIC (one of "
-                                 f"{', '.join(METRIC_KEYS)}; among the evaluated ones), save the training state and "
-                                 f"the pipeline as {BEST_CHECKPOINT}, with best.json (metric, value, step). It is "
-                                 "never pruned and never the 'latest' to resume.")
+    evaluation.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="Measure the weights (EMA ones with --use_ema) against the real images every N "
+        "optimizer steps and at the end: tensorboard scalars eval/<metric>, and a final "
+        "table and guidance trade-off plot in evaluation/ and the model card. Default: no "
+        "evaluation; N larger than the run evaluates at the end only.",
+    )
+    evaluation.add_argument(
+        "--eval_num_samples",
+        type=int,
+        default=None,
+        help=f"Images per evaluation, shared out over the processes: at most the held-out half "
+        f"of the real images (default {DEFAULT_EVAL_SAMPLES}, or that half if smaller).",
+    )
+    evaluation.add_argument(
+        "--eval_metrics",
+        nargs="+",
+        choices=METRICS,
+        default=None,
+        help="What to measure (hf_ddpm.evaluation). Default: fd_digits, kid, precision_recall "
+        "(and agreement, class-conditional) on digits; fid, kid, precision_recall elsewhere.",
+    )
+    evaluation.add_argument(
+        "--eval_guidance_scales",
+        nargs="+",
+        type=float,
+        default=None,
+        help="Guidance scales that the final evaluation sweeps, besides --guidance_scale (the "
+        "scale of the periodic ones); the trade-off plot needs two or more.",
+    )
+    evaluation.add_argument(
+        "--eval_classifier",
+        default=None,
+        help="A transformers image classifier (Hub id or folder) that judges `agreement` on a "
+        "dataset other than digits (default there: a small CNN trained on the dataset's "
+        "own training images, hf_ddpm.evaluation.domain).",
+    )
+    evaluation.add_argument(
+        "--eval_split",
+        default=None,
+        help="The split of real images that evaluation measures against, such as 'test' "
+        "(default: the training split, whose reference half --exclude_eval_reference "
+        "leaves out of training).",
+    )
+    evaluation.add_argument(
+        "--keep_best_checkpoint",
+        default=None,
+        choices=METRIC_KEYS,
+        metavar="METRIC",
+        help=f"After an evaluation that beats every earlier one by METRIC (one of "
+        f"{', '.join(METRIC_KEYS)}; among the evaluated ones), save the training state and "
+        f"the pipeline as {BEST_CHECKPOINT}, with best.json (metric, value, step). It is "
+        "never pruned and never the 'latest' to resume.",
+    )
 
     hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true",
-                     help="Push the pipeline to the Hub at every checkpoint (in the background) and at the end.")
+    hub.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="Push the pipeline to the Hub at every checkpoint (in the background) and at the end.",
+    )
     hub.add_argument("--hub_model_id", default=None, help="Repository to push to (default: --output_dir's name).")
     hub.add_argument("--hub_token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository private.")
 
     args = parser.parse_args(argv)
-    positive = ["resolution", "train_batch_size", "num_epochs", "gradient_accumulation_steps", "checkpointing_steps",
-                "save_images_steps", "eval_batch_size", "num_inference_steps", "num_train_timesteps"]
+    positive = [
+        "resolution",
+        "train_batch_size",
+        "num_epochs",
+        "gradient_accumulation_steps",
+        "checkpointing_steps",
+        "save_images_steps",
+        "eval_batch_size",
+        "num_inference_steps",
+        "num_train_timesteps",
+    ]
     for name in positive + ["max_train_steps", "max_train_samples", "checkpoints_total_limit", "eval_steps"]:
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -340,9 +503,11 @@ def sampling_scheduler(args: argparse.Namespace) -> SchedulerMixin:
     ~35% (epsilon prediction) or ~0% (v prediction). The output is clamped to [0, 1] at the end either way.
     """
     no_clipping = DDIMScheduler(
-        num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
-        prediction_type=args.prediction_type, clip_sample=False,
-    )  # fmt: skip
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+        clip_sample=False,
+    )
     return scheduler_from_name(args.scheduler, no_clipping)
 
 
@@ -351,15 +516,25 @@ def check_logging_dir(parser: argparse.ArgumentParser, logging_dir: str) -> None
     it may not lead outside, be the output folder itself, or be another part of the run."""
     parts = os.path.normpath(logging_dir).split(os.sep) if logging_dir else []
     if not parts or os.path.isabs(logging_dir) or parts[0] in (".", "..") or ".." in parts:
-        parser.error(f"--logging_dir must be a folder inside --output_dir (a relative path, no '..'), got {logging_dir!r}.")
+        parser.error(
+            f"--logging_dir must be a folder inside --output_dir (a relative path, no '..'), got {logging_dir!r}."
+        )
     if parts[0] in RUN_FOLDERS or is_checkpoint_folder(parts[0]):
-        parser.error(f"--logging_dir {logging_dir!r} would mix the logs into the run's own {parts[0]!r}: choose another name.")
+        parser.error(
+            f"--logging_dir {logging_dir!r} would mix the logs into the run's own {parts[0]!r}: choose another name."
+        )
 
 
 def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The evaluation flags that can be checked before the data is loaded; `main` checks the rest against it."""
-    evaluation_flags = ["eval_num_samples", "eval_metrics", "eval_guidance_scales", "eval_classifier", "eval_split",
-                        "keep_best_checkpoint"]  # fmt: skip
+    evaluation_flags = [
+        "eval_num_samples",
+        "eval_metrics",
+        "eval_guidance_scales",
+        "eval_classifier",
+        "eval_split",
+        "keep_best_checkpoint",
+    ]
     if args.eval_steps is None:
         given = [f"--{name}" for name in evaluation_flags if getattr(args, name) is not None]
         if given:
@@ -511,37 +686,51 @@ class TrainingRun:
         )
         set_seed(args.seed)
         unet_config = unet_config_from(
-            plan.model_keys, resolution=args.resolution, channels=data.images.shape[1],
+            plan.model_keys,
+            resolution=args.resolution,
+            channels=data.images.shape[1],
             num_classes=data.num_classes if self.conditional else None,
-        )  # fmt: skip
+        )
         model = DDPMUNet2DModel(**unet_config)
         full_config = as_json({key: value for key, value in model.config.items() if not key.startswith("_")})
         if plan.resume_path is not None:
             check_same_unet(plan.resume_path, full_config)
         self.null_class_id = model.null_class_id
         self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
+            num_train_timesteps=args.num_train_timesteps,
+            beta_schedule=args.beta_schedule,
             prediction_type=args.prediction_type,
-        )  # fmt: skip
+        )
         self.ema = None
         if args.use_ema:
             self.ema = EMAModel(
-                model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
-                power=args.ema_power, foreach=True,
-            )  # fmt: skip
+                model.parameters(),
+                decay=args.ema_max_decay,
+                use_ema_warmup=True,
+                inv_gamma=args.ema_inv_gamma,
+                power=args.ema_power,
+                foreach=True,
+            )
         # The fused kernel updates every tensor in one pass: on CPU, where PyTorch otherwise loops over the tensors
         # one by one, the step is 4-5x faster.
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-            weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+            model.parameters(),
+            lr=args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            weight_decay=args.adam_weight_decay,
+            eps=args.adam_epsilon,
             fused=accelerator.device.type in ("cpu", "cuda"),
-        )  # fmt: skip
+        )
         # Batches per process (Accelerate shards whole batches across processes); the last accumulation of an epoch
         # may be short, and still makes an optimizer step.
         self.batches_per_epoch = len(dataloader) // accelerator.num_processes
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
-        batching = {"processes": accelerator.num_processes, "batch_size": args.train_batch_size,
-                    "accumulation": args.gradient_accumulation_steps, "images": len(data)}  # fmt: skip
+        batching = {
+            "processes": accelerator.num_processes,
+            "batch_size": args.train_batch_size,
+            "accumulation": args.gradient_accumulation_steps,
+            "images": len(data),
+        }
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.updates_per_epoch
         if plan.resume_path is not None:
             check_same_batching(plan.resume_path, batching, self.max_train_steps)
@@ -549,9 +738,11 @@ class TrainingRun:
         # The prepared scheduler steps once per process at every optimizer step (and not at accumulation steps), so
         # the schedule is laid out in optimizer steps x processes.
         lr_scheduler = get_scheduler(
-            args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            args.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
             num_training_steps=self.max_train_steps * accelerator.num_processes,
-        )  # fmt: skip
+        )
         self.model, self.optimizer, self.dataloader, self.lr_scheduler = accelerator.prepare(
             model, optimizer, dataloader, lr_scheduler
         )
@@ -569,9 +760,12 @@ class TrainingRun:
         self.evaluation, self.best = None, None
         if args.eval_steps is not None:
             self.evaluation = TrainingEvaluation(
-                self.accelerator, self._make_evaluator, seed=args.seed, batch_size=args.eval_batch_size,
+                self.accelerator,
+                self._make_evaluator,
+                seed=args.seed,
+                batch_size=args.eval_batch_size,
                 num_inference_steps=args.num_inference_steps,
-            )  # fmt: skip
+            )
         if args.keep_best_checkpoint is not None:
             self.best = BestValue(args.keep_best_checkpoint)
             if plan.resume_path is not None:  # a resumed run competes with the best of the run it continues
@@ -584,11 +778,18 @@ class TrainingRun:
             # The default fits any dataset: a distance's floor has no more held-out images than half the real ones.
             num_samples = args.eval_num_samples or min(DEFAULT_EVAL_SAMPLES, held_out_size(len(real.images)))
             return Evaluator(
-                self.pipeline(), args.dataset_name or args.train_data_dir, metrics=self.eval_metrics,
-                num_samples=num_samples, classifier=args.eval_classifier, split=args.eval_split or "train",
-                data=real, dataset_config_name=args.dataset_config_name,
-                image_column=args.image_column, label_column=args.label_column, center_crop=args.center_crop,
-            )  # fmt: skip
+                self.pipeline(),
+                args.dataset_name or args.train_data_dir,
+                metrics=self.eval_metrics,
+                num_samples=num_samples,
+                classifier=args.eval_classifier,
+                split=args.eval_split or "train",
+                data=real,
+                dataset_config_name=args.dataset_config_name,
+                image_column=args.image_column,
+                label_column=args.label_column,
+                center_crop=args.center_crop,
+            )
         except ValueError as error:
             raise ValueError(f"Evaluation (--eval_steps) cannot be set up: {error}") from error
 
@@ -625,8 +826,12 @@ class TrainingRun:
         self.pusher = None
         if args.push_to_hub and accelerator.is_main_process:
             repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-            self.pusher = HubPusher(repo_id, plan.hub_token, private=args.hub_private_repo,
-                                    ignore_patterns=pipeline_ignore_patterns(args.logging_dir))  # fmt: skip
+            self.pusher = HubPusher(
+                repo_id,
+                plan.hub_token,
+                private=args.hub_private_repo,
+                ignore_patterns=pipeline_ignore_patterns(args.logging_dir),
+            )
 
     # ----- the model as a pipeline -----
 
@@ -663,7 +868,9 @@ class TrainingRun:
         args, accelerator = self.args, self.accelerator
         if self.plan.resume_path is not None:
             accelerator.load_state(self.plan.resume_path)
-            self.progress.max_train_steps = self.max_train_steps  # this run's, which may go on longer than the saved one
+            self.progress.max_train_steps = (
+                self.max_train_steps
+            )  # this run's, which may go on longer than the saved one
             if self.ema is not None:  # Accelerate loads it onto the CPU, and EMAModel keeps what it is given
                 self.ema.to(accelerator.device)
             logger.info(f"Resumed from {self.plan.resume_path} at step {self.progress.global_step}")
@@ -683,8 +890,9 @@ class TrainingRun:
         if step >= self.max_train_steps:
             logger.info(f"{self.plan.resume_path} is at step {step}: this run's {self.max_train_steps} steps are done.")
             return
-        progress_bar = tqdm(total=self.max_train_steps, initial=step, unit="step",
-                            disable=not accelerator.is_local_main_process)  # fmt: skip
+        progress_bar = tqdm(
+            total=self.max_train_steps, initial=step, unit="step", disable=not accelerator.is_local_main_process
+        )
         self.model.train()
         for epoch in range(first_epoch, self.num_epochs):
             skip = batches_done_in_epoch if epoch == first_epoch else 0
@@ -715,8 +923,13 @@ class TrainingRun:
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     # Before the optimizer step: weights that took a non-finite step are never saved.
-                    check_finite(losses, grad_norm, self.progress.global_step + 1, args,
-                                 grad_scaler=accelerator.scaler is not None)  # fmt: skip
+                    check_finite(
+                        losses,
+                        grad_norm,
+                        self.progress.global_step + 1,
+                        args,
+                        grad_scaler=accelerator.scaler is not None,
+                    )
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad()
@@ -754,12 +967,21 @@ class TrainingRun:
 
         samples_dir = os.path.join(self.args.output_dir, "samples")
         try:
-            with ema_weights(self.model, self.ema), evaluation_mode(self.model), writing("a preview", self.args.output_dir):
+            with (
+                ema_weights(self.model, self.ema),
+                evaluation_mode(self.model),
+                writing("a preview", self.args.output_dir),
+            ):
                 preview = write_preview(
-                    self.pipeline(), samples_dir, f"step-{step:06d}", num_images=self.args.eval_batch_size,
-                    guidance_scale=self.args.guidance_scale, num_inference_steps=self.args.num_inference_steps,
-                    seed=self.args.seed, callback_on_step_end=stop_if_signalled,
-                )  # fmt: skip
+                    self.pipeline(),
+                    samples_dir,
+                    f"step-{step:06d}",
+                    num_images=self.args.eval_batch_size,
+                    guidance_scale=self.args.guidance_scale,
+                    num_inference_steps=self.args.num_inference_steps,
+                    seed=self.args.seed,
+                    callback_on_step_end=stop_if_signalled,
+                )
         except StopRequested:  # the checkpoint matters, not the preview: the stop check comes right after
             return
         if self.args.report_to == "tensorboard":
@@ -787,8 +1009,9 @@ class TrainingRun:
                 self.pipeline().save_pretrained(os.path.join(checkpoint, "pipeline"))
             best.write(checkpoint)
 
-        save_state_atomically(self.accelerator, os.path.join(self.args.output_dir, BEST_CHECKPOINT),
-                              add_pipeline_and_value)  # fmt: skip
+        save_state_atomically(
+            self.accelerator, os.path.join(self.args.output_dir, BEST_CHECKPOINT), add_pipeline_and_value
+        )
 
     def _checkpoint(self, step: int) -> None:
         save_checkpoint(self.accelerator, self.args.output_dir, step, self.args.checkpoints_total_limit)
@@ -840,11 +1063,21 @@ class TrainingRun:
             at_scale = next(row for row in rows if row["guidance_scale"] == self.eval_scale)
             self.record_evaluation(at_scale, self.progress.global_step)
         if accelerator.is_main_process:
-            with ema_weights(self.model, self.ema), evaluation_mode(self.model), writing("the samples", args.output_dir):
+            with (
+                ema_weights(self.model, self.ema),
+                evaluation_mode(self.model),
+                writing("the samples", args.output_dir),
+            ):
                 # Beside the pipeline, not in samples/, so that it travels to the Hub with the model card.
-                final = write_preview(self.pipeline(), args.output_dir, "samples", num_images=args.eval_batch_size,
-                                      guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
-                                      seed=args.seed)  # fmt: skip
+                final = write_preview(
+                    self.pipeline(),
+                    args.output_dir,
+                    "samples",
+                    num_images=args.eval_batch_size,
+                    guidance_scale=args.guidance_scale,
+                    num_inference_steps=args.num_inference_steps,
+                    seed=args.seed,
+                )
             self.save_pipeline(sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
             logger.info(f"Saved the pipeline to {args.output_dir}")
         push_error = None
@@ -923,9 +1156,13 @@ class TrainingProgress:
     only for those), and the run's optimizer steps in all."""
 
     def __init__(
-        self, seed: int, use_ema: bool, unet_config: dict | None = None, batching: dict | None = None,
+        self,
+        seed: int,
+        use_ema: bool,
+        unet_config: dict | None = None,
+        batching: dict | None = None,
         max_train_steps: int | None = None,
-    ):  # fmt: skip
+    ):
         self.global_step = 0
         self.seed = seed
         self.use_ema = use_ema
@@ -934,9 +1171,14 @@ class TrainingProgress:
         self.max_train_steps = max_train_steps
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step, "seed": self.seed, "use_ema": self.use_ema,
-                "unet_config": self.unet_config, "batching": self.batching,
-                "max_train_steps": self.max_train_steps}  # fmt: skip
+        return {
+            "global_step": self.global_step,
+            "seed": self.seed,
+            "use_ema": self.use_ema,
+            "unet_config": self.unet_config,
+            "batching": self.batching,
+            "max_train_steps": self.max_train_steps,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step, self.seed, self.use_ema = state["global_step"], state["seed"], state["use_ema"]
@@ -998,8 +1240,10 @@ def check_same_batching(path: str, batching: dict, max_train_steps: int) -> None
         return
 
     def describe(layout: dict) -> str:
-        return (f"{layout['processes']} process(es) x --train_batch_size {layout['batch_size']} x "
-                f"--gradient_accumulation_steps {layout['accumulation']} on {layout['images']} images")  # fmt: skip
+        return (
+            f"{layout['processes']} process(es) x --train_batch_size {layout['batch_size']} x "
+            f"--gradient_accumulation_steps {layout['accumulation']} on {layout['images']} images"
+        )
 
     raise ValueError(
         f"{path} was saved by a run of {describe(saved)}; this run has {describe(batching)}. A checkpoint's step "
@@ -1118,8 +1362,9 @@ def set_aside_later_checkpoints(output_dir: str, step: int) -> None:
         if saved_step > step:
             shutil.rmtree(path + ABANDONED_SUFFIX, ignore_errors=True)
             os.rename(path, path + ABANDONED_SUFFIX)
-            logger.warning(f"Set {path} aside as {path + ABANDONED_SUFFIX}: it is past step {step}, where this run "
-                           "resumes.")  # fmt: skip
+            logger.warning(
+                f"Set {path} aside as {path + ABANDONED_SUFFIX}: it is past step {step}, where this run resumes."
+            )
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None) -> None:
@@ -1135,9 +1380,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.wait_for_everyone()
 
 
-def save_state_atomically(
-    accelerator: Accelerator, final: str, add_files: Callable[[str], None] | None = None
-) -> None:
+def save_state_atomically(accelerator: Accelerator, final: str, add_files: Callable[[str], None] | None = None) -> None:
     """`accelerator.save_state` into the folder `final`, all or nothing: the state is written under a temporary name
     (with whatever `add_files(folder)` adds on the main process, and a manifest of every file) and renamed when
     complete, so a crash never leaves a checkpoint that looks whole but is not. A folder already at `final` (a stale
@@ -1265,14 +1508,26 @@ def apply_optimizer_flags(
     checkpoint, which hold the values of the run that saved them: a run resumed with a lower learning rate (after a
     non-finite loss, say) trains with it, at the same point of the schedule. Returns what changed, "flag: saved ->
     now", for the log; nothing when the flags are those of the saved run."""
-    wanted = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon,
-              "weight_decay": args.adam_weight_decay}  # fmt: skip
-    flags = {"lr": "--learning_rate", "betas": "--adam_beta1/--adam_beta2", "eps": "--adam_epsilon",
-             "weight_decay": "--adam_weight_decay"}  # fmt: skip
+    wanted = {
+        "lr": args.learning_rate,
+        "betas": (args.adam_beta1, args.adam_beta2),
+        "eps": args.adam_epsilon,
+        "weight_decay": args.adam_weight_decay,
+    }
+    flags = {
+        "lr": "--learning_rate",
+        "betas": "--adam_beta1/--adam_beta2",
+        "eps": "--adam_epsilon",
+        "weight_decay": "--adam_weight_decay",
+    }
     changes = set()
     for index, group in enumerate(optimizer.param_groups):
-        saved = {"lr": group["initial_lr"], "betas": tuple(group["betas"]), "eps": group["eps"],
-                 "weight_decay": group["weight_decay"]}  # fmt: skip
+        saved = {
+            "lr": group["initial_lr"],
+            "betas": tuple(group["betas"]),
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+        }
         for key in [key for key in wanted if saved[key] != wanted[key]]:
             changes.add(f"{flags[key]}: saved {saved[key]} -> now {wanted[key]}")
             if key != "lr":
@@ -1329,11 +1584,19 @@ def evaluation_settings(args: argparse.Namespace, conditional: bool) -> tuple[li
 def read_split(args: argparse.Namespace, max_samples: int | None = None, split: str = "train") -> ImageData:
     """The dataset's `split` at the training resolution (a random subset of `max_samples`, if given)."""
     return load_image_data(
-        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
-        resolution=args.resolution, center_crop=args.center_crop, cache_dir=args.cache_dir,
-        max_samples=max_samples, seed=args.seed, skip_corrupt_images=args.skip_corrupt_images, split=split,
-    )  # fmt: skip
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        resolution=args.resolution,
+        center_crop=args.center_crop,
+        cache_dir=args.cache_dir,
+        max_samples=max_samples,
+        seed=args.seed,
+        skip_corrupt_images=args.skip_corrupt_images,
+        split=split,
+    )
 
 
 def held_out_half(data: ImageData, max_samples: int | None, seed: int) -> ImageData:
@@ -1367,9 +1630,7 @@ def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
 def loggable(config: dict) -> dict:
     """The flags as tensorboard hyperparameters: plain values only, and never the Hub token."""
     return {
-        key: value
-        for key, value in config.items()
-        if key != "hub_token" and isinstance(value, (int, float, str, bool))
+        key: value for key, value in config.items() if key != "hub_token" and isinstance(value, (int, float, str, bool))
     }
 
 

@@ -9,19 +9,35 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "EvaluationResult": ".results", "Evaluator": ".evaluator", "default_metrics": ".evaluator", "evaluate": ".evaluator",
+    "EvaluationResult": ".results",
+    "Evaluator": ".evaluator",
+    "default_metrics": ".evaluator",
+    "evaluate": ".evaluator",
     "sample_images": ".evaluator",
-    "FRECHET_METRICS": ".registry", "METRICS": ".registry", "REGISTRY": ".registry", "Metric": ".registry",
-    "DomainClassifier": ".domain", "DomainFeatures": ".domain", "domain_classifier": ".domain",
-    "DigitsFeatures": ".features", "DinoV2Features": ".features", "FeatureExtractor": ".features",
+    "FRECHET_METRICS": ".registry",
+    "METRICS": ".registry",
+    "REGISTRY": ".registry",
+    "Metric": ".registry",
+    "DomainClassifier": ".domain",
+    "DomainFeatures": ".domain",
+    "domain_classifier": ".domain",
+    "DigitsFeatures": ".features",
+    "DinoV2Features": ".features",
+    "FeatureExtractor": ".features",
     "InceptionFeatures": ".features",
-    "DigitClassifier": ".judges", "ImageClassifierJudge": ".judges", "digit_classifier": ".judges",
+    "DigitClassifier": ".judges",
+    "ImageClassifierJudge": ".judges",
+    "digit_classifier": ".judges",
     "label_accuracy": ".judges",
-    "frechet_distance": ".metrics", "kernel_distance": ".metrics", "precision_recall": ".metrics",
-    "RealFeatures": ".reference", "held_out_size": ".reference", "real_features": ".reference",
+    "frechet_distance": ".metrics",
+    "kernel_distance": ".metrics",
+    "precision_recall": ".metrics",
+    "RealFeatures": ".reference",
+    "held_out_size": ".reference",
+    "real_features": ".reference",
     "split_halves": ".reference",
     "write_report": ".report",
-}  # fmt: skip
+}
 
 __all__ = sorted(_EXPORTS)
 

@@ -37,9 +37,17 @@ logger = logging.getLogger(__name__)
 
 # How the classifier is trained; part of the cache key, so a change of recipe trains a new one.
 RECIPE = {
-    "version": 1, "widths": [16, 32], "hidden": 128, "dropout": 0.25, "optimizer": "adam", "learning_rate": 2e-3,
-    "batch_size": 128, "min_epochs": 3, "min_steps": 500, "seed": 0,
-}  # fmt: skip
+    "version": 1,
+    "widths": [16, 32],
+    "hidden": 128,
+    "dropout": 0.25,
+    "optimizer": "adam",
+    "learning_rate": 2e-3,
+    "batch_size": 128,
+    "min_epochs": 3,
+    "min_steps": 500,
+    "seed": 0,
+}
 
 
 class DomainClassifierNetwork(nn.Module):
@@ -118,8 +126,11 @@ class DomainFeatures(FeatureExtractor):
         self.data_fingerprint = data_fingerprint
 
     def identity(self) -> dict:
-        return {"extractor": "domain-cnn", "trained_on": self.data_fingerprint,
-                "weights_sha256": weights_fingerprint(self.network)}  # fmt: skip
+        return {
+            "extractor": "domain-cnn",
+            "trained_on": self.data_fingerprint,
+            "weights_sha256": weights_fingerprint(self.network),
+        }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.classifier._check(images)
@@ -151,17 +162,21 @@ def domain_classifier(
     if len(labels) < 2:
         raise ValueError(f"A domain classifier needs at least two classes; the dataset has {len(labels)}.")
     if train_images.shape[1:] != test_images.shape[1:]:
-        raise ValueError(f"Training images {tuple(train_images.shape[1:])} and test images "
-                         f"{tuple(test_images.shape[1:])} differ in size.")  # fmt: skip
+        raise ValueError(
+            f"Training images {tuple(train_images.shape[1:])} and test images "
+            f"{tuple(test_images.shape[1:])} differ in size."
+        )
     channels, resolution = int(train_images.shape[1]), int(train_images.shape[-1])
     identity = {
-        "recipe": RECIPE, "labels": {str(k): v for k, v in sorted(labels.items())},
+        "recipe": RECIPE,
+        "labels": {str(k): v for k, v in sorted(labels.items())},
         "train": [pixels_fingerprint(train_images), pixels_fingerprint(train_labels)],
         "test": [pixels_fingerprint(test_images), pixels_fingerprint(test_labels)],
-    }  # fmt: skip
+    }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    network = DomainClassifierNetwork(channels, resolution, len(labels), RECIPE["widths"], RECIPE["hidden"],
-                                      RECIPE["dropout"])  # fmt: skip
+    network = DomainClassifierNetwork(
+        channels, resolution, len(labels), RECIPE["widths"], RECIPE["hidden"], RECIPE["dropout"]
+    )
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     path = os.path.join(cache_dir, f"domain-classifier-{key}.safetensors") if cache_dir else None
     accuracy = _read_cached(path, network, identity) if path else None

@@ -22,12 +22,17 @@ from tqdm.auto import tqdm
 from ..data import DIGITS, ImageData, load_image_data
 from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval, check_num_inference_steps
 from ..sampling import SCHEDULERS, scheduler_from_name
+from . import metrics as metric_functions
 from .domain import DomainClassifier, DomainFeatures, domain_classifier
 from .features import DEFAULT_DINOV2_MODEL, DigitsFeatures, DinoV2Features, FeatureExtractor, InceptionFeatures
 from .judges import (
-    DigitClassifier, ImageClassifierJudge, class_agreement, classify_in_batches, digit_classifier, match_labels,
-)  # fmt: skip
-from . import metrics as metric_functions
+    DigitClassifier,
+    ImageClassifierJudge,
+    class_agreement,
+    classify_in_batches,
+    digit_classifier,
+    match_labels,
+)
 from .metrics import MIN_SAMPLES, frechet_distance
 from .reference import FEATURE_BATCH_SIZE, extract_features, held_out_size, real_features, split_halves
 from .registry import FRECHET_METRICS, METRICS, REGISTRY
@@ -78,8 +83,12 @@ def check_sweep(
             raise ValueError(f"`scheduler`: unknown {name!r}; choose from {sorted(SCHEDULERS)}.")
     for interval in guidance_intervals:
         check_guidance_interval(interval)
-    sweep = {"guidance_scale": guidance_scales, "steps": steps, "scheduler": schedulers,
-             "guidance_interval": guidance_intervals}  # fmt: skip
+    sweep = {
+        "guidance_scale": guidance_scales,
+        "steps": steps,
+        "scheduler": schedulers,
+        "guidance_interval": guidance_intervals,
+    }
     for name, values in sweep.items():
         if len(values) == 0:
             raise ValueError(f"`{name}` needs at least one value.")
@@ -141,9 +150,14 @@ class Evaluator:
             raise ValueError(f"Evaluation needs a square model; its sample_size is {unet_config.sample_size!r}.")
         if data is None:
             data = load_image_data(
-                dataset_name=dataset, dataset_config_name=dataset_config_name, image_column=image_column,
-                label_column=label_column, resolution=resolution, center_crop=center_crop, split=split,
-            )  # fmt: skip
+                dataset_name=dataset,
+                dataset_config_name=dataset_config_name,
+                image_column=image_column,
+                label_column=label_column,
+                resolution=resolution,
+                center_crop=center_crop,
+                split=split,
+            )
         if data.images.shape[1] != unet_config.in_channels or data.images.shape[-1] != resolution:
             raise ValueError(
                 f"The dataset {data.source} gives {data.images.shape[1]}-channel images of {data.images.shape[-1]}px "
@@ -171,8 +185,14 @@ class Evaluator:
             raise ValueError(f"`agreement` needs a dataset with class labels; {data.source} has none.")
         wants_domain_judge = "agreement" in metrics and classifier is None and dataset != DIGITS
         if "fd_domain" in metrics or wants_domain_judge:
-            load = {"dataset_name": dataset, "dataset_config_name": dataset_config_name, "image_column": image_column,
-                    "label_column": label_column, "resolution": resolution, "center_crop": center_crop}  # fmt: skip
+            load = {
+                "dataset_name": dataset,
+                "dataset_config_name": dataset_config_name,
+                "image_column": image_column,
+                "label_column": label_column,
+                "resolution": resolution,
+                "center_crop": center_crop,
+            }
             domain = _domain_classifier(data, split, load, cache_dir)
         if "agreement" in metrics:
             if wants_domain_judge:
@@ -186,14 +206,19 @@ class Evaluator:
         self.class_ids = np.arange(num_samples) % pipe.config.null_class_id if conditional else None
 
         # 4. Feature spaces and the real features (cached), with the real-vs-real floors.
-        self.extractors = _feature_extractors(metrics, dataset, resolution, dinov2_model, feature_extractors or {},
-                                              domain)  # fmt: skip
+        self.extractors = _feature_extractors(
+            metrics, dataset, resolution, dinov2_model, feature_extractors or {}, domain
+        )
         for extractor in self.extractors.values():
             extractor.to(pipe.device)
         dataset_identity = {
-            "dataset": dataset, "config": dataset_config_name, "split": split, "resolution": resolution,
-            "center_crop": center_crop, "image_column": image_column,
-        }  # fmt: skip
+            "dataset": dataset,
+            "config": dataset_config_name,
+            "split": split,
+            "resolution": resolution,
+            "center_crop": center_crop,
+            "image_column": image_column,
+        }
         self.reals = {
             space: real_features(real_images, extractor, dataset_identity, cache_dir=cache_dir)
             for space, extractor in self.extractors.items()
@@ -206,13 +231,15 @@ class Evaluator:
         if self.floors:
             self.floors["floor_num_samples"] = self.num_samples
         self.info = {
-            "dataset": dataset, "split": split, "source": data.source,
+            "dataset": dataset,
+            "split": split,
+            "source": data.source,
             "feature_spaces": {space: extractor.identity() for space, extractor in self.extractors.items()},
             "real_reference_samples": {space: int(r.reference.shape[0]) for space, r in self.reals.items()},
             "judge": self.judge.describe() if self.judge is not None else None,
             "num_classes": pipe.config.null_class_id,  # None: unconditional
             "id2label": pipe.config.id2label if conditional else None,
-        }  # fmt: skip
+        }
 
     def measure(self, images: torch.Tensor) -> dict:
         """Every metric of `num_samples` generated `(N, C, H, W)` images in [0, 1] (image i drawn for class
@@ -220,8 +247,10 @@ class Evaluator:
         if images.shape[0] != self.num_samples:
             raise ValueError(f"`images` must hold the {self.num_samples} evaluation samples, got {images.shape[0]}.")
         started = time.perf_counter()
-        fakes = {space: extract_features(extractor, images, FEATURE_BATCH_SIZE)
-                 for space, extractor in self.extractors.items()}  # fmt: skip
+        fakes = {
+            space: extract_features(extractor, images, FEATURE_BATCH_SIZE)
+            for space, extractor in self.extractors.items()
+        }
         predicted = None if self.judge is None else classify_in_batches(self.judge, images, FEATURE_BATCH_SIZE)
         featured = time.perf_counter()
         values = self._distances(fakes)
@@ -319,8 +348,11 @@ def evaluate(
     base_scheduler = pipe.scheduler
     combinations = [
         (name, count, scale, interval)
-        for name in schedulers for count in steps for interval in guidance_intervals for scale in guidance_scales
-    ]  # fmt: skip
+        for name in schedulers
+        for count in steps
+        for interval in guidance_intervals
+        for scale in guidance_scales
+    ]
     rows, grids = [], {}
     num_samples = evaluator.num_samples
     bar = tqdm(total=len(combinations) * num_samples, unit="image", desc="sampling", disable=not progress)
@@ -329,9 +361,16 @@ def evaluate(
             pipe.scheduler = base_scheduler if name is None else scheduler_from_name(name, base_scheduler)
             started = time.perf_counter()
             images = sample_images(
-                pipe, range(num_samples), evaluator.class_ids, batch_size, seed, bar, guidance_scale=scale,
-                num_inference_steps=count, guidance_interval=interval,
-            )  # fmt: skip
+                pipe,
+                range(num_samples),
+                evaluator.class_ids,
+                batch_size,
+                seed,
+                bar,
+                guidance_scale=scale,
+                num_inference_steps=count,
+                guidance_interval=interval,
+            )
             row = settings_row(pipe, scale, interval, num_samples, time.perf_counter() - started)
             row.update(evaluator.measure(images))
             rows.append(row)
@@ -394,9 +433,12 @@ def sample_images(
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in chunk]  # as `per_image_generators`
         labels = None if class_ids is None else [int(class_ids[i]) for i in chunk]
         output = pipe(
-            class_labels=labels, batch_size=1 if labels else len(chunk), generator=generators, output_type="pt",
+            class_labels=labels,
+            batch_size=1 if labels else len(chunk),
+            generator=generators,
+            output_type="pt",
             **call_kwargs,
-        )  # fmt: skip
+        )
         batches.append(output.images.float().cpu())
         if bar is not None:
             bar.update(len(chunk))
@@ -434,8 +476,10 @@ def _domain_classifier(data: ImageData, split: str, load: dict, cache_dir: str |
     the training split and tested on `data` (the split measured against); for a dataset evaluated on its training
     split, trained on the held-out half of `data` and tested on its reference half."""
     if data.labels is None:
-        raise ValueError(f"`fd_domain` and the default judge of `agreement` learn the dataset's classes; {data.source} "
-                         "has no labels.")  # fmt: skip
+        raise ValueError(
+            f"`fd_domain` and the default judge of `agreement` learn the dataset's classes; {data.source} "
+            "has no labels."
+        )
     if split != "train":
         train = load_image_data(split="train", **load)
         if train.labels is None or train.id2label != data.id2label:
@@ -445,8 +489,9 @@ def _domain_classifier(data: ImageData, split: str, load: dict, cache_dir: str |
         held_out, reference = split_halves(len(data))
         train, test = data.select(held_out, "held-out half"), data.select(reference, "reference half")
         description = f"reference half of the {split} split, {len(test)} images"
-    return domain_classifier(train.images, train.labels, test.images, test.labels, data.id2label, description,
-                             cache_dir=cache_dir)  # fmt: skip
+    return domain_classifier(
+        train.images, train.labels, test.images, test.labels, data.id2label, description, cache_dir=cache_dir
+    )
 
 
 def _digits_features(dataset: str, resolution: int) -> DigitsFeatures:

@@ -87,7 +87,9 @@ class InceptionFeatures(FeatureExtractor):
         except ImportError as error:  # torchmetrics itself is missing
             raise ValueError(f"`fid` needs torchmetrics: pip install 'hf-ddpm[fid]' ({error}).") from error
         # torchmetrics' `antialias` (default True where it exists) resizes otherwise than the reference FID code.
-        reference_resize = {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
+        reference_resize = (
+            {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
+        )
         try:
             self.inception = NoTrainInceptionV3(
                 name="inception-v3-compat", features_list=[str(self.num_features)], **reference_resize

@@ -110,7 +110,11 @@ def real_features(
         raise ValueError(f"The real data needs at least 4 images (two halves of two), got {images.shape[0]}.")
     identity = {
         "version": CACHE_VERSION,
-        "dataset": {**dataset_identity, "num_images": int(images.shape[0]), "pixels_sha256": pixels_fingerprint(images)},
+        "dataset": {
+            **dataset_identity,
+            "num_images": int(images.shape[0]),
+            "pixels_sha256": pixels_fingerprint(images),
+        },
         "features": extractor.identity(),
         "split_seed": SPLIT_SEED,
     }
@@ -123,8 +127,9 @@ def real_features(
         if cached is not None:
             return cached
     held_out, reference = split_halves(images.shape[0])
-    features = extract_features(extractor, images[torch.cat([held_out, reference])], batch_size,
-                                f"real features ({extractor.name})")  # fmt: skip
+    features = extract_features(
+        extractor, images[torch.cat([held_out, reference])], batch_size, f"real features ({extractor.name})"
+    )
     result = RealFeatures(
         reference=features[len(held_out) :], held_out=features[: len(held_out)], identity=identity, cache_path=path
     )

@@ -21,9 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..pipelines.pipeline_ddpm_cfg import image_grid
 from ..sampling import as_pil_images
-
 from .results import AGREEMENT_TOLERANCE, SWEPT, EvaluationResult, best_guidance, group_rows
-
 
 STEPS_LINE_STYLES = ("o-", "s--", "^-.", "D:", "v-", "P--", "X-.", "*:")
 
@@ -51,8 +49,12 @@ def write_metrics(result: EvaluationResult, path: Path) -> str:
 
 def _label(group: tuple, by: str) -> str:
     """What the rows of a `group_rows(rows, by)` group share, in words (no interval: guidance at every step)."""
-    words = {"scheduler": "{}", "steps": "{} steps", "guidance_scale": "guidance {:g}",
-             "guidance_interval": "guided at t/T in [{0[0]:g}, {0[1]:g}]"}  # fmt: skip
+    words = {
+        "scheduler": "{}",
+        "steps": "{} steps",
+        "guidance_scale": "guidance {:g}",
+        "guidance_interval": "guided at t/T in [{0[0]:g}, {0[1]:g}]",
+    }
     names = [name for name in SWEPT if name != by]
     return ", ".join(words[name].format(value) for name, value in zip(names, group) if value is not None)
 
@@ -72,14 +74,23 @@ def plot_cfg_tradeoff(result: EvaluationResult, distance: str, path: Path) -> st
         color, sweep = f"C{i}", _label(group, "guidance_scale")
         left.plot(scales, [row[distance] for row in series], "o-", color=color, label=f"{distance} ({sweep})")
         best = best_guidance(series, distance)
-        left.plot([best["guidance_scale"]], [best[distance]], "*", color=color, markersize=16,
-                  markeredgecolor="black", label=f"best: guidance {best['guidance_scale']:g} ({sweep})")  # fmt: skip
+        left.plot(
+            [best["guidance_scale"]],
+            [best[distance]],
+            "*",
+            color=color,
+            markersize=16,
+            markeredgecolor="black",
+            label=f"best: guidance {best['guidance_scale']:g} ({sweep})",
+        )
         if right is not None:
-            right.plot(scales, [row[second] for row in series], "s--", color=color, alpha=0.6,
-                       label=f"{second} ({sweep})")  # fmt: skip
+            right.plot(
+                scales, [row[second] for row in series], "s--", color=color, alpha=0.6, label=f"{second} ({sweep})"
+            )
             if second == "precision":
-                right.plot(scales, [row["recall"] for row in series], "^:", color=color, alpha=0.6,
-                           label=f"recall ({sweep})")  # fmt: skip
+                right.plot(
+                    scales, [row["recall"] for row in series], "^:", color=color, alpha=0.6, label=f"recall ({sweep})"
+                )
     floor = result.floors.get(f"{distance}_floor")
     if floor is not None:
         left.axhline(floor, color="gray", linestyle=":", label=f"real-vs-real floor ({floor:.3g})")
@@ -117,8 +128,9 @@ def plot_quality_vs_steps(result: EvaluationResult, distance: str, path: Path) -
         # A marker and a dash pattern of its own per line: samplers that agree (DDIM and Euler step alike) draw the
         # same curve, and one must not hide the other.
         style = STEPS_LINE_STYLES[i % len(STEPS_LINE_STYLES)]
-        axes.plot([row["steps"] for row in series], [row[distance] for row in series], style,
-                  label=_label(group, "steps"))  # fmt: skip
+        axes.plot(
+            [row["steps"] for row in series], [row[distance] for row in series], style, label=_label(group, "steps")
+        )
     floor = result.floors.get(f"{distance}_floor")
     if floor is not None:
         axes.axhline(floor, color="gray", linestyle=":", label=f"real-vs-real floor ({floor:.3g})")

@@ -67,7 +67,9 @@ class EvaluationResult:
     def best(self, metric: str) -> dict:
         """The row with the best value of `metric` (lowest for distances, highest otherwise)."""
         if metric not in self.rows[0]:
-            raise ValueError(f"`metric` {metric!r} was not measured; measured: {sorted(set(self.rows[0]) & VALUE_KEYS)}.")
+            raise ValueError(
+                f"`metric` {metric!r} was not measured; measured: {sorted(set(self.rows[0]) & VALUE_KEYS)}."
+            )
         sign = 1 if metric in LOWER_IS_BETTER else -1
         return min(self.rows, key=lambda row: sign * row[metric])
 

@@ -248,9 +248,19 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
         if attention_levels is None:
             attention_levels = tuple(level == 1 for level in range(len(block_out_channels)))
         _check_config(
-            sample_size, in_channels, out_channels, block_out_channels, layers_per_block, attention_levels,
-            attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, norm_eps, dropout,
-        )  # fmt: skip
+            sample_size,
+            in_channels,
+            out_channels,
+            block_out_channels,
+            layers_per_block,
+            attention_levels,
+            attention_head_dim,
+            num_class_embeds,
+            time_embedding_dim,
+            norm_num_groups,
+            norm_eps,
+            dropout,
+        )
         self.gradient_checkpointing = False
         widths = list(block_out_channels)
         embedding_dim = time_embedding_dim or 4 * widths[0]
@@ -436,10 +446,21 @@ class DDPMUNet2DModel(ModelMixin, ConfigMixin):
 
 
 def _check_config(
-    sample_size, in_channels, out_channels, block_out_channels, layers_per_block, attention_levels,
-    attention_head_dim, num_class_embeds, time_embedding_dim, norm_num_groups, norm_eps, dropout,
-) -> None:  # fmt: skip
+    sample_size,
+    in_channels,
+    out_channels,
+    block_out_channels,
+    layers_per_block,
+    attention_levels,
+    attention_head_dim,
+    num_class_embeds,
+    time_embedding_dim,
+    norm_num_groups,
+    norm_eps,
+    dropout,
+) -> None:
     """Raises a ValueError naming the first configuration argument that cannot build a working network."""
+
     def positive_int(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 

@@ -76,9 +76,12 @@ def checked_timesteps(config, timesteps) -> np.ndarray:
     timesteps = given.astype(np.int64)
     T = config.num_train_timesteps
     if (
-        len(timesteps) == 0 or np.any(timesteps != given) or np.any(np.diff(timesteps) >= 0)
-        or timesteps[0] >= T or timesteps[-1] < 0
-    ):  # fmt: skip
+        len(timesteps) == 0
+        or np.any(timesteps != given)
+        or np.any(np.diff(timesteps) >= 0)
+        or timesteps[0] >= T
+        or timesteps[-1] < 0
+    ):
         raise ValueError(f"`timesteps` must be strictly descending integers in [0, {T - 1}]; got {given.tolist()}")
     return timesteps
 
@@ -130,9 +133,13 @@ class _NoiseScheduleMixin:
             self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
         # Else alpha_t = 1 - beta_t leaves (0, 1), and a first beta of 0 leaves no noise to remove at t = 0 (0 / 0).
         if not bool(((self.betas > 0) & (self.betas < 1)).all()):
-            source = "`trained_betas`" if trained_betas is not None else f"`beta_start`={beta_start}, `beta_end`={beta_end}"
-            raise ValueError(f"Every beta must lie in (0, 1); {source} gives betas in "
-                             f"[{float(self.betas.min()):g}, {float(self.betas.max()):g}]")  # fmt: skip
+            source = (
+                "`trained_betas`" if trained_betas is not None else f"`beta_start`={beta_start}, `beta_end`={beta_end}"
+            )
+            raise ValueError(
+                f"Every beta must lie in (0, 1); {source} gives betas in "
+                f"[{float(self.betas.min()):g}, {float(self.betas.max()):g}]"
+            )
         if rescale_betas_zero_snr:  # Algorithm 1 of Lin et al. 2024, https://arxiv.org/abs/2305.08891
             self.betas = rescale_zero_terminal_snr(self.betas)
         self.alphas = 1.0 - self.betas
@@ -149,7 +156,9 @@ class _NoiseScheduleMixin:
         if not _is_number(config.clip_sample_range) or not 0 < config.clip_sample_range < math.inf:
             raise ValueError(f"`clip_sample_range` must be a positive number; got {config.clip_sample_range!r}")
         if not _is_number(config.dynamic_thresholding_ratio) or not 0 < config.dynamic_thresholding_ratio <= 1:
-            raise ValueError(f"`dynamic_thresholding_ratio` must be in (0, 1]; got {config.dynamic_thresholding_ratio!r}")
+            raise ValueError(
+                f"`dynamic_thresholding_ratio` must be in (0, 1]; got {config.dynamic_thresholding_ratio!r}"
+            )
         if not _is_number(config.sample_max_value) or not 0 < config.sample_max_value < math.inf:
             raise ValueError(f"`sample_max_value` must be a positive number; got {config.sample_max_value!r}")
 
