@@ -611,7 +611,8 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
     assert (output_dir / "src" / "main.py").read_text() == "print('mine')"
     assert (output_dir / "thesis.tex").read_text() == "mine"
     assert not (output_dir / "unet" / "notes.txt").exists()
-    assert {"checkpoint-2", "logs"} <= set(ours) and not {"checkpoint-2", "logs"} & set(os.listdir(output_dir))
+    assert {"checkpoint-2", "logs"} <= set(ours) and "checkpoint-2" not in os.listdir(output_dir)
+    assert os.listdir(output_dir / "logs") == ["train.log"]  # the new run's log alone: the old tensorboard logs went
     assert not (output_dir / "samples").exists()  # this run writes no previews during training
 
 
