@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; pinned so that pip never resolves a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo fashion fashion-data test lint bench clean
+.PHONY: install demo fashion fashion-data test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ fashion: $(VENV)/.installed-demo fashion-data
 
 test: install
 	$(BIN)/python -m pytest
+
+# The tests that take no more than a moment each: no training runs of seconds, subprocesses, browser or servers.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not browser and not multiprocess"
 
 # ruff's lint and format check, as configured in pyproject.toml; `$(BIN)/ruff format .` applies the format.
 lint: install

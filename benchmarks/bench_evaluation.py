@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from hf_ddpm.cpu import read_cpuinfo
 from hf_ddpm.evaluation import Evaluator, evaluate
 from hf_ddpm.sampling import load_pipeline
-from hf_ddpm.training_utils import read_cpuinfo
 
 
 def cpu_description() -> str:

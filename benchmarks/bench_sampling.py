@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 from bench_evaluation import cpu_description
 
-from hf_ddpm.demo import EVAL_SAMPLES
-from hf_ddpm.demo import parse_args as demo_defaults
+from hf_ddpm.demo import EVAL_SAMPLES, parse_args as demo_defaults
 from hf_ddpm.evaluation import evaluate
 from hf_ddpm.evaluation.report import plot_quality_vs_steps, write_metrics
 from hf_ddpm.evaluation.results import best_guidance

@@ -27,12 +27,12 @@ import torch
 from bench_evaluation import cpu_description
 from bench_unet import CONFIGS, build_diffusers
 
+from hf_ddpm.cpu import cpu_bf16_support
 from hf_ddpm.data import load_image_data
 from hf_ddpm.models import DDPMUNet2DModel
+from hf_ddpm.models.presets import read_model_config, unet_config_from
 from hf_ddpm.schedulers import DDPMScheduler
-from hf_ddpm.training.train import parse_args as training_args
-from hf_ddpm.training.train import training_loss
-from hf_ddpm.training_utils import cpu_bf16_support, read_model_config, unet_config_from
+from hf_ddpm.training.train import parse_args as training_args, training_loss
 
 # The presets measured: the demo's digits model and the DDPM CIFAR-10 network, with the data shapes they train on.
 SETUPS = {

@@ -1,7 +1,7 @@
 """DDPMUNet2DModel against diffusers' UNet2DModel at matched configurations, in the same process.
 
 For each configuration both networks have the same architecture: widths, depth, attention levels, FiLM time
-conditioning, GroupNorm before every attention; the parameter counts are equal (tests/test_unet.py loads diffusers'
+conditioning, GroupNorm before every attention; the parameter counts are equal (tests/models/test_unet.py loads diffusers'
 weights into ours and gets the same outputs). They differ in implementation, and in attention heads: diffusers'
 default width 8, our default one head. Timings alternate between the two models after a warm-up and report
 medians; speedups above 1 mean ours is faster. A speedup is the median of the per-round ratios (each round times

@@ -30,13 +30,13 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from hf_ddpm.cpu import cpu_bf16_support, cpu_threads_per_process
 from hf_ddpm.evaluation import EvaluationResult, evaluate, write_report
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
 from hf_ddpm.sampling import SCHEDULERS, save_grid_and_gif
 from hf_ddpm.scheduler_names import SCHEDULER_NAMES
 from hf_ddpm.training.train import main as train
-from hf_ddpm.training_utils import cpu_bf16_support, cpu_threads_per_process
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Recipe:
         distance: the Fréchet metric, in whose space KID and precision/recall are measured too.
         target_agreement: the agreement to reach, or `None`: the judge's own accuracy on real held-out images.
         target_fd_ratio: the largest Fréchet distance to reach, as a multiple of its real-vs-real floor.
-        class_noun: what one class is called in the summary ("digit").
+        class_noun: what one class is called in the summary ("digit"), `images_noun` its images ("digits").
     """
 
     resolution: int
@@ -71,6 +71,7 @@ class Recipe:
     target_agreement: float | None
     target_fd_ratio: float
     class_noun: str = "class"
+    images_noun: str = "images"
     mixed_precision: str | None = None
 
 
@@ -92,6 +93,7 @@ RECIPES = {
         target_agreement=0.98,
         target_fd_ratio=1.5,
         class_noun="digit",
+        images_noun="digits",
     ),
     # The test split's 10,000 images split into a reference half and a held-out half of 5,000 each.
     "fashion_mnist": Recipe(
@@ -196,8 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(SCHEDULERS),
         help="The pipeline's sampler, of the grid and the evaluation (dpm: DPM-Solver++ 2M).",
     )
-    # DPM-Solver++ reaches DDIM 50's Fréchet distance (within 5%) from 8 steps on the digits model, and at 15 is
-    # within 2% of 20 steps (docs); fewer steps cost agreement at the demo's low guidance.
+    # DPM-Solver++ at 15 steps matches many more steps of DDIM on the digits model (docs/evaluation.md, "How few
+    # steps"); fewer steps cost agreement at the demo's low guidance.
     parser.add_argument("--num_inference_steps", type=int, default=15, help="Sampling steps.")
     parser.add_argument(
         "--guidance_interval",
@@ -240,11 +242,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
     most = recipe.max_eval_samples
-    noun = recipe.class_noun
+    noun, images = recipe.class_noun, recipe.images_noun
     if args.eval_num_samples < 10 or (most is not None and args.eval_num_samples > most):
         parser.error(
             f"--eval_num_samples must be at least 10 (one per {noun}) and at most {most} (the held-out real "
-            f"{noun}s), got {args.eval_num_samples}."
+            f"{images}), got {args.eval_num_samples}."
         )
     if not args.learning_rate > 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
@@ -397,16 +399,16 @@ def summary(
 ) -> str:
     """What the demo wrote where, and what it measured; `report` is the paths of the evaluation's files."""
     row, seconds, n, recipe = result.row, result.seconds, result.row["num_samples"], result.recipe
-    noun, distance = recipe.class_noun, recipe.distance
+    noun, images, distance = recipe.class_noun, recipe.images_noun, recipe.distance
     floor_n = result.evaluation.floors.get("floor_num_samples", n)
     if recipe.eval_split is not None:
-        against = f"against real {noun}s of the {recipe.eval_split} split, which the model never saw:"
+        against = f"against real {images} of the {recipe.eval_split} split, which the model never saw:"
     elif args.exclude_eval_reference:
-        against = f"against real {noun}s that the model never saw:"
+        against = f"against real {images} that the model never saw:"
     else:
-        against = f"against real {noun}s that the model was trained on (--no-exclude_eval_reference):"
+        against = f"against real {images} that the model was trained on (--no-exclude_eval_reference):"
     if recipe.target_agreement is None:
-        agreement_target = f"target: the judge's own {result.target_agreement:.1%} on real held-out {noun}s"
+        agreement_target = f"target: the judge's own {result.target_agreement:.1%} on real held-out {images}"
     else:
         agreement_target = f"target {recipe.target_agreement:.0%}"
     lines = [
@@ -421,7 +423,7 @@ def summary(
         f"At guidance {args.guidance_scale:g}, {n} samples ({sampler}), {against}",
         f"  label accuracy  {row['agreement']:.1%} read as the {noun} asked for ({agreement_target})",
         f"  {distance:<15} {row[distance]:.2f} = {result.fd_ratio:.2f}x the real-vs-real floor "
-        f"{row[distance + '_floor']:.2f} ({floor_n} held-out real {noun}s; target at most {recipe.target_fd_ratio:g}x)",
+        f"{row[distance + '_floor']:.2f} ({floor_n} held-out real {images}; target at most {recipe.target_fd_ratio:g}x)",
         f"  precision       {row['precision']:.2f} (real-vs-real {row['precision_floor']:.2f}), recall "
         f"{row['recall']:.2f} (real-vs-real {row['recall_floor']:.2f})",
         f"  targets         {'met' if result.met_targets else 'NOT met'}",

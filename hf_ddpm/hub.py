@@ -20,8 +20,7 @@ from typing import Callable, Optional, Sequence, TypeVar
 import httpx2
 from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import _http as hub_http
-from huggingface_hub.utils import filter_repo_objects, set_client_factory
+from huggingface_hub.utils import _http as hub_http, filter_repo_objects, set_client_factory
 
 from .evaluation.registry import LOWER_IS_BETTER, METRIC_KEYS
 

@@ -168,7 +168,7 @@ def default_num_inference_steps(scheduler: SchedulerMixin) -> int:
     The denoising steps of a call that leaves out `num_inference_steps`, by the kind of sampler: every training step
     for ancestral DDPM; 15 for multistep solvers of second order or higher (DPM-Solver++ (2M), UniPC, ...: a
     `solver_order` of at least 2), which reach DDIM's 50-step quality in 10 to 20 steps (Lu et al. 2022,
-    https://huggingface.co/papers/2211.01095; measured for hf-ddpm in its README, "How few steps"); 50 for the
+    https://huggingface.co/papers/2211.01095; measured for hf-ddpm in docs/evaluation.md, "How few steps"); 50 for the
     first-order others (DDIM, Euler, ...). Never more than the scheduler's training steps, nor so many that its
     timestep spacing repeats a timestep (a multistep solver divides by the step between two equal timesteps) or,
     shifted by a `steps_offset`, starts past the last training step.
@@ -383,10 +383,8 @@ class DDPMCFGPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check every argument before any work.
-        if callback_on_step_end is not None and not callable(callback_on_step_end):
-            raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")
         label_ids = self._label_ids(class_labels)
-        num_inference_steps = self._check_inputs(
+        num_inference_steps = self.check_inputs(
             label_ids,
             batch_size,
             guidance_scale,
@@ -394,40 +392,117 @@ class DDPMCFGPipeline(DiffusionPipeline):
             eta,
             generator,
             output_type,
+            callback_on_step_end,
             callback_on_step_end_tensor_inputs,
             guidance_rescale,
             guidance_interval,
         )
         num_images = batch_size * (len(label_ids) if label_ids else 1)
-        if isinstance(generator, list) and len(generator) != num_images:
-            raise ValueError(
-                f"`generator` is a list of {len(generator)} generators, but the batch has {num_images} images "
-                f"({batch_size} per label): pass one generator per image, or a single generator."
-            )
         guided = label_ids is not None and guidance_scale != 1.0
         device = self._execution_device
 
         # 2. Labels: the requested classes, and the null label for the unconditional half of CFG.
-        labels = None
-        if self.config.null_class_id is not None:
-            null_labels = torch.full((num_images,), self.config.null_class_id, device=device)
-            labels = torch.tensor(label_ids, device=device).repeat_interleave(batch_size) if label_ids else null_labels
-            if guided:
-                labels = torch.cat([labels, null_labels])
+        labels = self.prepare_class_labels(label_ids, batch_size, guided, device)
 
-        # 3. Timesteps and pure noise at the scheduler's starting scale.
+        # 3. Timesteps, and pure noise at the scheduler's starting scale.
+        timesteps, num_inference_steps = self.get_timesteps(num_inference_steps, strength=1.0, device=device)
+        latents = self.prepare_latents(num_images, generator, device)
+
+        # 4. Denoise: one UNet forward per step, CFG halves batched together on the guided steps.
+        latents = self.denoise(
+            latents,
+            timesteps,
+            labels,
+            self._guided_steps(timesteps, guided, guidance_interval),
+            guidance_scale,
+            guidance_rescale,
+            self._step_kwargs(eta, generator),
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
+
+        # 5. Images.
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return DDPMCFGPipelineOutput(images=images)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The stages of a call: an image-to-image or inpainting pipeline reuses each of them
+    # ----------------------------------------------------------------------------------------------------------
+
+    def prepare_class_labels(
+        self, label_ids: list[int] | None, batch_size: int, guided: bool, device: torch.device
+    ) -> torch.Tensor | None:
+        """
+        The class label of each image, `batch_size` per requested label (the null label when none is requested), and
+        for a guided call the null labels of the unconditional half after them; `None` for an unconditional model.
+        """
+        if self.config.null_class_id is None:
+            return None
+        num_images = batch_size * (len(label_ids) if label_ids else 1)
+        null_labels = torch.full((num_images,), self.config.null_class_id, device=device)
+        labels = torch.tensor(label_ids, device=device).repeat_interleave(batch_size) if label_ids else null_labels
+        return torch.cat([labels, null_labels]) if guided else labels
+
+    def get_timesteps(
+        self, num_inference_steps: int, strength: float = 1.0, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """
+        Sets the scheduler's `num_inference_steps` timesteps and returns the last `strength` of them, with their
+        number (as diffusers' image-to-image pipelines do): `strength=1` denoises from pure noise, a smaller one from
+        an image noised part of the way (`prepare_latents(..., image=...)`).
+        """
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+        t_start = max(num_inference_steps - init_timestep, 0)
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
         self._num_timesteps = len(timesteps)
+        return timesteps, num_inference_steps - t_start
+
+    def prepare_latents(
+        self,
+        num_images: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+        image: torch.Tensor | None = None,
+        timestep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        The starting sample: noise at the scheduler's starting scale or, given `image` (`(num_images, C, H, W)` in
+        [-1, 1]), the image noised by the forward process to `timestep`. The noise is drawn from `generator` (one per
+        image: each image then starts the same whatever else is in the batch).
+        """
         sample_size = self.unet.config.sample_size
         height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
         shape = (num_images, self.unet.config.in_channels, height, width)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        latents = latents * self.scheduler.init_noise_sigma
-        step_kwargs = self._step_kwargs(eta, generator)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        if image is None:
+            return noise * self.scheduler.init_noise_sigma
+        timesteps = torch.as_tensor(timestep, device=device).reshape(-1).expand(num_images)
+        return self.scheduler.add_noise(image.to(device=device, dtype=self.unet.dtype), noise, timesteps)
 
-        # 4. Denoise: one UNet forward per step, CFG halves batched together on the guided steps.
-        guided_steps = self._guided_steps(timesteps, guided, guidance_interval)
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        labels: torch.Tensor | None,
+        guided_steps: list[bool],
+        guidance_scale: float,
+        guidance_rescale: float,
+        step_kwargs: dict,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> torch.Tensor:
+        """
+        Runs the reverse process over `timesteps` from `latents`: one UNet forward per step, the CFG halves batched
+        together on the steps that `guided_steps` marks; `callback_on_step_end` after each step. Returns the last
+        sample.
+        """
+        num_images = latents.shape[0]
         self._num_guided_steps = sum(guided_steps)
         for step, t in enumerate(self.progress_bar(timesteps)):
             guide_step = guided_steps[step]
@@ -449,12 +524,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
                         f"not), got {type(callback_outputs).__name__}."
                     )
                 latents = callback_outputs.pop("latents", latents)
-
-        images = self.postprocess(latents, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return DDPMCFGPipelineOutput(images=images)
+        return latents
 
     def postprocess(
         self, sample: torch.Tensor, output_type: str = "pil"
@@ -574,7 +644,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         names = ", ".join(repr(label) for label in id2label.values()) or "none (no id2label)"
         raise ValueError(f"`class_labels`: unknown label name {name!r}; valid names: {names}.")
 
-    def _check_inputs(
+    def check_inputs(
         self,
         label_ids,
         batch_size,
@@ -583,11 +653,14 @@ class DDPMCFGPipeline(DiffusionPipeline):
         eta,
         generator,
         output_type,
+        callback_on_step_end,
         callback_on_step_end_tensor_inputs,
         guidance_rescale,
         guidance_interval,
     ) -> int:
-        """Raises a `ValueError` for a bad argument; returns the number of inference steps to run."""
+        """Raises a `ValueError` for a bad argument, before any work; returns the number of inference steps to run."""
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
         for name, value in [("guidance_scale", guidance_scale), ("eta", eta), ("guidance_rescale", guidance_rescale)]:
@@ -623,6 +696,12 @@ class DDPMCFGPipeline(DiffusionPipeline):
         if unknown:
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
+            )
+        num_images = batch_size * (len(label_ids) if label_ids else 1)
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise ValueError(
+                f"`generator` is a list of {len(generator)} generators, but the batch has {num_images} images "
+                f"({batch_size} per label): pass one generator per image, or a single generator."
             )
         return int(num_inference_steps)
 

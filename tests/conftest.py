@@ -1,4 +1,14 @@
 import os
+import sys
+
+# The tests live in folders by area (schedulers, models, pipelines, data, training, evaluation, hub, app, cli), with
+# the shared helpers and the Hub stand-in under fixtures/. Test modules import builders from each other by module name
+# (`from test_evaluation import tiny_pipeline`), whatever folder they are in: every area is on the import path.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+for _area in sorted(os.listdir(TESTS), reverse=True):
+    _path = os.path.join(TESTS, _area)
+    if os.path.isdir(_path) and not _area.startswith(("_", ".")) and _path not in sys.path:
+        sys.path.insert(0, _path)
 
 # The test models are tiny: per-op overhead dominates, and a second torch thread only adds synchronisation (and
 # contention with the subprocesses some tests start). One thread each, also for those subprocesses.

@@ -16,8 +16,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-# Batch x height x width from which CPU inference keeps the activations channels-last (break-even measured at about
-# 10 images of 28x28; see `DDPMUNet2DModel._activation_layout`).
+# Batch x height x width from which CPU inference keeps the activations channels-last: below it the layout changes
+# cost more than they save (docs/speed.md; see `DDPMUNet2DModel._activation_layout`).
 CHANNELS_LAST_MIN_PIXELS = 8192
 
 

@@ -20,20 +20,20 @@ class Mutant(NamedTuple):
 
 
 # The tests that pin each part: the fast ones, so that the whole check fits in the suite's time.
-LOSS = "tests/test_training_step.py::test_training_loss_is_the_papers_loss"
-LOOP = "tests/test_training_step.py::test_the_loop_feeds_the_unet_noised_images_at_the_drawn_timesteps"
-DROP = "tests/test_training_step.py::test_the_share_of_labels_dropped_to_the_null_label_is_cond_drop_prob"
-EMA = "tests/test_training_step.py::test_the_ema_is_the_warmed_up_moving_average_of_the_weights"
-DDPM_LOOP = "tests/test_schedulers_ddpm.py::test_sampling_loops_match_diffusers_at_every_step"
-NOISING = "tests/test_schedulers_ddpm.py::test_add_noise_and_velocity_match_diffusers"
-DDIM_LOOP = "tests/test_schedulers_ddim.py::test_sampling_loops_match_diffusers_or_the_formula_at_every_step"
-CFG = "tests/test_pipeline.py::test_cfg_equals_formula"
-NULL_LABEL = "tests/test_pipeline.py::test_guided_step_is_one_batched_forward_of_cond_and_null_labels"
+LOSS = "tests/training/test_training_step.py::test_training_loss_is_the_papers_loss"
+LOOP = "tests/training/test_training_step.py::test_the_loop_feeds_the_unet_noised_images_at_the_drawn_timesteps"
+DROP = "tests/training/test_training_step.py::test_the_share_of_labels_dropped_to_the_null_label_is_cond_drop_prob"
+EMA = "tests/training/test_training_step.py::test_the_ema_is_the_warmed_up_moving_average_of_the_weights"
+DDPM_LOOP = "tests/schedulers/test_schedulers_ddpm.py::test_sampling_loops_match_diffusers_at_every_step"
+NOISING = "tests/schedulers/test_schedulers_ddpm.py::test_add_noise_and_velocity_match_diffusers"
+DDIM_LOOP = "tests/schedulers/test_schedulers_ddim.py::test_sampling_loops_match_diffusers_or_the_formula_at_every_step"
+CFG = "tests/pipelines/test_pipeline.py::test_cfg_equals_formula"
+NULL_LABEL = "tests/pipelines/test_pipeline.py::test_guided_step_is_one_batched_forward_of_cond_and_null_labels"
 
 MUTANTS = (
     Mutant(
         "the UNet gets the clean images",
-        "training/train.py",
+        "training/step.py",
         "noisy = noise_scheduler.add_noise(clean, noise, timesteps)",
         "noisy = clean",
         (LOSS, LOOP),
@@ -48,14 +48,14 @@ MUTANTS = (
     ),
     Mutant(
         "epsilon target is the image",
-        "hf_ddpm/training_utils.py",
+        "training/step.py",
         'if prediction_type == "epsilon":\n        return noise',
         'if prediction_type == "epsilon":\n        return clean',
         (LOSS,),
     ),
     Mutant(
         "v target with x0 and eps swapped",
-        "hf_ddpm/training_utils.py",
+        "training/step.py",
         "return scheduler.get_velocity(clean, noise, timesteps)",
         "return scheduler.get_velocity(noise, clean, timesteps)",
         (LOSS,),
@@ -63,14 +63,14 @@ MUTANTS = (
     ),
     Mutant(
         "min-SNR weights all 1 (epsilon)",
-        "hf_ddpm/training_utils.py",
+        "training/step.py",
         "return (snr_gamma / snr).clamp(max=1.0)",
         "return torch.ones_like(snr)",
         (LOSS,),
     ),
     Mutant(
         "min-SNR weight of v divided by SNR",
-        "hf_ddpm/training_utils.py",
+        "training/step.py",
         "return clipped / (snr + 1.0)",
         "return clipped / snr",
         (LOSS,),
@@ -78,7 +78,7 @@ MUTANTS = (
     ),
     Mutant(
         "labels dropped with probability 1 - p",
-        "hf_ddpm/training_utils.py",
+        "training/step.py",
         "dropped = torch.rand(labels.shape, generator=generator) < drop_prob",
         "dropped = torch.rand(labels.shape, generator=generator) > drop_prob",
         (DROP,),

@@ -63,11 +63,11 @@ def apply(copy: Path, mutant: Mutant) -> None:
 def preload(tests: tuple[str, ...]) -> None:
     """Imports the test modules of `tests` from the repository, and so every library they use, then forgets the
     package and the tests: a child forked afterwards imports them again, from its own copy, and nothing else."""
-    tests_folder = str(REPOSITORY / "tests")
-    sys.path.insert(0, tests_folder)
+    path = list(sys.path)
+    sys.path.insert(0, str(REPOSITORY / "tests"))
     for module in ["conftest", *sorted({Path(test.split("::")[0]).stem for test in tests})]:
-        importlib.import_module(module)
-    sys.path.remove(tests_folder)
+        importlib.import_module(module)  # the conftest puts every area of the tests on the path
+    sys.path[:] = path
     ours = tuple(str(REPOSITORY / folder) + os.sep for folder in LAYOUT)
     for name, module in list(sys.modules.items()):
         if name.partition(".")[0] == "hf_ddpm" or (getattr(module, "__file__", None) or "").startswith(ours):

@@ -1,0 +1,77 @@
+"""How a run starts on its machine: the Accelerator (one CPU, one GPU, many processes), torch's threads on a CPU, and
+the logs (the console shows the run's own lines and every warning; --logging_dir/train.log keeps everything)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration
+
+from hf_ddpm.cpu import choose_torch_threads, cpu_bf16_support
+from hf_ddpm.training.checkpoints import (
+    check_checkpoint_matches,
+)
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+
+
+class ConsoleFilter(logging.Filter):
+    """The console shows the run's own lines and every warning; the libraries' INFO lines (eight of Accelerate's per
+    checkpoint, say) only with --verbose. The log file keeps them all."""
+
+    OWN = ("__main__", "hf_ddpm")
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.verbose or record.levelno >= logging.WARNING or record.name.split(".")[0] in self.OWN
+
+
+def make_accelerator(args: argparse.Namespace, resume_path: str | None) -> Accelerator:
+    """The Accelerator of the run, with torch's threads set for a CPU and the logs set up; the checkpoint to resume,
+    if any, is checked against the flags first."""
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+        # `accelerate launch --multi_gpu` starts the processes with torchrun; on a machine without GPUs Accelerate
+        # joins them into a (gloo) process group only when told that the processes run on CPUs.
+        cpu=launched_distributed_without_gpus(),
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError(
+            "Mixed precision fp16 (--mixed_precision or the accelerate config) needs a GPU: on CPU it would train in "
+            "fp32 unannounced. Use bf16 or no."
+        )
+    if resume_path is not None:
+        check_checkpoint_matches(resume_path, args)
+    if not logging.getLogger().handlers:  # a program that embeds the training keeps its own console
+        logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
+        logging.getLogger().handlers[0].addFilter(ConsoleFilter(args.verbose))
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu":
+        bf16_support = cpu_bf16_support()
+        (logger.info if bf16_support.native else logger.warning)(bf16_support.message)
+    # On a CPU each process takes its share of the idle cores, unless the user chose a count: a torch thread sharing
+    # a core with another busy process stalls every parallel region, and accelerate launch's own default is 1.
+    threads = choose_torch_threads(accelerator.device.type, args.dataloader_num_workers)
+    torch.set_num_threads(threads.threads)
+    logger.info(f"torch threads: {threads.threads} ({threads.reason})")
+    return accelerator
+
+
+def launched_distributed_without_gpus() -> bool:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched and not torch.cuda.is_available()
