@@ -34,7 +34,11 @@ SETUPS = {
     "small": dict(dataset="fashion_mnist", resolution=28),
 }
 PARTS = ("batch", "forward", "backward", "optimizer", "ema")
+# The ops of each kind, at every level of the dispatch (their self times add up). FLOPs are counted once per call,
+# at the level that has a FLOP formula: a convolution's at conv2d and again at convolution (the larger is taken), a
+# matmul's at mm, addmm, bmm or baddbmm (summed: they are different calls).
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul")
+MATMUL_FLOP_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 CONV_OPS = ("aten::convolution", "aten::_convolution", "aten::mkldnn_convolution", "aten::conv2d")
 
 
@@ -86,10 +90,12 @@ def flops_and_time(model, optimizer, ema, scheduler, data, args, batch_size: int
         timed_step(model, optimizer, ema, scheduler, data, args, 10_000, batch_size, bf16)
     totals = defaultdict(lambda: [0.0, 0.0])
     for event in profile.key_averages():
-        kind = "conv" if event.key in CONV_OPS else "matmul" if event.key in MATMUL_OPS else None
-        if kind is not None:
-            totals[kind][0] += event.flops
-            totals[kind][1] += event.self_cpu_time_total / 1e6
+        if event.key in CONV_OPS:
+            totals["conv"][0] = max(totals["conv"][0], event.flops)
+            totals["conv"][1] += event.self_cpu_time_total / 1e6
+        elif event.key in MATMUL_OPS:
+            totals["matmul"][0] += event.flops if event.key in MATMUL_FLOP_OPS else 0
+            totals["matmul"][1] += event.self_cpu_time_total / 1e6
     total_time = sum(event.self_cpu_time_total for event in profile.key_averages()) / 1e6
     return {"totals": dict(totals), "step_seconds": total_time}
 
@@ -98,11 +104,11 @@ def largest_conv_gflops(model, sample: torch.Tensor, labels: torch.Tensor, bf16:
     """The GFLOP/s of the step's most expensive convolution (the input shape it is fed, forward and backward), timed
     alone: what this CPU reaches on that shape."""
     shapes = {}
-    hooks = [
-        module.register_forward_hook(lambda module, inputs, output: shapes.setdefault(module, inputs[0].shape))
-        for module in model.modules()
-        if isinstance(module, torch.nn.Conv2d)
-    ]
+
+    def record(module, inputs, output):
+        shapes.setdefault(module, inputs[0].shape)  # returns nothing: the output stays the module's
+
+    hooks = [module.register_forward_hook(record) for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
     with torch.no_grad():
         model(sample, torch.zeros(len(sample), dtype=torch.long), class_labels=labels)
     for hook in hooks:
@@ -165,7 +171,11 @@ def main() -> None:
             for part in PARTS:
                 print(f"  {part:<10} {medians[part] * 1000:8.1f} ms  {medians[part] / total:6.1%}")
             profiled = flops_and_time(*parts, args.batch_size, bf16)
-            for kind, (flops, seconds) in sorted(profiled["totals"].items()):
+            # Under autocast the profiler records each convolution at two dispatch levels: count the FLOPs of the
+            # same step in fp32, which are the same multiply-adds.
+            counted = flops_and_time(*parts, args.batch_size, False)["totals"] if bf16 else profiled["totals"]
+            for kind, (_, seconds) in sorted(profiled["totals"].items()):
+                flops = counted[kind][0]
                 share = seconds / profiled["step_seconds"]
                 print(
                     f"  {kind:<10} {flops / 1e9:8.2f} GFLOP in {seconds * 1000:7.1f} ms of ops: "
