@@ -115,9 +115,8 @@ RECIPES = {
 }
 # Datasets without a recipe of their own (a folder of IDX files, a Hub dataset with a test split) take this one.
 DEFAULT_RECIPE = "fashion_mnist"
-# Kept for the benchmarks that size themselves by the digits demo.
+# For the benchmarks that size themselves by the digits demo.
 EVAL_SAMPLES = RECIPES["digits"].eval_num_samples
-TARGET_AGREEMENT, TARGET_FD_RATIO = RECIPES["digits"].target_agreement, RECIPES["digits"].target_fd_ratio
 
 
 @dataclass

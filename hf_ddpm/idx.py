@@ -37,9 +37,9 @@ FASHION_MNIST_NAMES = (
     "Bag",
     "Ankle boot",
 )
-# Fashion-MNIST and MNIST ship files of the same names; the training labels tell them apart (SHA-256 of the
-# decompressed train-labels-idx1-ubyte of Fashion-MNIST).
-FASHION_MNIST_TRAIN_LABELS_SHA256 = "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+# Fashion-MNIST and MNIST ship files of the same names; the training labels tell them apart (SHA-256 of the 60,000
+# label bytes of Fashion-MNIST's train-labels-idx1-ubyte).
+FASHION_MNIST_TRAIN_LABELS_SHA256 = "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7"
 
 # Hub ids of the datasets whose IDX files can stand in for them, and where Debian's packages put those files.
 IDX_DATASETS = {
@@ -146,7 +146,8 @@ def read_idx_folder(folder: str | os.PathLike, split: str = "train", config: str
         )
     if os.path.basename(image_file).startswith("emnist-"):
         images = images.transpose(0, 2, 1)  # EMNIST stores each image column by column
-    names = _class_names(folder, image_file, labels, config)
+    train_labels = labels if split == "train" else _train_labels(folder, config)
+    names = _class_names(folder, image_file, labels, train_labels)
     if len(labels) and int(labels.max()) >= len(names):
         raise ValueError(
             f"{label_file} holds the class id {int(labels.max())}, but the dataset names {len(names)} classes."
@@ -197,7 +198,12 @@ def _split_files(folder: str, split: str, config: str | None, required: bool) ->
     return found[0], found[1]
 
 
-def _class_names(folder: str, image_file: str, labels: np.ndarray, config: str | None) -> tuple[str, ...]:
+def _train_labels(folder: str, config: str | None) -> np.ndarray | None:
+    train_files = _split_files(folder, "train", config, required=False)
+    return None if train_files is None else read_idx(train_files[1])
+
+
+def _class_names(folder: str, image_file: str, labels: np.ndarray, train_labels: np.ndarray | None) -> tuple[str, ...]:
     base = os.path.basename(image_file)
     if base.startswith("emnist-"):
         mapping = os.path.join(folder, f"emnist-{base.split('-')[1]}-mapping.txt")
@@ -210,21 +216,11 @@ def _class_names(folder: str, image_file: str, labels: np.ndarray, config: str |
         with open(classmap, encoding="utf-8") as file:
             rows = [line.rstrip("\n").split(",") for line in file if line.strip()][1:]
         return tuple(row[2] for row in sorted(rows, key=lambda row: int(row[0])))
-    train_files = _split_files(folder, "train", config, required=False)
-    if train_files is not None and _labels_sha256(train_files[1]) == FASHION_MNIST_TRAIN_LABELS_SHA256:
+    if (
+        train_labels is not None
+        and hashlib.sha256(train_labels.tobytes()).hexdigest() == FASHION_MNIST_TRAIN_LABELS_SHA256
+    ):
         return FASHION_MNIST_NAMES
     # The class ids as names, as many as either split uses (a small test split may miss a class).
-    highest = [int(labels.max()) if len(labels) else -1]
-    if train_files is not None:
-        train_labels = read_idx(train_files[1])
-        highest.append(int(train_labels.max()) if len(train_labels) else -1)
-    return tuple(str(class_id) for class_id in range(max(highest) + 1))
-
-
-def _labels_sha256(path: str) -> str:
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as file:
-            return hashlib.sha256(file.read()).hexdigest()
-    except (OSError, EOFError):
-        return ""  # unreadable: read_idx names the file when the labels are read
+    highest = max(int(values.max()) if len(values) else -1 for values in (labels, train_labels) if values is not None)
+    return tuple(str(class_id) for class_id in range(highest + 1))

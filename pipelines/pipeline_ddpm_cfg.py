@@ -144,6 +144,11 @@ def image_grid(
     return grid
 
 
+def count_images(label_ids: list[int] | None, batch_size: int) -> int:
+    """The images of a call: `batch_size` per requested label, or `batch_size` in all without labels."""
+    return batch_size * (len(label_ids) if label_ids else 1)
+
+
 def count_labels(class_labels) -> int | None:
     """How many labels `class_labels` lists (a list, tuple, array or 1-d tensor), or `None` for one label or none."""
     if isinstance(class_labels, (list, tuple)):
@@ -397,7 +402,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             guidance_rescale,
             guidance_interval,
         )
-        num_images = batch_size * (len(label_ids) if label_ids else 1)
+        num_images = count_images(label_ids, batch_size)
         guided = label_ids is not None and guidance_scale != 1.0
         device = self._execution_device
 
@@ -441,7 +446,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         """
         if self.config.null_class_id is None:
             return None
-        num_images = batch_size * (len(label_ids) if label_ids else 1)
+        num_images = count_images(label_ids, batch_size)
         null_labels = torch.full((num_images,), self.config.null_class_id, device=device)
         labels = torch.tensor(label_ids, device=device).repeat_interleave(batch_size) if label_ids else null_labels
         return torch.cat([labels, null_labels]) if guided else labels
@@ -697,7 +702,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
             )
-        num_images = batch_size * (len(label_ids) if label_ids else 1)
+        num_images = count_images(label_ids, batch_size)
         if isinstance(generator, list) and len(generator) != num_images:
             raise ValueError(
                 f"`generator` is a list of {len(generator)} generators, but the batch has {num_images} images "

@@ -20,6 +20,7 @@ from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
 from hf_ddpm.training.checkpoints import BEST_CHECKPOINT, RUN_FOLDERS, is_checkpoint_folder
+from hf_ddpm.training.launch import LOG_FILE
 from hf_ddpm.training.step import (
     LOSS_TYPES,
     PREDICTION_TYPES,
@@ -29,7 +30,6 @@ logger = get_logger(__name__, log_level="INFO")
 
 
 # diffusers' schedules, but for piecewise_constant, which needs step rules of its own.
-LOG_FILE = "train.log"  # in --logging_dir: every log line, the libraries' included
 LR_SCHEDULES = [kind.value for kind in SchedulerType if kind != SchedulerType.PIECEWISE_CONSTANT]
 
 

@@ -21,6 +21,7 @@ logger = get_logger(__name__, log_level="INFO")
 
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+LOG_FILE = "train.log"  # in --logging_dir: every log line, the libraries' included
 
 
 class ConsoleFilter(logging.Filter):
@@ -75,3 +76,20 @@ def make_accelerator(args: argparse.Namespace, resume_path: str | None) -> Accel
 def launched_distributed_without_gpus() -> bool:
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return launched and not torch.cuda.is_available()
+
+
+def log_to_file(folder: str) -> logging.Handler:
+    """Sends every log line at INFO and above, the libraries' included, to `folder`/train.log as well; returns the
+    handler, for `stop_logging_to_file`."""
+    os.makedirs(folder, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(folder, LOG_FILE), encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def stop_logging_to_file(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
 import sys
@@ -58,9 +57,9 @@ from hf_ddpm.training.checkpoints import (
     set_aside_later_checkpoints,
     writing,
 )
-from hf_ddpm.training.flags import DEFAULT_EVAL_SAMPLES, LOG_FILE, evaluation_settings, parse_args, sampling_scheduler
+from hf_ddpm.training.flags import DEFAULT_EVAL_SAMPLES, evaluation_settings, parse_args, sampling_scheduler
 from hf_ddpm.training.inputs import load_training_data, real_images
-from hf_ddpm.training.launch import LOG_FORMAT, make_accelerator
+from hf_ddpm.training.launch import log_to_file, make_accelerator, stop_logging_to_file
 from hf_ddpm.training.step import (
     MICRO_BATCH,
     EpochShuffleSampler,
@@ -273,21 +272,13 @@ class TrainingRun:
     def _log_to_file(self, args, accelerator: Accelerator) -> None:
         """Every log line, the libraries' included, also goes to --logging_dir/train.log (the main process's), until
         `close`."""
-        self.log_file_handler = None
-        if accelerator.is_main_process:
-            folder = os.path.join(args.output_dir, args.logging_dir)
-            os.makedirs(folder, exist_ok=True)
-            self.log_file_handler = logging.FileHandler(os.path.join(folder, LOG_FILE), encoding="utf-8")
-            self.log_file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            self.log_file_handler.setLevel(logging.INFO)
-            logging.getLogger().addHandler(self.log_file_handler)
+        folder = os.path.join(args.output_dir, args.logging_dir)
+        self.log_file_handler = log_to_file(folder) if accelerator.is_main_process else None
 
     def close(self) -> None:
         """Stops writing the log file (a later run in the same process writes its own)."""
-        if getattr(self, "log_file_handler", None) is not None:
-            logging.getLogger().removeHandler(self.log_file_handler)
-            self.log_file_handler.close()
-            self.log_file_handler = None
+        stop_logging_to_file(getattr(self, "log_file_handler", None))
+        self.log_file_handler = None
 
     def _prepare_outputs(self, args, accelerator: Accelerator, plan: RunPlan) -> None:
         # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces

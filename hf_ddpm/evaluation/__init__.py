@@ -5,8 +5,9 @@ the plots. `evaluate` is the entry point (and `hf-ddpm evaluate` its command lin
 The public names import on first use (PEP 562), so that reading the metric names (`registry`) costs no torch import.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "EvaluationResult": ".results",
@@ -53,13 +54,4 @@ if TYPE_CHECKING:
     from .results import EvaluationResult
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

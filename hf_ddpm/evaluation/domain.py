@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .features import FeatureExtractor, weights_fingerprint
-from .reference import default_cache_dir, pixels_fingerprint
+from .reference import default_cache_dir, pixels_fingerprint, written_whole
 
 logger = logging.getLogger(__name__)
 
@@ -237,15 +236,6 @@ def _read_cached(path: str, network: nn.Module, identity: dict) -> float | None:
 
 
 def _write_cached(path: str, network: nn.Module, identity: dict, accuracy: float) -> None:
-    """Writes under a temporary name, then renames: a reader never sees a half-written file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".partial")
-    os.close(handle)
-    try:
-        state = {name: tensor.contiguous() for name, tensor in network.state_dict().items()}
+    state = {name: tensor.contiguous() for name, tensor in network.state_dict().items()}
+    with written_whole(path) as partial:
         save_file(state, partial, metadata={"identity": json.dumps(identity), "test_accuracy": repr(accuracy)})
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise

@@ -198,7 +198,7 @@ class Evaluator:
             if wants_domain_judge:
                 self.judge = domain[0]
             else:
-                self.judge = _judge(classifier, dataset, resolution, unet_config.in_channels, pipe.device)
+                self.judge = _judge(classifier, resolution, unet_config.in_channels, pipe.device)
             id2label = pipe.config.id2label or {i: str(i) for i in range(pipe.config.null_class_id)}
             self.label_map = match_labels(
                 {int(k): v for k, v in id2label.items()}, self.judge.labels, self.judge.describe()
@@ -500,7 +500,7 @@ def _digits_features(dataset: str, resolution: int) -> DigitsFeatures:
     return DigitsFeatures(resolution)
 
 
-def _judge(classifier: str | None, dataset: str, resolution: int, channels: int, device):
+def _judge(classifier: str | None, resolution: int, channels: int, device):
     if classifier is not None:
         return ImageClassifierJudge(classifier, device=device)
     if channels != 1:

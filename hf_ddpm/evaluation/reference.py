@@ -14,6 +14,7 @@ network and a SHA-256 of its weights). A cached file whose stored identity diffe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -155,17 +156,24 @@ def _read_cache(path: str, identity: dict) -> RealFeatures | None:
 
 
 def _write_cache(path: str, features: RealFeatures) -> None:
-    """Writes under a temporary name, then renames: a reader never sees a half-written file."""
+    with written_whole(path) as partial, open(partial, "wb") as file:
+        np.savez(
+            file,
+            identity=np.array(json.dumps(features.identity, sort_keys=True)),
+            reference=features.reference.numpy(),
+            held_out=features.held_out.numpy(),
+        )
+
+
+@contextlib.contextmanager
+def written_whole(path: str):
+    """Yields a temporary path beside `path` to write to, and renames it to `path` once the block ends without an
+    error (else removes it): a reader of a cache never sees a half-written file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".partial")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(
-                file,
-                identity=np.array(json.dumps(features.identity, sort_keys=True)),
-                reference=features.reference.numpy(),
-                held_out=features.held_out.numpy(),
-            )
+        yield partial
         os.replace(partial, path)
     except BaseException:
         if os.path.exists(partial):

@@ -13,20 +13,8 @@ import torch
 
 from hf_ddpm.data import load_image_data
 from hf_ddpm.idx import FASHION_MNIST_NAMES, find_idx_folder, idx_dataset, read_idx, read_idx_folder
+from test_data import FASHION_NAMES  # the Hub dataset card's names, typed independently of the library
 
-# The class names on the Hub dataset's card (zalando-datasets/fashion_mnist), typed here independently of the module.
-HUB_FASHION_MNIST_NAMES = [
-    "T - shirt / top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
 FASHION_FOLDER = find_idx_folder("fashion_mnist")
 needs_fashion = pytest.mark.skipif(FASHION_FOLDER is None, reason="Fashion-MNIST's IDX files are not installed")
 
@@ -169,7 +157,7 @@ def test_fashion_mnist_reads_offline_as_the_hub_dataset():
     train = read_idx_folder(FASHION_FOLDER, "train")
     test = read_idx_folder(FASHION_FOLDER, "test")
     assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
-    assert list(train.names) == HUB_FASHION_MNIST_NAMES and list(FASHION_MNIST_NAMES) == HUB_FASHION_MNIST_NAMES
+    assert list(train.names) == FASHION_NAMES and list(FASHION_MNIST_NAMES) == FASHION_NAMES
     # The published files: the first training image is an ankle boot; the test labels' file, rebuilt, has its digest.
     assert train.labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
     assert np.bincount(train.labels).tolist() == [6000] * 10 and np.bincount(test.labels).tolist() == [1000] * 10
@@ -177,5 +165,5 @@ def test_fashion_mnist_reads_offline_as_the_hub_dataset():
         "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
     )
     data = load_image_data(dataset_name="fashion_mnist", resolution=28, split="test")
-    assert len(data) == 10000 and list(data.id2label.values()) == HUB_FASHION_MNIST_NAMES
+    assert len(data) == 10000 and list(data.id2label.values()) == FASHION_NAMES
     assert torch.equal(data.images[0, 0], torch.from_numpy(test.images[0]).float() / 127.5 - 1)

@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from test_data import CIFAR_FEATURES
 from test_idx import write_folder
 from test_train import train
 
@@ -62,13 +63,12 @@ def without_scale(flags: list[str]) -> list[str]:
 def cifar_like(folder: str) -> str:
     """Labelled 32x32 RGB images in `img`/`label` columns with train and test splits, as the Hub's cifar10."""
     rng = np.random.default_rng(0)
-    features = datasets.Features(
-        {"img": datasets.Image(), "label": datasets.ClassLabel(names=[f"c{i}" for i in range(10)])}
-    )
     splits = {}
     for split, count in [("train", 40), ("test", 40)]:
         images = [PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(count)]
-        splits[split] = datasets.Dataset.from_dict({"img": images, "label": [i % 10 for i in range(count)]}, features)
+        splits[split] = datasets.Dataset.from_dict(
+            {"img": images, "label": [i % 10 for i in range(count)]}, CIFAR_FEATURES
+        )
     datasets.DatasetDict(splits).save_to_disk(folder)
     return folder
 
