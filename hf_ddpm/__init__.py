@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DDIMScheduler": ".schedulers",
     "DDIMSchedulerOutput": ".schedulers",
+    "DDPMCFGImg2ImgPipeline": ".pipelines",
     "DDPMCFGPipeline": ".pipelines",
     "DDPMCFGPipelineOutput": ".pipelines",
     "DDPMScheduler": ".schedulers",
@@ -23,7 +24,7 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from .models import DDPMUNet2DModel, DDPMUNet2DOutput
-    from .pipelines import DDPMCFGPipeline, DDPMCFGPipelineOutput
+    from .pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGPipeline, DDPMCFGPipelineOutput
     from .schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler, DDPMSchedulerOutput
 
 

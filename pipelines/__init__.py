@@ -1,5 +1,6 @@
 """The diffusion pipelines, one self-contained file each."""
 
 from .pipeline_ddpm_cfg import DDPMCFGPipeline, DDPMCFGPipelineOutput
+from .pipeline_ddpm_cfg_img2img import DDPMCFGImg2ImgPipeline
 
-__all__ = ["DDPMCFGPipeline", "DDPMCFGPipelineOutput"]
+__all__ = ["DDPMCFGImg2ImgPipeline", "DDPMCFGPipeline", "DDPMCFGPipelineOutput"]

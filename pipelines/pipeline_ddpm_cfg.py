@@ -320,6 +320,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end=None,
@@ -357,6 +358,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 One generator for the batch, or one per image: then each image is the same whatever else is in the
                 batch.
+            latents (`torch.Tensor`, *optional*):
+                The starting noise, `(N, C, H, W)` for the N images of the call, in place of noise drawn from
+                `generator` (it is scaled by the scheduler's `init_noise_sigma`, as diffusers' pipelines do): for
+                example the noise that `DDPMCFGImg2ImgPipeline.invert` gives for a real image.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(N, H, W, C)` in [0, 1]) or `"pt"` (`(N, C, H, W)` in [0, 1]).
             return_dict (`bool`, *optional*, defaults to `True`):
@@ -403,6 +408,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             guidance_interval,
         )
         num_images = count_images(label_ids, batch_size)
+        self.check_latents(latents, num_images)
         guided = label_ids is not None and guidance_scale != 1.0
         device = self._execution_device
 
@@ -411,7 +417,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
 
         # 3. Timesteps, and pure noise at the scheduler's starting scale.
         timesteps, num_inference_steps = self.get_timesteps(num_inference_steps, strength=1.0, device=device)
-        latents = self.prepare_latents(num_images, generator, device)
+        latents = self.prepare_latents(num_images, generator, device, latents=latents)
 
         # 4. Denoise: one UNet forward per step, CFG halves batched together on the guided steps.
         latents = self.denoise(
@@ -475,20 +481,39 @@ class DDPMCFGPipeline(DiffusionPipeline):
         device: torch.device,
         image: torch.Tensor | None = None,
         timestep: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         The starting sample: noise at the scheduler's starting scale or, given `image` (`(num_images, C, H, W)` in
-        [-1, 1]), the image noised by the forward process to `timestep`. The noise is drawn from `generator` (one per
-        image: each image then starts the same whatever else is in the batch).
+        [-1, 1]), the image noised by the forward process to `timestep`. The noise is `latents` when given, else drawn
+        from `generator` (one per image: each image then starts the same whatever else is in the batch).
         """
-        sample_size = self.unet.config.sample_size
-        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-        shape = (num_images, self.unet.config.in_channels, height, width)
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        if latents is None:
+            latents = randn_tensor(
+                self.sample_shape(num_images), generator=generator, device=device, dtype=self.unet.dtype
+            )
+        noise = latents.to(device=device, dtype=self.unet.dtype)
         if image is None:
             return noise * self.scheduler.init_noise_sigma
         timesteps = torch.as_tensor(timestep, device=device).reshape(-1).expand(num_images)
         return self.scheduler.add_noise(image.to(device=device, dtype=self.unet.dtype), noise, timesteps)
+
+    def sample_shape(self, num_images: int) -> tuple[int, int, int, int]:
+        """`(num_images, C, H, W)`: the shape of `num_images` samples of the UNet."""
+        sample_size = self.unet.config.sample_size
+        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+        return (num_images, self.unet.config.in_channels, height, width)
+
+    def check_latents(self, latents: torch.Tensor | None, num_images: int) -> None:
+        """A `ValueError` unless `latents` is `None` or a finite tensor of the call's `sample_shape`."""
+        if latents is None:
+            return
+        shape = self.sample_shape(num_images)
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"`latents` must be a tensor of shape {shape} (the call's images), got {got}.")
+        if not torch.isfinite(latents).all():
+            raise ValueError("`latents` holds NaN or infinite values.")
 
     def denoise(
         self,
@@ -765,6 +790,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             index = json.load(index_file)
         index.pop("_name_or_path", None)  # where this process loaded the pipeline from: meaningless elsewhere
         index["_class_name"] = [_copy_source_file(type(self), save_directory), type(self).__name__]
+        _copy_pipeline_family(save_directory, origin=self.name_or_path)
         for name in ("unet", "scheduler"):
             component_class = type(getattr(getattr(self, name), "_orig_mod", getattr(self, name)))
             if component_class.__module__.split(".")[0] != "diffusers":
@@ -791,6 +817,17 @@ class DDPMCFGPipeline(DiffusionPipeline):
             with open(os.path.join(folder, self.config_name), encoding="utf-8") as index_file:
                 index = json.load(index_file)
             return _upload_pipeline_folder(folder, index, repo_id, commit_message, private, token, create_pr)
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
+        """
+        [`DiffusionPipeline.from_pipe`]: a pipeline of this class from the components and config of `pipeline`,
+        without loading the weights again (`DDPMCFGImg2ImgPipeline.from_pipe(pipe)`). diffusers carries a model over
+        only when its class is the one the signature names; these pipelines take any UNet, so it is passed on.
+        """
+        if "unet" not in kwargs and getattr(pipeline, "unet", None) is not None:
+            kwargs["unet"] = pipeline.unet
+        return super().from_pipe(pipeline, **kwargs)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -875,7 +912,8 @@ def _upload_pipeline_folder(
     if not os.path.isfile(os.path.join(folder, "README.md")):
         populate_model_card(load_or_create_model_card(repo_id, token=token)).save(os.path.join(folder, "README.md"))
     components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
-    allow = ["model_index.json", "README.md", f"{index['_class_name'][0]}.py", *(f"{name}/*" for name in components)]
+    code = [name for name in os.listdir(folder) if name.endswith(".py")]  # the pipeline files
+    allow = ["model_index.json", "README.md", *code, *(f"{name}/*" for name in components)]
     return upload_folder(
         folder_path=folder,
         repo_id=repo_id,
@@ -884,6 +922,24 @@ def _upload_pipeline_folder(
         create_pr=create_pr,
         commit_message=commit_message or "Upload pipeline",
     )
+
+
+# The pipelines of one saved folder: each file beside this one travels with every pipeline saved, so the folder loads as
+# any of them (`DiffusionPipeline.from_pretrained(folder, custom_pipeline=<file name>, trust_remote_code=True)`).
+PIPELINE_FAMILY = ("pipeline_ddpm_cfg", "pipeline_ddpm_cfg_img2img", "pipeline_ddpm_cfg_inpaint")
+
+
+def _copy_pipeline_family(folder: str | os.PathLike, origin: str | None = None) -> None:
+    """Copies the files of `PIPELINE_FAMILY` into `folder`, from beside this file or, for those not there (a copy
+    loaded as remote code has only the files it imports beside it), from `origin`, the local folder the pipeline was
+    loaded from."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for stem in PIPELINE_FAMILY:
+        sources = [os.path.join(place, f"{stem}.py") for place in (here, origin) if place and os.path.isdir(place)]
+        source = next((path for path in sources if os.path.isfile(path)), None)
+        target = os.path.join(folder, f"{stem}.py")
+        if source is not None and not (os.path.isfile(target) and os.path.samefile(source, target)):
+            shutil.copyfile(source, target)
 
 
 def _copy_source_file(cls: type, folder: str | os.PathLike) -> str:
