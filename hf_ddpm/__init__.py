@@ -12,6 +12,7 @@ _EXPORTS = {
     "DDIMScheduler": ".schedulers",
     "DDIMSchedulerOutput": ".schedulers",
     "DDPMCFGImg2ImgPipeline": ".pipelines",
+    "DDPMCFGInpaintPipeline": ".pipelines",
     "DDPMCFGPipeline": ".pipelines",
     "DDPMCFGPipelineOutput": ".pipelines",
     "DDPMScheduler": ".schedulers",
@@ -24,7 +25,7 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from .models import DDPMUNet2DModel, DDPMUNet2DOutput
-    from .pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGPipeline, DDPMCFGPipelineOutput
+    from .pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline, DDPMCFGPipeline, DDPMCFGPipelineOutput
     from .schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler, DDPMSchedulerOutput
 
 

@@ -2,5 +2,6 @@
 
 from .pipeline_ddpm_cfg import DDPMCFGPipeline, DDPMCFGPipelineOutput
 from .pipeline_ddpm_cfg_img2img import DDPMCFGImg2ImgPipeline
+from .pipeline_ddpm_cfg_inpaint import DDPMCFGInpaintPipeline
 
-__all__ = ["DDPMCFGImg2ImgPipeline", "DDPMCFGPipeline", "DDPMCFGPipelineOutput"]
+__all__ = ["DDPMCFGImg2ImgPipeline", "DDPMCFGInpaintPipeline", "DDPMCFGPipeline", "DDPMCFGPipelineOutput"]

@@ -17,7 +17,7 @@ from huggingface_hub import upload_file
 
 from helpers import BLOCK_HF_DDPM
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
-from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGPipeline
+from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline, DDPMCFGPipeline
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
@@ -71,6 +71,7 @@ def test_saved_folder_has_the_custom_pipeline_and_component_layout(tmp_path):
         "model_index.json",
         "pipeline_ddpm_cfg.py",
         "pipeline_ddpm_cfg_img2img.py",
+        "pipeline_ddpm_cfg_inpaint.py",
         "scheduler/scheduler_config.json",
         "scheduler/scheduling_ddim.py",
         "unet/config.json",
@@ -80,6 +81,7 @@ def test_saved_folder_has_the_custom_pipeline_and_component_layout(tmp_path):
     for path, cls in [
         ("pipeline_ddpm_cfg.py", DDPMCFGPipeline),
         ("pipeline_ddpm_cfg_img2img.py", DDPMCFGImg2ImgPipeline),
+        ("pipeline_ddpm_cfg_inpaint.py", DDPMCFGInpaintPipeline),
         ("unet/unet_2d.py", DDPMUNet2DModel),
         ("scheduler/scheduling_ddim.py", DDIMScheduler),
     ]:
