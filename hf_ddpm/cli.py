@@ -142,6 +142,134 @@ def run_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
 
 
+def add_edit_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "edit", help="redraw a real image towards a class (SDEdit): the source beside its edit at each strength"
+    )
+    parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
+    parser.add_argument("--image", required=True, help="the image file to edit, in the model's size")
+    parser.add_argument("--class", dest="label", help="the class to draw it towards, by name or id")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        nargs="+",
+        default=[0.6],
+        help="how far into the noise the image goes, in [0, 1]: 0 keeps it, 1 draws anew (default: 0.6; several "
+        "give a row of edits)",
+    )
+    add_guidance_and_seed_flags(parser)
+    parser.add_argument("--steps", type=int, help="steps of a whole schedule, of which --strength run")
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULER_NAMES), help="replace the saved scheduler")
+    parser.add_argument("--out", default="edit.png", help="the source and its edits in a row (default: edit.png)")
+    parser.set_defaults(func=run_edit, parser=parser, flags=EDIT_FLAGS)
+
+
+def add_inpaint_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("inpaint", help="fill a masked region of a real image (RePaint), towards a class")
+    parser.add_argument("model", help="a folder written by save_pretrained, or a Hub repository id")
+    parser.add_argument("--image", required=True, help="the image file, in the model's size")
+    parser.add_argument(
+        "--mask",
+        required=True,
+        help="what to fill: an image file (white fills, black is kept) or a preset: left, right, top, bottom (a "
+        "half) or centre (the centre square)",
+    )
+    parser.add_argument("--class", dest="label", help="the class to fill towards, by name or id")
+    add_guidance_and_seed_flags(parser)
+    parser.add_argument("--steps", type=int, default=100, help="DDPM steps before the jumps (default: 100)")
+    parser.add_argument("--jump-length", type=int, default=10, help="steps each jump goes back (default: 10)")
+    parser.add_argument("--jump-n-sample", type=int, default=10, help="times each stretch is sampled (default: 10)")
+    parser.add_argument("--out", default="inpaint.png", help="source, masked source and result (default: inpaint.png)")
+    parser.set_defaults(func=run_inpaint, parser=parser, flags=EDIT_FLAGS)
+
+
+def add_guidance_and_seed_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--guidance-scale", type=float, help="classifier-free guidance (default: 2 with --class, else none: 1)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+EDIT_FLAGS = {
+    "image": "--image",
+    "mask_image": "--mask",
+    "class_labels": "--class",
+    "strength": "--strength",
+    "guidance_scale": "--guidance-scale",
+    "num_inference_steps": "--steps",
+    "jump_length": "--jump-length",
+    "jump_n_sample": "--jump-n-sample",
+    "generator": "--seed",
+}
+
+
+def load_edit_inputs(args: argparse.Namespace):
+    """The checks every edit makes before loading the model, then the pipeline and the source image."""
+    from hf_ddpm.editing import read_image
+    from hf_ddpm.sampling import label_arguments, load_pipeline
+
+    check_seed(args.seed)
+    check_image_path("--out", args.out, ".png")
+    if args.device is not None:
+        check_device(args.device)
+    source = read_image(args.image, "--image")
+    if args.guidance_scale is None:
+        args.guidance_scale = 2.0 if args.label is not None else 1.0
+    pipe = load_pipeline(args.model, scheduler=getattr(args, "scheduler", None), device=args.device)
+    labels = label_arguments(pipe, [args.label]) if args.label is not None else None
+    return pipe, source, labels and labels[0]
+
+
+def run_edit(args: argparse.Namespace) -> None:
+    import torch
+
+    from hf_ddpm.editing import save_image, side_by_side
+    from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline
+
+    pipe, source, label = load_edit_inputs(args)
+    edit = DDPMCFGImg2ImgPipeline.from_pipe(pipe)
+    edits = [
+        edit(
+            source,
+            label,
+            strength=strength,
+            guidance_scale=args.guidance_scale,
+            num_inference_steps=args.steps,
+            generator=torch.Generator().manual_seed(args.seed),
+        ).images[0]
+        for strength in args.strength
+    ]
+    save_image(side_by_side([source.convert(edits[0].mode), *edits]), args.out)
+    print(f"wrote {args.out}: the source, then its edit at strength {', '.join(f'{s:g}' for s in args.strength)}")
+
+
+def run_inpaint(args: argparse.Namespace) -> None:
+    import torch
+
+    from hf_ddpm.editing import read_mask, save_image, side_by_side, with_mask_shown
+    from hf_ddpm.pipelines import DDPMCFGInpaintPipeline
+
+    pipe, source, label = load_edit_inputs(args)
+    size = pipe.unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    mask = read_mask(args.mask, "--mask", height, width)
+    inpaint = DDPMCFGInpaintPipeline.from_pipe(pipe)
+    result = inpaint(
+        source,
+        mask,
+        label,
+        guidance_scale=args.guidance_scale,
+        num_inference_steps=args.steps,
+        jump_length=args.jump_length,
+        jump_n_sample=args.jump_n_sample,
+        generator=torch.Generator().manual_seed(args.seed),
+    ).images[0]
+    shown = source.convert(result.mode)
+    save_image(side_by_side([shown, with_mask_shown(shown, mask), result]), args.out)
+    print(f"wrote {args.out}: the source, what is kept of it, and the result")
+
+
 def check_image_path(flag: str, path: str, example: str, allowed: set[str] | None = None) -> None:
     """A ValueError naming `flag` unless `path` has an image extension that can be written and a usable folder."""
     import PIL.Image
@@ -455,6 +583,8 @@ def run_space(args: argparse.Namespace) -> None:
 SUBCOMMANDS = (
     add_noising_command,
     add_sample_command,
+    add_edit_command,
+    add_inpaint_command,
     add_evaluate_command,
     add_push_command,
     add_serve_command,

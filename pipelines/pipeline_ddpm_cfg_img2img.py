@@ -53,7 +53,7 @@ def images_as_tensor(image, name: str, channels: int, height: int, width: int) -
     if image.ndim != 4:
         raise ValueError(f"`{name}`: a tensor image must be (C, H, W) or (N, C, H, W), got {tuple(image.shape)}.")
     if tuple(image.shape[1:]) != (channels, height, width):
-        size = f"{image.shape[2]}x{image.shape[3]} with {image.shape[1]} channels"
+        size = f"{image.shape[2]}x{image.shape[3]} with {image.shape[1]} channel{'s' if image.shape[1] > 1 else ''}"
         raise ValueError(f"`{name}` is {size}; {takes}.")
     image = image.float()
     if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:

@@ -137,7 +137,7 @@ def test_pil_numpy_and_torch_images_give_the_same_edit():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(image=torch.rand(1, 1, 16, 16)), "is 16x16 with 1 channels; this model takes 8x8 images with 1 channel"),
+        (dict(image=torch.rand(1, 1, 16, 16)), "is 16x16 with 1 channel; this model takes 8x8 images with 1 channel"),
         (dict(image=torch.rand(1, 3, 8, 8)), "is 8x8 with 3 channels; this model takes 8x8 images with 1 channel"),
         (dict(image=torch.rand(1, 1, 8, 8) * 2 - 1), "values in [0, 1]"),
         (dict(image="a sneaker.png"), "`image` must be a PIL image"),

@@ -121,9 +121,9 @@ def test_a_jump_is_the_forward_process_between_the_two_noise_levels():
     "kwargs, message",
     [
         (dict(mask_image=PIL.Image.new("L", (8, 8), 128)), "must hold only 0 and 1 (black and white: white is to fill"),
-        (dict(mask_image=PIL.Image.new("L", (4, 4), 255)), "`mask_image` is 4x4 with 1 channels; this model takes 8x8"),
+        (dict(mask_image=PIL.Image.new("L", (4, 4), 255)), "`mask_image` is 4x4 with 1 channel; this model takes 8x8"),
         (dict(mask_image=[half_mask()] * 3), "`mask_image` has 3 masks for 2 images"),
-        (dict(image=torch.rand(2, 1, 8, 6)), "`image` is 8x6 with 1 channels; this model takes 8x8 images"),
+        (dict(image=torch.rand(2, 1, 8, 6)), "`image` is 8x6 with 1 channel; this model takes 8x8 images"),
         (dict(jump_length=0), "`jump_length` must be an integer >= 1, got 0"),
         (dict(jump_n_sample=2.5), "`jump_n_sample` must be an integer >= 1, got 2.5"),
         (dict(num_inference_steps=0), "`num_inference_steps` must be an integer in [1, 40]"),
