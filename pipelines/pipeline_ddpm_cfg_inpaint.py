@@ -15,14 +15,13 @@ from .pipeline_ddpm_cfg import DDPMCFGPipeline as _TextToImagePipeline, DDPMCFGP
 from .pipeline_ddpm_cfg_img2img import images_as_tensor, labels_per_image
 
 
-def repaint_timesteps(
-    num_inference_steps: int, jump_length: int, jump_n_sample: int, num_train_timesteps: int
-) -> list[int]:
+def repaint_schedule(num_inference_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
     """
-    RePaint's schedule (Lugmayr et al. 2022, Alg. 1 and App. B), in training timesteps: from the noisiest step down to
-    0, and after every `jump_length` steps (below the first `jump_length`) back up `jump_length` steps and down again,
-    `jump_n_sample - 1` times. A timestep below the one before it is a denoising step; one above it, a step of the
-    forward process. `jump_n_sample=1` has no jumps: plain ancestral sampling that replaces the known region.
+    RePaint's schedule (Lugmayr et al. 2022, Alg. 1 and App. B), as indices into the `num_inference_steps` timesteps
+    from the cleanest (0) to the noisiest: from the noisiest down to 0, and after every `jump_length` steps (below the
+    first `jump_length`) back up `jump_length` steps and down again, `jump_n_sample - 1` times. An index below the one
+    before it is a denoising step; one above it, a step of the forward process. `jump_n_sample=1` has no jumps: plain
+    ancestral sampling that replaces the known region.
     """
     jumps = {j: jump_n_sample - 1 for j in range(0, num_inference_steps - jump_length, jump_length)}
     schedule, t = [], num_inference_steps
@@ -34,8 +33,7 @@ def repaint_timesteps(
             for _ in range(jump_length):
                 t += 1
                 schedule.append(t)
-    step = num_train_timesteps // num_inference_steps
-    return [t * step for t in schedule]
+    return schedule
 
 
 def masks_as_tensor(mask_image, num_images: int, height: int, width: int) -> torch.Tensor:
@@ -148,9 +146,9 @@ class DDPMCFGInpaintPipeline(_TextToImagePipeline):
         labels = self.prepare_class_labels(label_ids, batch_size, guided, device)
         ddpm = DDPMScheduler.from_config(self.scheduler.config)
         ddpm.set_timesteps(num_inference_steps, device=device)
-        schedule = repaint_timesteps(
-            num_inference_steps, jump_length, jump_n_sample, self.scheduler.config.num_train_timesteps
-        )
+        # The sampler's own timesteps (with its spacing and offset), visited in RePaint's order.
+        ascending = ddpm.timesteps.flip(0).tolist()
+        schedule = [ascending[index] for index in repaint_schedule(num_inference_steps, jump_length, jump_n_sample)]
         known = images.to(device=device, dtype=self.unet.dtype)
         masks = masks.to(device=device, dtype=self.unet.dtype)
         latents = self.prepare_latents(len(images), generator, device)

@@ -124,9 +124,6 @@ class _NoiseScheduleMixin:
         if not _is_integer(num_train_timesteps) or num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be an integer >= 1; got {num_train_timesteps!r}")
         self._check_sampling_bounds()
-        if trained_betas is None and beta_schedule != "squaredcos_cap_v2" and not beta_start <= beta_end:
-            # diffusers takes it, but noise added ever more slowly is no diffusion schedule anyone trains with
-            raise ValueError(f"`beta_start` ({beta_start}) must not exceed `beta_end` ({beta_end})")
         if trained_betas is not None:
             self.betas = torch.tensor(trained_betas, dtype=torch.float32)
             if len(self.betas) != num_train_timesteps:
@@ -148,6 +145,7 @@ class _NoiseScheduleMixin:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self._noise_level_tables = {}
         self.num_inference_steps = None
+        self.custom_timesteps = False
 
     def _check_sampling_bounds(self) -> None:
         """The config values that bound x_0 or shift the timesteps, which would otherwise fail silently (a range of 0
@@ -183,6 +181,7 @@ class _NoiseScheduleMixin:
         """
         if timesteps is not None and num_inference_steps is not None:
             raise ValueError("Pass either `num_inference_steps` or `timesteps`, not both")
+        self.custom_timesteps = timesteps is not None
         if timesteps is not None:
             timesteps = checked_timesteps(self.config, timesteps)
         else:
@@ -193,7 +192,7 @@ class _NoiseScheduleMixin:
         self._use_timesteps(timesteps, device)
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep that `step` moves to from `timestep`: the next one of the schedule, or -1 after the last."""
+        """The timestep that `step` moves to from `timestep`; negative past the last (the clean sample)."""
         return self._coefficients_at(timestep).prev_t
 
     def _coefficients_at(self, timestep: int | torch.Tensor):
@@ -280,7 +279,7 @@ class _StepCoefficients(NamedTuple):
     """Everything `step` needs at one timestep t, computed once per schedule (float32, as diffusers computes)."""
 
     t: int
-    prev_t: int  # the next timestep of the schedule; -1 after the last one
+    prev_t: int  # where the step goes; negative past the last timestep (the clean sample)
     sqrt_alpha_bar: float
     sqrt_one_minus_alpha_bar: float
     sqrt_alpha_bar_prev: float
@@ -352,26 +351,55 @@ class DDIMScheduler(_NoiseScheduleMixin, SchedulerMixin, ConfigMixin):
 
     def _use_timesteps(self, timesteps: np.ndarray, device: str | torch.device | None = None) -> None:
         self.timesteps = torch.from_numpy(timesteps).to(device)
-        t, prev_t = torch.from_numpy(timesteps), torch.from_numpy(np.append(timesteps[1:], -1))
+        t = torch.from_numpy(timesteps)
+        if self.custom_timesteps:
+            prev_t = torch.from_numpy(np.append(timesteps[1:], -1))
+        else:  # diffusers' rule, whatever the spacing: t - T // num_inference_steps
+            prev_t = t - self.config.num_train_timesteps // len(timesteps)
+        self._coefficients, self._variance_terms, self._noise_weights_by_eta = {}, {}, {}
+        self._add_coefficients(t, prev_t)
+
+    def _add_coefficients(self, t: torch.Tensor, prev_t: torch.Tensor) -> None:
+        """Caches what `step` needs at each timestep of `t`, which steps to the same place of `prev_t`."""
         alpha_bar = self.alphas_cumprod[t]
         alpha_bar_prev = torch.where(prev_t >= 0, self.alphas_cumprod[prev_t.clamp(min=0)], self.final_alpha_cumprod)
         columns = [t, prev_t, alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), alpha_bar_prev.sqrt()]
         # Python floats: step() then multiplies tensors by plain scalars, with no indexing or device copies.
-        self._coefficients = {row[0]: _StepCoefficients(*row) for row in zip(*(c.tolist() for c in columns))}
+        self._coefficients.update({row[0]: _StepCoefficients(*row) for row in zip(*(c.tolist() for c in columns))})
         # sigma_t(eta = 1)^2 = (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev), eq. (16)
-        self._ddpm_std = ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
-        self._alpha_bar_prev = alpha_bar_prev
-        self._noise_weights_by_eta = {}
+        ddpm_std = ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+        self._variance_terms.update(zip(t.tolist(), zip(ddpm_std, alpha_bar_prev)))
+
+    def _coefficients_at(self, timestep: int | torch.Tensor) -> _StepCoefficients:
+        """The coefficients of a step from `timestep`: any training timestep, as diffusers' DDIM steps anywhere (to
+        t - T // num_inference_steps); with custom timesteps, one of them."""
+        value = timestep.item() if isinstance(timestep, (torch.Tensor, np.ndarray)) else timestep
+        coefficients = self._coefficients.get(value)  # 980.0 finds timestep 980; 980.7 finds none
+        if coefficients is not None:
+            return coefficients
+        T = self.config.num_train_timesteps
+        if self.custom_timesteps:
+            raise ValueError(
+                f"`timestep` {value} is not one of the custom timesteps this scheduler was set to "
+                f"({self.timesteps.tolist()}): with custom timesteps, each step goes to the next of them."
+            )
+        if not (_is_number(value) and float(value).is_integer() and 0 <= value < T):
+            raise ValueError(f"`timestep` must be an integer in [0, {T - 1}], got {value!r}.")
+        t = torch.tensor([int(value)])
+        self._add_coefficients(t, t - T // self.num_inference_steps)
+        return self._coefficients[int(value)]
 
     def _noise_weights(self, eta: float, timestep: int) -> tuple[float, float]:
         """sigma_t(eta) of eq. (16) and the weight sqrt(1 - alpha_bar_prev - sigma_t^2) of eq. (12)'s "direction
-        pointing to x_t". Computed for the whole schedule once per eta, in float32 as diffusers does: the weight
-        cancels badly near alpha_bar_t = 0, and computing it the same way keeps the outputs the same."""
-        if eta not in self._noise_weights_by_eta:
-            sigma = eta * self._ddpm_std
-            weight = (1 - self._alpha_bar_prev - sigma**2).clamp(min=0).sqrt()  # clamp: rounding can dip below zero
-            self._noise_weights_by_eta[eta] = dict(zip(self._coefficients, zip(sigma.tolist(), weight.tolist())))
-        return self._noise_weights_by_eta[eta][timestep]
+        pointing to x_t", in float32 as diffusers computes them: the weight cancels badly near alpha_bar_t = 0, and
+        computing it the same way keeps the outputs the same. Cached per eta and timestep."""
+        weights = self._noise_weights_by_eta.setdefault(eta, {})
+        if timestep not in weights:
+            ddpm_std, alpha_bar_prev = self._variance_terms[timestep]
+            sigma = eta * ddpm_std
+            weight = (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt()  # clamp: rounding can dip below zero
+            weights[timestep] = (sigma.item(), weight.item())
+        return weights[timestep]
 
     def step(
         self,

@@ -122,9 +122,6 @@ class _NoiseScheduleMixin:
         if not _is_integer(num_train_timesteps) or num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be an integer >= 1; got {num_train_timesteps!r}")
         self._check_sampling_bounds()
-        if trained_betas is None and beta_schedule != "squaredcos_cap_v2" and not beta_start <= beta_end:
-            # diffusers takes it, but noise added ever more slowly is no diffusion schedule anyone trains with
-            raise ValueError(f"`beta_start` ({beta_start}) must not exceed `beta_end` ({beta_end})")
         if trained_betas is not None:
             self.betas = torch.tensor(trained_betas, dtype=torch.float32)
             if len(self.betas) != num_train_timesteps:
@@ -146,6 +143,7 @@ class _NoiseScheduleMixin:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self._noise_level_tables = {}
         self.num_inference_steps = None
+        self.custom_timesteps = False
 
     def _check_sampling_bounds(self) -> None:
         """The config values that bound x_0 or shift the timesteps, which would otherwise fail silently (a range of 0
@@ -181,6 +179,7 @@ class _NoiseScheduleMixin:
         """
         if timesteps is not None and num_inference_steps is not None:
             raise ValueError("Pass either `num_inference_steps` or `timesteps`, not both")
+        self.custom_timesteps = timesteps is not None
         if timesteps is not None:
             timesteps = checked_timesteps(self.config, timesteps)
         else:
@@ -191,7 +190,7 @@ class _NoiseScheduleMixin:
         self._use_timesteps(timesteps, device)
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep that `step` moves to from `timestep`: the next one of the schedule, or -1 after the last."""
+        """The timestep that `step` moves to from `timestep`; negative past the last (the clean sample)."""
         return self._coefficients_at(timestep).prev_t
 
     def _coefficients_at(self, timestep: int | torch.Tensor):
@@ -281,7 +280,7 @@ class _StepCoefficients(NamedTuple):
     """Everything `step` needs at one timestep t, computed once per schedule (float32, as diffusers computes)."""
 
     t: int
-    prev_t: int  # the next timestep of the schedule; -1 after the last one
+    prev_t: int  # where the step goes; negative past the last timestep (the clean sample)
     sqrt_alpha_bar: float
     sqrt_one_minus_alpha_bar: float
     x0_coef: float  # eq. (7): weight of x_0 in the posterior mean
@@ -362,6 +361,17 @@ class DDPMScheduler(_NoiseScheduleMixin, SchedulerMixin, ConfigMixin):
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
         )
         self._use_timesteps(np.arange(num_train_timesteps)[::-1].copy())
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
+        """
+        The timestep that `step` moves to from `timestep`, as diffusers' `DDPMScheduler.previous_timestep` returns it:
+        before `set_timesteps`, `timestep - 1` (of the type given); after it, the next timestep of the schedule as a
+        0-d tensor (`tensor(-1)` past the last).
+        """
+        prev_t = self._coefficients_at(timestep).prev_t
+        if self.num_inference_steps is None and not self.custom_timesteps:
+            return timestep - 1
+        return torch.tensor(prev_t)
 
     def _use_timesteps(self, timesteps: np.ndarray, device: str | torch.device | None = None) -> None:
         self.timesteps = torch.from_numpy(timesteps).to(device)

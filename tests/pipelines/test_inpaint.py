@@ -15,7 +15,7 @@ from diffusers import DDPMScheduler as DiffusersDDPMScheduler, DPMSolverMultiste
 from helpers import BLOCK_HF_DDPM
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGInpaintPipeline, DDPMCFGPipeline
-from hf_ddpm.pipelines.pipeline_ddpm_cfg_inpaint import noise_up, repaint_timesteps
+from hf_ddpm.pipelines.pipeline_ddpm_cfg_inpaint import noise_up, repaint_schedule
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
@@ -57,7 +57,8 @@ def half_mask(side="right"):
 def test_the_schedule_is_repaints_as_diffusers_has_it(steps, jump_length, jump_n_sample):
     reference = RePaintScheduler(num_train_timesteps=1000)
     reference.set_timesteps(steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
-    assert repaint_timesteps(steps, jump_length, jump_n_sample, 1000) == reference.timesteps.tolist()
+    indices = repaint_schedule(steps, jump_length, jump_n_sample)
+    assert [index * (1000 // steps) for index in indices] == reference.timesteps.tolist()
 
 
 @pytest.mark.parametrize("scheduler", [DDPMScheduler, DPMSolverMultistepScheduler])
@@ -95,7 +96,7 @@ def test_the_unet_runs_once_per_denoising_step_of_the_schedule_batched_with_guid
         jump_n_sample=3,
         output_type="np",
     )
-    schedule = repaint_timesteps(10, 3, 3, TRAIN_STEPS)
+    schedule = repaint_schedule(10, 3, 3)
     downs = sum(1 for before, t in zip([schedule[0] + 1] + schedule, schedule) if t < before)
     assert len(batches) == downs == pipe.num_guided_steps and set(batches) == {4}
     assert pipe.num_timesteps == len(schedule)
@@ -222,3 +223,18 @@ def test_diffusers_loads_the_inpaint_pipeline_from_the_folder_where_hf_ddpm_is_n
     ).images
     # Another process, whose threads may sum in another order.
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "config", [dict(steps_offset=1), dict(timestep_spacing="trailing"), dict(timestep_spacing="linspace")]
+)
+def test_repaint_visits_the_samplers_own_timesteps_whatever_their_spacing(config):
+    pipe = tiny_pipeline(DDPMScheduler(num_train_timesteps=TRAIN_STEPS, **config))
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(int(args[1])))
+    out = pipe(
+        pil_images(1), half_mask(), "Bag", num_inference_steps=10, jump_length=3, jump_n_sample=2, output_type="np"
+    ).images
+    reference = DiffusersDDPMScheduler(num_train_timesteps=TRAIN_STEPS, **config)
+    reference.set_timesteps(10)
+    assert set(seen) <= set(reference.timesteps.tolist()) and np.isfinite(out).all()

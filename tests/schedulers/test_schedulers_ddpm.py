@@ -389,7 +389,6 @@ def test_timesteps_outside_training_are_refused_not_wrapped(scheduler_class, tim
         (dict(beta_start=0.0), r"Every beta must lie in \(0, 1\); `beta_start`=0.0"),  # x_0 would come out as 0 / 0
         (dict(num_train_timesteps=2, trained_betas=[0.0, 0.5]), r"`trained_betas` gives betas in \[0, 0.5\]"),
         (dict(num_train_timesteps=2, trained_betas=[0.5, 1.2]), r"`trained_betas` gives betas in \[0.5, 1.2\]"),
-        (dict(beta_start=0.02, beta_end=0.0001), r"`beta_start` \(0.02\) must not exceed `beta_end` \(0.0001\)"),
         (dict(clip_sample_range=0.0), "`clip_sample_range` must be a positive number; got 0.0"),
         (dict(steps_offset=-1), "`steps_offset` must be an integer >= 0; got -1"),
         (dict(thresholding=True, dynamic_thresholding_ratio=2.0), r"`dynamic_thresholding_ratio` must be in \(0, 1\]"),
@@ -432,3 +431,16 @@ def test_integral_float_timesteps_index_like_integers():
         scheduler.add_noise(x0, noise, torch.tensor([10.0, 999.0])),
         scheduler.add_noise(x0, noise, torch.tensor([10, 999])),
     )
+
+
+def test_previous_timestep_returns_what_diffusers_returns_and_of_its_type():
+    ours, theirs = DDPMScheduler(num_train_timesteps=100), diffusers.DDPMScheduler(num_train_timesteps=100)
+    for t in (57, torch.tensor(57)):  # before set_timesteps: t - 1, of the type given
+        mine, reference = ours.previous_timestep(t), theirs.previous_timestep(t)
+        assert type(mine) is type(reference) and int(mine) == int(reference) == 56
+    ours.set_timesteps(10)
+    theirs.set_timesteps(10)
+    for t in theirs.timesteps:  # after it: the next scheduled timestep as a 0-d tensor, tensor(-1) past the last
+        mine, reference = ours.previous_timestep(t), theirs.previous_timestep(t)
+        assert isinstance(mine, torch.Tensor) and mine.ndim == 0 and int(mine) == int(reference)
+    assert int(ours.previous_timestep(0)) == -1
