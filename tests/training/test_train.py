@@ -487,12 +487,21 @@ def test_a_short_demo_learns_the_digits_and_measures_its_samples(tmp_path, capsy
         (["--sweep_guidance_scales", "1", "inf"], "--sweep_guidance_scales must be finite numbers >= 0"),
         (["--guidance_scale", "nan"], "--guidance_scale must be finite numbers >= 0"),
         (["--guidance_interval", "0.9", "0.1"], "--guidance_interval must be LOW HIGH with 0 <= LOW < HIGH <= 1"),
+        (["--snr_gamma", "-1"], "--snr_gamma must be a number >= 0 (0: the plain loss), got -1.0"),
     ],
 )
 def test_demo_rejects_bad_values_naming_its_own_flags(flags, message, capsys):
     with pytest.raises(SystemExit):
         demo.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, snr_gamma",
+    [(["--dataset", "fashion_mnist"], 5.0), (["--dataset", "fashion_mnist", "--snr_gamma", "0"], None), ([], None)],
+)
+def test_the_fashion_recipe_trains_with_min_snr_weighting_unless_told_otherwise(flags, snr_gamma):
+    assert train_script.parse_args(demo.training_flags(demo.parse_args(flags))).snr_gamma == snr_gamma
 
 
 @pytest.mark.parametrize("flags, excluded", [([], True), (["--no-exclude_eval_reference"], False)])
