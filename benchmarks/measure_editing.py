@@ -129,7 +129,7 @@ def inversion(pipe, sources, source_labels, args) -> None:
     sampler = DDPMCFGPipeline.from_pipe(ddim)
     for each in (ddim, sampler):
         each.set_progress_bar_config(disable=True)
-    count = min(len(sources), 100)
+    count = min(len(sources), 50)
     print(f"\nDDIM inversion of {count} real test images with their class, drawn back with DDIM (eta 0, guidance 1):")
     print("  steps  mean abs error  max abs error  s/image (invert + draw)")
     for steps in args.inversion_steps:
@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0])
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=15, help="steps of a whole schedule for the class-swap")
+    parser.add_argument("--inpaint-num-images", type=int, default=100, help="of the --num-images, the first N")
     parser.add_argument("--inpaint-steps", type=int, default=50)
     parser.add_argument("--jump-length", type=int, default=10)
     parser.add_argument("--jump-n-sample", type=int, default=5)
@@ -188,7 +189,9 @@ def main() -> None:
         if "swap" in args.parts:
             class_swap(pipe, judge, features, sources, source_labels, args)
         if "inpaint" in args.parts:
-            inpainting(pipe, judge, features, sources, source_labels, test.images[reference] / 2 + 0.5, args)
+            count = args.inpaint_num_images
+            reals = test.images[reference] / 2 + 0.5
+            inpainting(pipe, judge, features, sources[:count], source_labels[:count], reals, args)
         if "invert" in args.parts:
             inversion(pipe, sources, source_labels, args)
 

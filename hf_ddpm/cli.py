@@ -153,8 +153,8 @@ def add_edit_command(subparsers: argparse._SubParsersAction) -> None:
         "--strength",
         type=float,
         nargs="+",
-        default=[0.6],
-        help="how far into the noise the image goes, in [0, 1]: 0 keeps it, 1 draws anew (default: 0.6; several "
+        default=[0.8],
+        help="how far into the noise the image goes, in [0, 1]: 0 keeps it, 1 draws anew (default: 0.8; several "
         "give a row of edits)",
     )
     add_guidance_and_seed_flags(parser)

@@ -96,7 +96,7 @@ class DDPMCFGImg2ImgPipeline(_TextToImagePipeline):
         self,
         image,
         class_labels: int | str | list[int | str] | None = None,
-        strength: float = 0.6,
+        strength: float = 0.8,
         guidance_scale: float = 1.0,
         num_inference_steps: int | None = None,
         eta: float = 0.0,
@@ -119,7 +119,7 @@ class DDPMCFGImg2ImgPipeline(_TextToImagePipeline):
             class_labels (`int`, `str` or a list of them, *optional*):
                 The class to draw each image towards, by id or by name: one for every image, or one per image.
                 `None` edits unconditionally (the null label on a conditional model).
-            strength (`float`, *optional*, defaults to 0.6):
+            strength (`float`, *optional*, defaults to 0.8):
                 How far into the noise the image goes, in [0, 1]: the last `strength` of the `num_inference_steps`
                 timesteps run. 0 returns the image; 1 is plain sampling from pure noise (the image is not used), the
                 same images as [`DDPMCFGPipeline`] draws with the same generator; in between, the larger it is, the
