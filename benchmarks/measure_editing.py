@@ -173,7 +173,7 @@ def main() -> None:
         test.images,
         test.labels,
         test.id2label,
-        f"the {args.split} split, {len(test)} images",
+        f"{args.split} split, {len(test)} images",
     )
     features = DomainFeatures(judge, fingerprint)
     print(f"Judge: {judge.describe()}")
