@@ -251,9 +251,7 @@ def run_inpaint(args: argparse.Namespace) -> None:
     from hf_ddpm.pipelines import DDPMCFGInpaintPipeline
 
     pipe, source, label = load_edit_inputs(args)
-    size = pipe.unet.config.sample_size
-    height, width = (size, size) if isinstance(size, int) else size
-    mask = read_mask(args.mask, "--mask", height, width)
+    mask = read_mask(args.mask, "--mask", *pipe.sample_shape(1)[2:])
     inpaint = DDPMCFGInpaintPipeline.from_pipe(pipe)
     result = inpaint(
         source,

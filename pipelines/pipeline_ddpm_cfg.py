@@ -545,16 +545,20 @@ class DDPMCFGPipeline(DiffusionPipeline):
             latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
-                tensors = {"latents": latents}
-                callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, step, t, callback_kwargs)
-                if not isinstance(callback_outputs, dict):
-                    raise ValueError(
-                        "`callback_on_step_end` must return a dict (the `callback_kwargs` it was given, changed or "
-                        f"not), got {type(callback_outputs).__name__}."
-                    )
-                latents = callback_outputs.pop("latents", latents)
+                latents = self.run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, step, t, latents)
         return latents
+
+    def run_callback(self, callback_on_step_end, tensor_inputs, step: int, t, latents: torch.Tensor) -> torch.Tensor:
+        """Calls `callback_on_step_end(pipe, step, timestep, callback_kwargs)` with the tensors named in
+        `tensor_inputs`; returns the latents it hands back (or the same ones)."""
+        tensors = {"latents": latents}
+        callback_outputs = callback_on_step_end(self, step, t, {name: tensors[name] for name in tensor_inputs})
+        if not isinstance(callback_outputs, dict):
+            raise ValueError(
+                "`callback_on_step_end` must return a dict (the `callback_kwargs` it was given, changed or "
+                f"not), got {type(callback_outputs).__name__}."
+            )
+        return callback_outputs.pop("latents", latents)
 
     def postprocess(
         self, sample: torch.Tensor, output_type: str = "pil"

@@ -133,9 +133,7 @@ class DDPMCFGImg2ImgPipeline(_TextToImagePipeline):
         Returns:
             [`DDPMCFGPipelineOutput`] or `tuple`: the edited images.
         """
-        sample_size = self.unet.config.sample_size
-        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-        images = images_as_tensor(image, "image", self.unet.config.in_channels, height, width)
+        images = self.prepare_image(image)
         check_strength(strength)
         class_labels, batch_size = labels_per_image(class_labels, len(images))
         label_ids = self._label_ids(class_labels)
@@ -180,6 +178,10 @@ class DDPMCFGImg2ImgPipeline(_TextToImagePipeline):
         )
         return self._output(latents, output_type, return_dict)
 
+    def prepare_image(self, image) -> torch.Tensor:
+        """`image` as a `(N, C, H, W)` batch in [-1, 1], checked against the UNet's size and channels."""
+        return images_as_tensor(image, "image", *self.sample_shape(1)[1:])
+
     def _output(self, sample: torch.Tensor, output_type: str, return_dict: bool):
         images = self.postprocess(sample, output_type)
         self.maybe_free_model_hooks()
@@ -210,9 +212,7 @@ class DDPMCFGImg2ImgPipeline(_TextToImagePipeline):
         Returns:
             `torch.Tensor`: the noise, `(N, C, H, W)`, to pass as `latents` to [`DDPMCFGPipeline`].
         """
-        sample_size = self.unet.config.sample_size
-        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-        latents = images_as_tensor(image, "image", self.unet.config.in_channels, height, width)
+        latents = self.prepare_image(image)
         class_labels, batch_size = labels_per_image(class_labels, len(latents))
         label_ids = self._label_ids(class_labels)
         num_train_timesteps = self.scheduler.config.num_train_timesteps

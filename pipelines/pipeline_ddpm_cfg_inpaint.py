@@ -118,9 +118,8 @@ class DDPMCFGInpaintPipeline(_TextToImagePipeline):
         Returns:
             [`DDPMCFGPipelineOutput`] or `tuple`: the images, whose known region is the input's (to 8 bits).
         """
-        sample_size = self.unet.config.sample_size
-        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-        images = images_as_tensor(image, "image", self.unet.config.in_channels, height, width)
+        _, channels, height, width = self.sample_shape(1)
+        images = images_as_tensor(image, "image", channels, height, width)
         masks = masks_as_tensor(mask_image, len(images), height, width)
         class_labels, batch_size = labels_per_image(class_labels, len(images))
         label_ids = self._label_ids(class_labels)
@@ -165,14 +164,7 @@ class DDPMCFGInpaintPipeline(_TextToImagePipeline):
                 latents = noise_up(ddpm, latents, level, ddpm.previous_timestep(t), generator)
             previous, level = t, ddpm.previous_timestep(t)
             if callback_on_step_end is not None:
-                callback_kwargs = {name: latents for name in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, step, t, callback_kwargs)
-                if not isinstance(callback_outputs, dict):
-                    raise ValueError(
-                        "`callback_on_step_end` must return a dict (the `callback_kwargs` it was given, changed or "
-                        f"not), got {type(callback_outputs).__name__}."
-                    )
-                latents = callback_outputs.pop("latents", latents)
+                latents = self.run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, step, t, latents)
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         return DDPMCFGPipelineOutput(images=images) if return_dict else (images,)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler
 
+from helpers import tiny_conditional_unet
 from hf_ddpm.cli import main
 from hf_ddpm.editing import MASK_PRESETS, preset_mask, read_image
-from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline, DDPMCFGPipeline
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
@@ -17,17 +17,7 @@ LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
 
 @pytest.fixture
 def model(tmp_path):
-    torch.manual_seed(0)
-    unet = DDPMUNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        attention_levels=(False, True),
-        num_class_embeds=3,
-        norm_num_groups=4,
-    )
+    unet = tiny_conditional_unet()
     scheduler = DiffusersDDPMScheduler(num_train_timesteps=20, beta_schedule="squaredcos_cap_v2")
     pipe = DDPMCFGPipeline(unet, scheduler, id2label=LABELS)
     pipe.set_progress_bar_config(disable=True)

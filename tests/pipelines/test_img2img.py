@@ -19,8 +19,7 @@ from diffusers import (
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
-from helpers import BLOCK_HF_DDPM, DATA_MEAN, gaussian_denoiser
-from hf_ddpm.models.unet_2d import DDPMUNet2DModel
+from helpers import BLOCK_HF_DDPM, DATA_MEAN, gaussian_denoiser, tiny_conditional_unet
 from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGPipeline
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
@@ -30,17 +29,7 @@ TRAIN_STEPS = 20
 
 
 def tiny_pipeline(scheduler=None, cls=DDPMCFGImg2ImgPipeline):
-    torch.manual_seed(0)
-    unet = DDPMUNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        attention_levels=(False, True),
-        num_class_embeds=3,
-        norm_num_groups=4,
-    )
+    unet = tiny_conditional_unet()
     pipe = cls(unet, scheduler or DDIMScheduler(num_train_timesteps=TRAIN_STEPS), id2label=LABELS)
     pipe.set_progress_bar_config(disable=True)
     return pipe

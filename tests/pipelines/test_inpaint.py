@@ -12,8 +12,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler, DPMSolverMultistepScheduler, RePaintScheduler
 
-from helpers import BLOCK_HF_DDPM
-from hf_ddpm.models.unet_2d import DDPMUNet2DModel
+from helpers import BLOCK_HF_DDPM, tiny_conditional_unet
 from hf_ddpm.pipelines import DDPMCFGInpaintPipeline, DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg_inpaint import noise_up, repaint_schedule
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
@@ -23,17 +22,7 @@ TRAIN_STEPS = 40
 
 
 def tiny_pipeline(scheduler=None, cls=DDPMCFGInpaintPipeline):
-    torch.manual_seed(0)
-    unet = DDPMUNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        attention_levels=(False, True),
-        num_class_embeds=3,
-        norm_num_groups=4,
-    )
+    unet = tiny_conditional_unet()
     pipe = cls(unet, scheduler or DDPMScheduler(num_train_timesteps=TRAIN_STEPS), id2label=LABELS)
     pipe.set_progress_bar_config(disable=True)
     return pipe
