@@ -1,4 +1,4 @@
-"""hf-ddpm: pixel-space diffusion (DDPM, DDIM, classifier-free guidance) for diffusers."""
+"""hf-ddpm: pixel-space diffusion (DDPM, DDIM, classifier-free and classifier guidance) for diffusers."""
 
 from typing import TYPE_CHECKING
 
@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 # the schedulers, the training helpers or the CLI does not pay for diffusers' pipeline machinery (seconds).
 _EXPORTS = {
     "DDIMScheduler": ".schedulers",
+    "DDPMClassifier2DModel": ".models",
+    "DDPMClassifier2DOutput": ".models",
     "DDIMSchedulerOutput": ".schedulers",
     "DDPMCFGImg2ImgPipeline": ".pipelines",
     "DDPMCFGInpaintPipeline": ".pipelines",
@@ -24,7 +26,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .models import DDPMUNet2DModel, DDPMUNet2DOutput
+    from .models import DDPMClassifier2DModel, DDPMClassifier2DOutput, DDPMUNet2DModel, DDPMUNet2DOutput
     from .pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline, DDPMCFGPipeline, DDPMCFGPipelineOutput
     from .schedulers import DDIMScheduler, DDIMSchedulerOutput, DDPMScheduler, DDPMSchedulerOutput
 

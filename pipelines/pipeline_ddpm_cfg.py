@@ -27,6 +27,8 @@ from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo, hf_hub_download, snapshot_download, upload_folder
 
+from .classifier_guidance import ClassifierGuidance, check_classifier, check_classifier_scale
+
 # The package this file was imported as part of: `hf_ddpm` when installed. `load_config` looks up the classes of
 # code-file components there by name (a copy loaded from a model folder has no such package).
 _HOME_PACKAGE = __name__.split(".")[0]
@@ -256,9 +258,15 @@ class DDPMCFGPipeline(DiffusionPipeline):
             embedding row, `num_class_embeds`); a UNet without that attribute but with `num_class_embeds` set (a
             diffusers `UNet2DModel`) is taken to have been trained with its last embedding row as the null label,
             `num_class_embeds - 1`. `None` on an unconditional UNet.
+        classifier ([`ModelMixin`], *optional*):
+            A noise-aware classifier of `x_t` (hf-ddpm's `DDPMClassifier2DModel`, called as `classifier(x_t,
+            t).logits`) for classifier guidance (`classifier_scale`). It must have the model's classes (for an
+            unconditional UNet, its classes are the labels that the pipeline takes), sample size and channels, and
+            have learned the noise of the scheduler's training schedule.
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["classifier"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
@@ -267,9 +275,10 @@ class DDPMCFGPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         id2label: dict | None = None,
         null_class_id: int | None = None,
+        classifier: ModelMixin | None = None,
     ):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
         class_embeds = unet.config.get("num_class_embeds")
         embed_type = unet.config.get("class_embed_type")
         if class_embeds is not None and embed_type not in (None, "embedding"):
@@ -287,14 +296,26 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 f"`null_class_id` must be an embedding row after the real labels, in [1, {last_row}], for this "
                 f"UNet (num_class_embeds={class_embeds}, rows 0..{last_row}); got {null_class_id}."
             )
+        num_labels = null_class_id or (classifier.config.get("num_classes") if classifier is not None else None)
+        if classifier is not None:
+            check_classifier(classifier, unet, scheduler, null_class_id)
         id2label = {int(label_id): str(name) for label_id, name in (id2label or {}).items()}
-        out_of_range = [label_id for label_id in id2label if not 0 <= label_id < (null_class_id or 0)]
+        out_of_range = [label_id for label_id in id2label if not 0 <= label_id < (num_labels or 0)]
         if out_of_range:
             raise ValueError(
                 f"`id2label` has ids {out_of_range} outside the model's labels, which are "
-                + (f"0..{null_class_id - 1}." if null_class_id else "none: the UNet is unconditional.")
+                + (f"0..{num_labels - 1}." if num_labels else "none: the UNet is unconditional.")
             )
         self.register_to_config(id2label=id2label, null_class_id=null_class_id)
+
+    @property
+    def num_labels(self) -> int | None:
+        """How many classes the pipeline draws: the conditional UNet's labels, else the classifier's classes (an
+        unconditional UNet guided by a classifier), else `None`."""
+        if self.config.null_class_id is not None:
+            return self.config.null_class_id
+        classifier = getattr(self, "classifier", None)
+        return classifier.config.get("num_classes") if classifier is not None else None
 
     @property
     def num_timesteps(self) -> int:
@@ -327,6 +348,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         guidance_rescale: float = 0.0,
         guidance_interval: tuple[float, float] | None = None,
+        classifier_scale: float = 0.0,
     ) -> DDPMCFGPipelineOutput | tuple:
         r"""
         Generates images. Every argument is checked before any work starts; a bad one raises a `ValueError` that
@@ -384,6 +406,14 @@ class DDPMCFGPipeline(DiffusionPipeline):
                 Guidance at high noise spends diversity (every sample drifts to the same typical image of its class)
                 and at low noise does little. `None` (the default) guides every step. `num_guided_steps` tells how
                 many steps of the last call were guided.
+            classifier_scale (`float`, *optional*, defaults to 0.0):
+                Classifier guidance scale `s` (Dhariwal & Nichol 2021, https://huggingface.co/papers/2105.05233),
+                >= 0, with the pipeline's `classifier`: each step moves towards `class_labels` by the gradient of the
+                classifier's `log p(y | x_t)` (through the classifier only, never the UNet). With DDPM's ancestral
+                step it shifts the step's mean by `s * Sigma_t * grad`; with every other sampler it takes the score
+                form, `eps - sqrt(1 - alpha_bar_t) * s * grad` (in the model's prediction type). It combines with CFG
+                on a conditional UNet and guides an unconditional one alone (then `class_labels` are the
+                classifier's classes). 0 (the default) does not run the classifier.
 
         Returns:
             [`DDPMCFGPipelineOutput`] or `tuple`: the images, in a `DDPMCFGPipelineOutput` if `return_dict`, else
@@ -407,6 +437,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             guidance_rescale,
             guidance_interval,
         )
+        self.check_classifier_guidance(classifier_scale, label_ids)
         num_images = count_images(label_ids, batch_size)
         self.check_latents(latents, num_images)
         guided = label_ids is not None and guidance_scale != 1.0
@@ -430,6 +461,7 @@ class DDPMCFGPipeline(DiffusionPipeline):
             self._step_kwargs(eta, generator),
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
+            classifier_guidance=self.prepare_classifier_guidance(classifier_scale, label_ids, batch_size, device),
         )
 
         # 5. Images.
@@ -526,11 +558,12 @@ class DDPMCFGPipeline(DiffusionPipeline):
         step_kwargs: dict,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        classifier_guidance: ClassifierGuidance | None = None,
     ) -> torch.Tensor:
         """
         Runs the reverse process over `timesteps` from `latents`: one UNet forward per step, the CFG halves batched
-        together on the steps that `guided_steps` marks; `callback_on_step_end` after each step. Returns the last
-        sample.
+        together on the steps that `guided_steps` marks, then the classifier's guidance when given;
+        `callback_on_step_end` after each step. Returns the last sample.
         """
         num_images = latents.shape[0]
         self._num_guided_steps = sum(guided_steps)
@@ -542,11 +575,34 @@ class DDPMCFGPipeline(DiffusionPipeline):
             model_output = self.unet(model_input, t, class_labels=step_labels).sample
             if guide_step:
                 model_output = guide(model_output, latents.shape[1], guidance_scale, guidance_rescale)
+            if classifier_guidance is not None and not classifier_guidance.ancestral:
+                model_output = classifier_guidance.guide_model_output(model_output, model_input[:num_images], t)
+            gradient = None
+            if classifier_guidance is not None and classifier_guidance.ancestral:
+                gradient = classifier_guidance.gradient(model_input[:num_images], t)  # at x_t, before the step
             latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
+            if gradient is not None:
+                latents = classifier_guidance.shift_mean(latents, gradient, t)
 
             if callback_on_step_end is not None:
                 latents = self.run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, step, t, latents)
         return latents
+
+    def prepare_classifier_guidance(
+        self, classifier_scale: float, label_ids: list[int] | None, batch_size: int, device: torch.device
+    ) -> ClassifierGuidance | None:
+        """The classifier guidance of a call towards each image's class, or `None` at `classifier_scale` 0."""
+        if not classifier_scale:
+            return None
+        labels = torch.tensor(label_ids, device=device).repeat_interleave(batch_size)
+        return ClassifierGuidance(self.classifier, self.scheduler, labels, float(classifier_scale))
+
+    def check_classifier_guidance(self, classifier_scale, label_ids: list[int] | None) -> None:
+        """A `ValueError` for a bad `classifier_scale`, or a classifier that cannot guide this UNet and scheduler."""
+        classifier = getattr(self, "classifier", None)
+        check_classifier_scale(classifier_scale, classifier, label_ids)
+        if classifier_scale > 0:  # the scheduler may have been swapped since the pipeline was built
+            check_classifier(classifier, self.unet, self.scheduler, self.config.null_class_id)
 
     def run_callback(self, callback_on_step_end, tensor_inputs, step: int, t, latents: torch.Tensor) -> torch.Tensor:
         """Calls `callback_on_step_end(pipe, step, timestep, callback_kwargs)` with the tensors named in
@@ -637,11 +693,11 @@ class DDPMCFGPipeline(DiffusionPipeline):
         """Turns `class_labels` (ids or names, one or a list) into a list of valid ids, or `None`."""
         if class_labels is None:
             return None
-        null_class_id = self.config.null_class_id
-        if null_class_id is None:
+        num_labels = self.num_labels
+        if num_labels is None:
             raise ValueError(
-                f"`class_labels` was given ({class_labels!r}) but the UNet is unconditional (no class embedding): "
-                "leave `class_labels=None`."
+                f"`class_labels` was given ({class_labels!r}) but the UNet is unconditional (no class embedding) "
+                "and the pipeline has no classifier to guide it: leave `class_labels=None`."
             )
         if isinstance(class_labels, (torch.Tensor, np.ndarray)):
             class_labels = class_labels.tolist()
@@ -653,9 +709,9 @@ class DDPMCFGPipeline(DiffusionPipeline):
             if isinstance(label, str):
                 ids.append(self._label_id_by_name(label))
             elif isinstance(label, numbers.Integral) and not isinstance(label, bool):
-                if not 0 <= label < null_class_id:
+                if not 0 <= label < num_labels:
                     raise ValueError(
-                        f"`class_labels`: label id {label} is out of range; valid ids are 0..{null_class_id - 1}."
+                        f"`class_labels`: label id {label} is out of range; valid ids are 0..{num_labels - 1}."
                     )
                 ids.append(int(label))
             else:
@@ -705,6 +761,11 @@ class DDPMCFGPipeline(DiffusionPipeline):
         if guidance_scale != 1.0 and label_ids is None:
             raise ValueError(
                 f"`guidance_scale`={guidance_scale} needs `class_labels`: guidance moves samples towards a class."
+            )
+        if guidance_scale != 1.0 and self.config.null_class_id is None:
+            raise ValueError(
+                f"`guidance_scale`={guidance_scale}: classifier-free guidance needs a class-conditional UNet; this one "
+                "is unconditional (guide it with `classifier_scale` instead)."
             )
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale!r}.")
@@ -795,7 +856,9 @@ class DDPMCFGPipeline(DiffusionPipeline):
         index.pop("_name_or_path", None)  # where this process loaded the pipeline from: meaningless elsewhere
         index["_class_name"] = [_copy_source_file(type(self), save_directory), type(self).__name__]
         _copy_pipeline_family(save_directory, origin=self.name_or_path)
-        for name in ("unet", "scheduler"):
+        for name in ("unet", "scheduler", "classifier"):
+            if getattr(self, name, None) is None:
+                continue
             component_class = type(getattr(getattr(self, name), "_orig_mod", getattr(self, name)))
             if component_class.__module__.split(".")[0] != "diffusers":
                 file_stem = _copy_source_file(component_class, os.path.join(save_directory, name))
@@ -930,7 +993,7 @@ def _upload_pipeline_folder(
 
 # The pipelines of one saved folder: each file beside this one travels with every pipeline saved, so the folder loads as
 # any of them (`DiffusionPipeline.from_pretrained(folder, custom_pipeline=<file name>, trust_remote_code=True)`).
-PIPELINE_FAMILY = ("pipeline_ddpm_cfg", "pipeline_ddpm_cfg_img2img", "pipeline_ddpm_cfg_inpaint")
+PIPELINE_FAMILY = ("pipeline_ddpm_cfg", "pipeline_ddpm_cfg_img2img", "pipeline_ddpm_cfg_inpaint", "classifier_guidance")
 
 
 def _copy_pipeline_family(folder: str | os.PathLike, origin: str | None = None) -> None:

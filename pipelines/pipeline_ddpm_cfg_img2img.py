@@ -12,6 +12,9 @@ import PIL.Image
 import torch
 from diffusers import DDIMScheduler
 
+# diffusers copies beside a remote-code file only the files that it imports itself, not what those import in turn:
+# the text-to-image pipeline's own import is repeated here so that its file finds it.
+from .classifier_guidance import ClassifierGuidance  # noqa: F401
 from .pipeline_ddpm_cfg import DDPMCFGPipeline as _TextToImagePipeline, DDPMCFGPipelineOutput, count_labels
 
 

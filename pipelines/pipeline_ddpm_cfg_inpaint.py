@@ -11,6 +11,9 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+# diffusers copies beside a remote-code file only the files that it imports itself, not what those import in turn:
+# the text-to-image pipeline's own import is repeated here so that its file finds it.
+from .classifier_guidance import ClassifierGuidance  # noqa: F401
 from .pipeline_ddpm_cfg import DDPMCFGPipeline as _TextToImagePipeline, DDPMCFGPipelineOutput, guide
 from .pipeline_ddpm_cfg_img2img import images_as_tensor, labels_per_image
 

@@ -67,7 +67,9 @@ def test_saved_folder_has_the_custom_pipeline_and_component_layout(tmp_path):
     assert index["unet"] == ["unet_2d", "DDPMUNet2DModel"]
     assert index["scheduler"] == ["scheduling_ddim", "DDIMScheduler"]
     assert index["id2label"] == {"0": "T-shirt", "1": "Sneaker", "2": "Bag"} and index["null_class_id"] == 3
+    assert index["classifier"] == [None, None]  # diffusers' mark of an optional component left out
     assert folder_files(tmp_path) == [
+        "classifier_guidance.py",
         "model_index.json",
         "pipeline_ddpm_cfg.py",
         "pipeline_ddpm_cfg_img2img.py",
