@@ -1,5 +1,5 @@
 """Sharing a trained pipeline on the Hugging Face Hub: the token check, background pushes that retry and never hold up
-training, the command that uploads a folder later, the model card."""
+training, the command that uploads a folder later, the model cards (of a pipeline, and of a noise-aware classifier)."""
 
 import concurrent.futures
 import json
@@ -607,6 +607,86 @@ def write_model_card(
     card = ModelCard(content)
     card.save(os.path.join(output_dir, "README.md"))
     return card
+
+
+def write_classifier_card(
+    folder: str,
+    model_id: str,
+    dataset_name: Optional[str] = None,
+    training_args: Optional[dict] = None,
+    id2label: Optional[dict] = None,
+    accuracy: Optional[dict] = None,
+) -> ModelCard:
+    """Write `folder/README.md` for a noise-aware classifier (`DDPMClassifier2DModel`, saved by `--task classifier`):
+    what it is and which noise schedule it guides, how to load it, its classes, its accuracy by noise level (the
+    `accuracy` report of its training, if given) and the training settings.
+
+    Args:
+        folder (`str`): where the card goes.
+        model_id (`str`): the Hub repository or the folder that the classifier is loaded from, for the title and the
+            usage snippet.
+        dataset_name (`str`, *optional*): what it was trained on; Hub ids are linked in the metadata.
+        training_args (`dict`, *optional*): the training settings, shown as a table (secrets left out); their
+            `beta_schedule`, `num_train_timesteps` and `classifier_noise` say what the classifier was trained on.
+        id2label (`dict[int, str]`, *optional*): class names.
+        accuracy (`dict`, *optional*): the final report of the training script (`evaluation/classifier_accuracy.json`).
+    """
+    args = training_args or {}
+    card_data = ModelCardData(
+        library_name="diffusers",
+        tags=[*MODEL_CARD_TAGS, "classifier-guidance", "image-classification"],
+        datasets=[dataset_name] if _is_hub_dataset_id(dataset_name) else None,
+        pipeline_tag="image-classification",
+    )
+    title = os.path.basename(os.path.normpath(model_id))
+    data = f" on `{dataset_name}`" if dataset_name else ""
+    schedule = f"`{args.get('beta_schedule')}` schedule of {args.get('num_train_timesteps')} steps"
+    if args.get("classifier_noise") == "none":
+        trained_on = "clean images only (at t = 0): the baseline of a classifier that never saw noise"
+    else:
+        trained_on = f"images noised at timesteps drawn uniformly from the {schedule}"
+    sections = [
+        f"# {title}",
+        "A noise-aware classifier for classifier guidance "
+        "([Dhariwal & Nichol, 2021](https://arxiv.org/abs/2105.05233)): given a noisy image `x_t` and its timestep "
+        f"`t` it returns the logits of `p(y | x_t)`, whose gradient guides a diffusion model trained with the "
+        f"{schedule}. Trained{data} with hf-ddpm on {trained_on}.",
+        "## Usage\n\n"
+        "With diffusers alone (the model code comes with the repository):\n\n"
+        "```python\n"
+        "from diffusers import AutoModel\n\n"
+        f'classifier = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)\n'
+        "logits = classifier(noisy_images, timesteps).logits\n"
+        "```\n\n"
+        "With hf-ddpm installed: `DDPMClassifier2DModel.from_pretrained(...)`. The class names are the config's "
+        "`id2label`.",
+        _classes_section(id2label),
+        _accuracy_section(accuracy),
+        _settings_section(training_args),
+    ]
+    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(section for section in sections if section) + "\n"
+    card = ModelCard(content)
+    card.save(os.path.join(folder, "README.md"))
+    return card
+
+
+def _accuracy_section(report: Optional[dict]) -> str:
+    if not report:
+        return ""
+    rows = "\n".join(
+        f"| {name} | {_timesteps(*report['timesteps'][name])} | {_number(value)} |"
+        for name, value in report["accuracy"].items()
+    )
+    return (
+        f"## Accuracy\n\nOn {report['num_images']} held-out images ({report['source']}) after {report['step']} "
+        "optimizer steps, each noised at a timestep drawn uniformly from the range:\n\n"
+        f"| Noise | Timesteps | Accuracy |\n|---|---|---:|\n{rows}"
+    )
+
+
+def _timesteps(low: int, high: int) -> str:
+    """The timesteps `range(low, high)`, in words."""
+    return str(low) if high == low + 1 else f"{low} to {high - 1}"
 
 
 def _is_hub_dataset_id(name: Optional[str]) -> bool:

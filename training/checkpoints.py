@@ -67,9 +67,9 @@ WRITE_FAILURE_SIGNS = ("iostream error", "file write failed", "PytorchStreamWrit
 class TrainingProgress:
     """What a checkpoint records besides weights, optimizer, schedule, EMA and RNG states: the optimizer steps done
     (which fix the data position), the seed of the run's random streams, whether it keeps an EMA (which decides
-    what else the checkpoint holds), the UNet's config (which the weights must fit), how the steps were batched
-    (processes, batch size, accumulation and images: the data position and the learning-rate schedule of a step hold
-    only for those), and the run's optimizer steps in all."""
+    what else the checkpoint holds), the model's config (the UNet's or the classifier's, which the weights must fit),
+    how the steps were batched (processes, batch size, accumulation and images: the data position and the
+    learning-rate schedule of a step hold only for those), and the run's optimizer steps in all."""
 
     def __init__(
         self,
@@ -127,10 +127,10 @@ def as_json(config: dict) -> dict:
     return json.loads(json.dumps(config))
 
 
-def check_same_unet(path: str, unet_config: dict) -> None:
-    """Raises a ValueError naming the keys of the UNet config (`unet_config`, as JSON gives it back; from
-    --model_config, --resolution and the data) in which the run to resume differs from the one `path` saved: its
-    weights would not fit."""
+def check_same_unet(path: str, unet_config: dict, model_name: str = "UNet") -> None:
+    """Raises a ValueError naming the keys of the model config (`unet_config`, as JSON gives it back; from
+    --model_config, --resolution and the data; a UNet's, or `model_name`'s) in which the run to resume differs from the
+    one `path` saved: its weights would not fit."""
     saved = saved_progress(path).unet_config
     if saved is None:
         return
@@ -139,8 +139,8 @@ def check_same_unet(path: str, unet_config: dict) -> None:
     if differing:
         details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {wanted.get(key)!r}" for key in differing)
         raise ValueError(
-            f"{path} holds a UNet of another configuration ({details}). Resume with the --model_config, --resolution "
-            "and data of that run, or start a new run in another --output_dir."
+            f"{path} holds a {model_name} of another configuration ({details}). Resume with the --task, "
+            "--model_config, --resolution and data of that run, or start a new run in another --output_dir."
         )
 
 
@@ -210,8 +210,9 @@ def find_checkpoint_to_resume(args: argparse.Namespace) -> str | None:
 
 def previous_run_outputs(output_dir: str, logging_dir: str) -> list[str]:
     """The paths in `output_dir` that a training run writes and that exist: the pipeline (`model_index.json`, its code
-    file and component folders, the model card), the final preview, samples, logs, the evaluation and checkpoints
-    (the best one included). Anything else in the folder is not ours, and --overwrite_output_dir leaves it alone."""
+    file and component folders, the model card) or the classifier (`saved_model_files`), the final preview, samples,
+    logs, the evaluation and checkpoints (the best one included). Anything else in the folder is not ours, and
+    --overwrite_output_dir leaves it alone."""
     if not os.path.isdir(output_dir):
         return []
     names = ["samples", "samples.png", "samples.gif", logging_dir, EVALUATION_DIR]
@@ -223,9 +224,25 @@ def previous_run_outputs(output_dir: str, logging_dir: str) -> list[str]:
         code = index.get("_class_name")
         code_files = [f"{code[0]}.py"] if isinstance(code, list) and code and isinstance(code[0], str) else []
         names += ["model_index.json", "README.md", *components, *code_files]
+    names += saved_model_files(output_dir)
     checkpoints = [name for name in os.listdir(output_dir) if is_checkpoint_folder(name)]
     names += sorted(checkpoints)
+    names = list(dict.fromkeys(names))  # README.md is both a pipeline's and a model's
     return [os.path.join(output_dir, name) for name in names if os.path.exists(os.path.join(output_dir, name))]
+
+
+def saved_model_files(output_dir: str) -> list[str]:
+    """The names of a model that `save_pretrained` wrote straight into `output_dir` (a classifier of --task
+    classifier): its config, weights, code file and model card, when `config.json` names one of our models."""
+    config_path = os.path.join(output_dir, "config.json")
+    if not os.path.isfile(config_path):
+        return []
+    with open(config_path, encoding="utf-8") as config_file:
+        config = json.load(config_file)
+    code = config.get("auto_map", {}).get("AutoModel", "") if isinstance(config, dict) else ""
+    if not code:
+        return []
+    return ["config.json", "diffusion_pytorch_model.safetensors", f"{code.split('.')[0]}.py", "README.md"]
 
 
 def is_checkpoint_folder(name: str) -> bool:
@@ -375,12 +392,18 @@ def checkpoint_damage(folder: str) -> str | None:
 
 
 def save_pipeline_atomically(pipe: DDPMCFGPipeline, output_dir: str) -> None:
-    """`pipe.save_pretrained(output_dir)`, written first into a folder beside it and then moved into place entry by
-    entry (renames, which need no space): a write that fails leaves the previous pipeline as it was."""
-    staging = os.path.join(output_dir, ".pipeline" + PARTIAL_SUFFIX)
+    """`pipe.save_pretrained(output_dir)`, atomically as `save_folder_atomically` writes."""
+    save_folder_atomically(pipe.save_pretrained, output_dir, "pipeline")
+
+
+def save_folder_atomically(write: Callable[[str], None], output_dir: str, what: str) -> None:
+    """`write(folder)` (a `save_pretrained`, with whatever goes beside it), written first into a folder beside
+    `output_dir`'s entries (`.{what}.partial`) and then moved into place entry by entry (renames, which need no
+    space): a write that fails leaves the previous pipeline or model as it was."""
+    staging = os.path.join(output_dir, f".{what}" + PARTIAL_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        pipe.save_pretrained(staging)
+        write(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -1,9 +1,11 @@
 """The training script's flags, with every check that needs no data: `parse_args` fails at once, naming the flag,
-before anything is loaded."""
+before anything is loaded; `RunPlan.check` then decides what needs no data either (the model's config keys, the
+checkpoint to resume, the Hub token, what an earlier run left)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -14,12 +16,20 @@ from diffusers.optimization import SchedulerType
 
 from hf_ddpm.evaluation import METRICS, default_metrics
 from hf_ddpm.evaluation.registry import METRIC_KEYS, metric_keys
-from hf_ddpm.models.presets import UNET_PRESETS
+from hf_ddpm.hub import resolve_hub_token
+from hf_ddpm.models.presets import CLASSIFIER_PRESETS, UNET_PRESETS, check_resolution, read_model_config
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_num_inference_steps, default_num_inference_steps
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
-from hf_ddpm.training.checkpoints import BEST_CHECKPOINT, RUN_FOLDERS, is_checkpoint_folder
+from hf_ddpm.training.checkpoints import (
+    BEST_CHECKPOINT,
+    RUN_FOLDERS,
+    describe_previous_run,
+    find_checkpoint_to_resume,
+    is_checkpoint_folder,
+    previous_run_outputs,
+)
 from hf_ddpm.training.launch import LOG_FILE
 from hf_ddpm.training.step import (
     LOSS_TYPES,
@@ -34,6 +44,36 @@ LR_SCHEDULES = [kind.value for kind in SchedulerType if kind != SchedulerType.PI
 
 
 DEFAULT_EVAL_SAMPLES = 500
+
+
+TASKS = ("diffusion", "classifier")
+
+
+CLASSIFIER_NOISE = ("uniform", "none")
+
+
+DEFAULT_ACCURACY_IMAGES = 2000  # --task classifier: at most this many held-out images measure the final accuracy
+
+
+# Flags of the diffusion model that a classifier run has no use for: given with --task classifier, they are refused
+# rather than parsed and ignored.
+DIFFUSION_ONLY_FLAGS = (
+    "--class_conditional",
+    "--unconditional",
+    "--cond_drop_prob",
+    "--prediction_type",
+    "--loss_type",
+    "--snr_gamma",
+    "--save_images_steps",
+    "--scheduler",
+    "--num_inference_steps",
+    "--guidance_scale",
+    "--eval_steps",
+    "--eval_metrics",
+    "--eval_guidance_scales",
+    "--eval_classifier",
+    "--keep_best_checkpoint",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,11 +136,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     model = parser.add_argument_group("model and diffusion")
     model.add_argument(
+        "--task",
+        default="diffusion",
+        choices=TASKS,
+        help="What to train: the diffusion model (a pipeline), or the noise-aware classifier that guides it "
+        "(classifier guidance, Dhariwal & Nichol 2021): a DDPMClassifier2DModel trained to name the class of "
+        "images noised with --beta_schedule and --num_train_timesteps, those of the diffusion model it will guide.",
+    )
+    model.add_argument(
+        "--classifier_noise",
+        default=None,
+        choices=CLASSIFIER_NOISE,
+        help="--task classifier: 'uniform' (default) trains on x_t at a timestep t drawn uniformly from "
+        "[0, --num_train_timesteps); 'none' on the clean images at t = 0, the classifier of clean images that "
+        "the tutorials say cannot guide.",
+    )
+    model.add_argument(
         "--model_config",
         default=None,
         help=f"A UNet preset ({', '.join(UNET_PRESETS)}; default 'small') or a JSON file of "
-        "DDPMUNet2DModel config keys (missing keys take the defaults). Sample size, channels and "
-        "number of classes come from the data.",
+        "DDPMUNet2DModel config keys (missing keys take the defaults); with --task classifier a classifier "
+        f"preset ({', '.join(CLASSIFIER_PRESETS)}; default 'small') or a JSON file of DDPMClassifier2DModel "
+        "config keys. Sample size, channels and number of classes come from the data.",
     )
     conditioning = model.add_mutually_exclusive_group()
     conditioning.add_argument(
@@ -237,7 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=16,
         help="Images per preview (rounded up to a whole number per class); also images per pipeline "
-        "call, on each process, of the --eval_steps evaluations.",
+        "call, on each process, of the --eval_steps evaluations, and per forward of the final accuracy "
+        "measurement of --task classifier.",
     )
     output.add_argument(
         "--scheduler",
@@ -289,7 +347,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help=f"Images per evaluation, shared out over the processes: at most the held-out half "
-        f"of the real images (default {DEFAULT_EVAL_SAMPLES}, or that half if smaller).",
+        f"of the real images (default {DEFAULT_EVAL_SAMPLES}, or that half if smaller). With --task "
+        f"classifier: the held-out images whose accuracy is measured at the end (default "
+        f"{DEFAULT_ACCURACY_IMAGES}, or all if fewer).",
     )
     evaluation.add_argument(
         "--eval_metrics",
@@ -319,7 +379,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="The split of real images that evaluation measures against, such as 'test' "
         "(default: the training split, whose reference half --exclude_eval_reference "
-        "leaves out of training).",
+        "leaves out of training). With --task classifier, the split of the final accuracy (default: "
+        "'test', else the reference half that --exclude_eval_reference leaves out, else the training images).",
     )
     evaluation.add_argument(
         "--keep_best_checkpoint",
@@ -377,6 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.seed < 2**32:  # numpy's seed, which accelerate's set_seed sets too, takes 32 bits
         parser.error(f"--seed must be in [0, 2**32), got {args.seed}.")
     given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
+    check_task_flags(parser, args, given)
     if args.class_conditional is False and given & {"--guidance_scale", "--cond_drop_prob"}:
         parser.error(
             f"{' and '.join(sorted(given & {'--guidance_scale', '--cond_drop_prob'}))} are for class-conditional "
@@ -413,6 +475,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, given: set[str]) -> None:
+    """--task classifier refuses the flags of the diffusion model (`DIFFUSION_ONLY_FLAGS`), naming them;
+    --classifier_noise is for the classifier alone."""
+    if args.task == "diffusion":
+        if args.classifier_noise is not None:
+            parser.error("--classifier_noise is for --task classifier; the diffusion model is always trained on x_t.")
+        return
+    args.classifier_noise = args.classifier_noise or "uniform"
+    refused = sorted(given & set(DIFFUSION_ONLY_FLAGS))
+    if refused:
+        parser.error(
+            f"--task classifier trains a classifier of noisy images, which has no use for {', '.join(refused)} "
+            "(flags of the diffusion model, its previews and its evaluation): leave them out."
+        )
+
+
 def check_logging_dir(parser: argparse.ArgumentParser, logging_dir: str) -> None:
     """--logging_dir names a folder of the run inside --output_dir, which --overwrite_output_dir deletes with the run:
     it may not lead outside, be the output folder itself, or be another part of the run."""
@@ -437,6 +515,10 @@ def check_evaluation_flags(parser: argparse.ArgumentParser, args: argparse.Names
         "eval_split",
         "keep_best_checkpoint",
     ]
+    if args.task == "classifier":  # the final accuracy reads these two
+        if args.eval_num_samples is not None and args.eval_num_samples < 1:
+            parser.error(f"--eval_num_samples must be at least 1, got {args.eval_num_samples}.")
+        evaluation_flags = [name for name in evaluation_flags if name not in ("eval_num_samples", "eval_split")]
     if args.eval_steps is None:
         given = [f"--{name}" for name in evaluation_flags if getattr(args, name) is not None]
         if given:
@@ -490,3 +572,30 @@ def sampling_scheduler(args: argparse.Namespace) -> SchedulerMixin:
         clip_sample=False,
     )
     return scheduler_from_name(args.scheduler, no_clipping)
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What can be decided before anything is loaded: the model's config keys, the checkpoint to resume, the Hub
+    token, and what an earlier run left in --output_dir."""
+
+    model_keys: dict
+    resume_path: str | None
+    hub_token: str | None
+    previous_run: list[str]
+
+    @classmethod
+    def check(cls, args: argparse.Namespace) -> RunPlan:
+        """Fails here, before any data or model, on everything that can be checked without loading anything."""
+        model_keys = read_model_config(args.model_config, args.task)
+        check_resolution(model_keys, args.resolution, args.task)
+        resume_path = find_checkpoint_to_resume(args)
+        hub_token = resolve_hub_token(args.hub_token) if args.push_to_hub else None
+        previous_run = previous_run_outputs(args.output_dir, args.logging_dir)
+        if previous_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+            raise ValueError(
+                f"--output_dir {args.output_dir!r} holds another run ({describe_previous_run(previous_run)}). "
+                "Continue it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose "
+                "another --output_dir."
+            )
+        return cls(model_keys, resume_path, hub_token, previous_run)

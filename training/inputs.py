@@ -1,5 +1,6 @@
 """What a run reads: its training images (all of a split, a random subset, or the held-out half that leaves
-evaluation's reference half out), and the real images its evaluation measures against."""
+evaluation's reference half out), the real images its evaluation measures against, and the labelled images that
+measure a classifier's accuracy (--task classifier)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,33 @@ def real_images(args: argparse.Namespace, data: ImageData) -> ImageData:
     return read_split(args)
 
 
+def accuracy_images(args: argparse.Namespace, data: ImageData, max_images: int) -> ImageData:
+    """The labelled images that measure a classifier's accuracy at the end of its training (`data` being its training
+    images): --eval_split's, else the 'test' split, else the reference half that --exclude_eval_reference left out of
+    training; a dataset of one split trained whole leaves only the training images, which flatter the classifier (a
+    warning says so). At most `max_images` of them, drawn with --seed."""
+    if args.eval_split is not None:
+        return read_split(args, max_samples=max_images, split=args.eval_split)
+    try:
+        return read_split(args, max_samples=max_images, split="test")
+    except ValueError as error:
+        no_test_split = str(error)
+    if args.exclude_eval_reference:
+        every = read_split(args)
+        images = split_halves(len(every))[1]
+        kept = f"the reference half of the training split, left out of training ({no_test_split})"
+    else:
+        every, images = data, torch.arange(len(data))
+        kept = "the training images: there is no test split to measure on"
+        logger.warning(
+            f"The classifier's accuracy is measured on {kept} ({no_test_split}); it flatters the classifier. Give "
+            "--eval_split, or train with --exclude_eval_reference to measure on images it never saw."
+        )
+    if max_images < len(images):
+        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:max_images]]
+    return every.select(images.sort().values, source=f"{every.source}: {kept}")
+
+
 def load_training_data(args: argparse.Namespace) -> ImageData:
     """The training images, decoded once into memory (batches are then slices of one tensor)."""
     if args.exclude_eval_reference:
@@ -70,5 +98,11 @@ def load_training_data(args: argparse.Namespace) -> ImageData:
         raise ValueError(
             f"--class_conditional needs class labels, but {data.source} has none: give --label_column, or train "
             "with --unconditional."
+        )
+    if args.task == "classifier" and (data.labels is None or data.num_classes < 2):
+        found = "none" if data.labels is None else f"{data.num_classes} class"
+        raise ValueError(
+            f"--task classifier needs class labels of at least 2 classes, but {data.source} has {found}: give "
+            "--label_column, or a labelled dataset."
         )
     return data

@@ -11,13 +11,15 @@ holding a pipeline that `DDPMCFGPipeline.from_pretrained` and `DiffusionPipeline
 trust_remote_code=True)` load, with a model card; on the way it writes checkpoints (`checkpoint-N`), sample previews
 (`samples/`) and tensorboard logs, and with --eval_steps evaluations (`evaluation/`, `checkpoint-best`).
 
+With --task classifier it trains instead the noise-aware classifier that guides such a model (training/classifier.py),
+with the same machinery: `--output_dir` ends as a `DDPMClassifier2DModel` folder with its accuracy by noise level.
+
 The script reads top to bottom: parse the flags and check them, load the data, build the model, train, save.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -32,8 +34,8 @@ from tqdm.auto import tqdm
 
 from hf_ddpm.data import ImageData
 from hf_ddpm.evaluation import Evaluator, held_out_size
-from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, resolve_hub_token, write_model_card
-from hf_ddpm.models.presets import check_resolution, read_model_config, unet_config_from
+from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, write_model_card
+from hf_ddpm.models.presets import unet_config_from
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.previews import log_preview, write_preview
@@ -47,9 +49,6 @@ from hf_ddpm.training.checkpoints import (
     check_same_batching,
     check_same_unet,
     delete_previous_run,
-    describe_previous_run,
-    find_checkpoint_to_resume,
-    previous_run_outputs,
     save_checkpoint,
     save_pipeline_atomically,
     save_state_atomically,
@@ -57,7 +56,7 @@ from hf_ddpm.training.checkpoints import (
     set_aside_later_checkpoints,
     writing,
 )
-from hf_ddpm.training.flags import DEFAULT_EVAL_SAMPLES, evaluation_settings, parse_args, sampling_scheduler
+from hf_ddpm.training.flags import DEFAULT_EVAL_SAMPLES, RunPlan, evaluation_settings, parse_args, sampling_scheduler
 from hf_ddpm.training.inputs import load_training_data, real_images
 from hf_ddpm.training.launch import log_to_file, make_accelerator, stop_logging_to_file
 from hf_ddpm.training.step import (
@@ -90,7 +89,13 @@ def main(argv: list[str] | None = None) -> str:
     plan = RunPlan.check(args)
     accelerator = make_accelerator(args, plan.resume_path)
     data = load_training_data(args)
-    run = TrainingRun(args, accelerator, data, plan)
+    if args.task == "classifier":
+        # Imported here: the classifier's run builds on TrainingRun, below.
+        from hf_ddpm.training.classifier import ClassifierTrainingRun
+
+        run = ClassifierTrainingRun(args, accelerator, data, plan)
+    else:
+        run = TrainingRun(args, accelerator, data, plan)
     try:
         with PreemptionSignals() as signals:
             run.train(signals)
@@ -100,38 +105,14 @@ def main(argv: list[str] | None = None) -> str:
     return args.output_dir
 
 
-@dataclasses.dataclass
-class RunPlan:
-    """What can be decided before anything is loaded: the UNet keys, the checkpoint to resume, the Hub token, and
-    what an earlier run left in --output_dir."""
-
-    model_keys: dict
-    resume_path: str | None
-    hub_token: str | None
-    previous_run: list[str]
-
-    @classmethod
-    def check(cls, args: argparse.Namespace) -> RunPlan:
-        """Fails here, before any data or model, on everything that can be checked without loading anything."""
-        model_keys = read_model_config(args.model_config)
-        check_resolution(model_keys, args.resolution)
-        resume_path = find_checkpoint_to_resume(args)
-        hub_token = resolve_hub_token(args.hub_token) if args.push_to_hub else None
-        previous_run = previous_run_outputs(args.output_dir, args.logging_dir)
-        if previous_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
-            raise ValueError(
-                f"--output_dir {args.output_dir!r} holds another run ({describe_previous_run(previous_run)}). "
-                "Continue it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose "
-                "another --output_dir."
-            )
-        return cls(model_keys, resume_path, hub_token, previous_run)
-
-
 class TrainingRun:
     """One training run, set up and checked: the model, its noise schedule, optimizer, learning-rate schedule and
     EMA; the data loader in an order fixed by (seed, epoch); the evaluation; the output folder and the Hub. `train`
     runs the optimizer steps (and what each of them may trigger: logs, previews, evaluations, checkpoints), `finish`
-    saves the pipeline."""
+    saves the pipeline. A subclass trains another model with the same machinery (`ClassifierTrainingRun`) through
+    `_build_model`, `_loss`, `_step_logs`, `_preview`, `_save_model` and `_save_final`."""
+
+    model_name = "UNet"  # in the messages
 
     def __init__(self, args: argparse.Namespace, accelerator: Accelerator, data: ImageData, plan: RunPlan):
         self.args, self.accelerator, self.data, self.plan = args, accelerator, data, plan
@@ -162,17 +143,10 @@ class TrainingRun:
             generator=torch.Generator().manual_seed(args.seed),
         )
         set_seed(args.seed)
-        unet_config = unet_config_from(
-            plan.model_keys,
-            resolution=args.resolution,
-            channels=data.images.shape[1],
-            num_classes=data.num_classes if self.conditional else None,
-        )
-        model = DDPMUNet2DModel(**unet_config)
+        model = self._build_model(args, data, plan)
         full_config = as_json({key: value for key, value in model.config.items() if not key.startswith("_")})
         if plan.resume_path is not None:
-            check_same_unet(plan.resume_path, full_config)
-        self.null_class_id = model.null_class_id
+            check_same_unet(plan.resume_path, full_config, self.model_name)
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=args.num_train_timesteps,
             beta_schedule=args.beta_schedule,
@@ -230,6 +204,18 @@ class TrainingRun:
         if self.ema is not None:
             self.ema.to(accelerator.device)
             accelerator.register_for_checkpointing(self.ema)
+
+    def _build_model(self, args, data: ImageData, plan: RunPlan) -> torch.nn.Module:
+        """The network to train (freshly initialised, after `set_seed`): --model_config completed from the data."""
+        unet_config = unet_config_from(
+            plan.model_keys,
+            resolution=args.resolution,
+            channels=data.images.shape[1],
+            num_classes=data.num_classes if self.conditional else None,
+        )
+        model = DDPMUNet2DModel(**unet_config)
+        self.null_class_id = model.null_class_id
+        return model
 
     def _build_evaluation(self, args, plan: RunPlan) -> None:
         """Set up now (real features, floors, judge), so that a metric that cannot be computed fails here."""
@@ -336,9 +322,8 @@ class TrainingRun:
         args, accelerator = self.args, self.accelerator
         if self.plan.resume_path is not None:
             accelerator.load_state(self.plan.resume_path)
-            self.progress.max_train_steps = (
-                self.max_train_steps
-            )  # this run's, which may go on longer than the saved one
+            # This run's, which may go on longer than the saved one.
+            self.progress.max_train_steps = self.max_train_steps
             if self.ema is not None:  # Accelerate loads it onto the CPU, and EMAModel keeps what it is given
                 self.ema.to(accelerator.device)
             logger.info(f"Resumed from {self.plan.resume_path} at step {self.progress.global_step}")
@@ -349,8 +334,7 @@ class TrainingRun:
         first_epoch = step // self.updates_per_epoch
         batches_done_in_epoch = (step % self.updates_per_epoch) * args.gradient_accumulation_steps
         logger.info(
-            f"{len(self.data)} images from {self.data.source}; "
-            f"{'class-conditional' if self.conditional else 'unconditional'} UNet of "
+            f"{len(self.data)} images from {self.data.source}; {self._model_description()} of "
             f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters; {accelerator.num_processes} "
             f"process(es) x batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation; "
             f"{self.max_train_steps} optimizer steps ({self.num_epochs} epochs); {torch.get_num_threads()} torch threads"
@@ -365,7 +349,7 @@ class TrainingRun:
         for epoch in range(first_epoch, self.num_epochs):
             skip = batches_done_in_epoch if epoch == first_epoch else 0
             for logs in self._epoch(epoch, skip):
-                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                progress_bar.set_postfix(self._progress_postfix(logs))
                 progress_bar.update(1)
                 self._after_step(self.progress.global_step)
                 if self.progress.global_step >= self.max_train_steps:
@@ -383,9 +367,7 @@ class TrainingRun:
                 args.seed, MICRO_BATCH, accelerator.process_index, epoch * self.batches_per_epoch + batch_index
             )
             with accelerator.accumulate(self.model):
-                loss = training_loss(
-                    self.training_model, self.noise_scheduler, batch, generator, args, self.null_class_id
-                )
+                loss = self._loss(batch, generator)
                 accelerator.backward(loss)
                 losses.append(loss.detach())
                 if accelerator.sync_gradients:
@@ -409,10 +391,25 @@ class TrainingRun:
             mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
             losses = []
             logs = {"loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
+            logs.update(self._step_logs())
             if self.ema is not None:
                 logs["ema_decay"] = self.ema.cur_decay_value
             accelerator.log(logs, step=self.progress.global_step)
             yield logs
+
+    def _model_description(self) -> str:
+        return f"{'class-conditional' if self.conditional else 'unconditional'} UNet"
+
+    def _loss(self, batch: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """The loss of one micro-batch, every random draw from `generator`."""
+        return training_loss(self.training_model, self.noise_scheduler, batch, generator, self.args, self.null_class_id)
+
+    def _step_logs(self) -> dict[str, float]:
+        """What an optimizer step logs besides the loss, learning rate and gradient norm (every process calls it)."""
+        return {}
+
+    def _progress_postfix(self, logs: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{logs['loss']:.4f}", "lr": f"{logs['lr']:.2e}"}
 
     def _after_step(self, step: int) -> None:
         """What optimizer step `step` triggers, in this order: a preview, an evaluation, a checkpoint; then the stop
@@ -484,9 +481,13 @@ class TrainingRun:
     def _checkpoint(self, step: int) -> None:
         save_checkpoint(self.accelerator, self.args.output_dir, step, self.args.checkpoints_total_limit)
         if self.accelerator.is_main_process:
-            self.save_pipeline()
+            self._save_model()
             if self.pusher is not None:
                 self.pusher.push_async(self.args.output_dir, f"Step {step}")
+
+    def _save_model(self) -> None:
+        """What a checkpoint writes into --output_dir besides the training state (main process)."""
+        self.save_pipeline()
 
     def _signal_received(self) -> bool:
         return self.signals.received is not None
@@ -518,10 +519,23 @@ class TrainingRun:
     # ----- the end -----
 
     def finish(self) -> None:
+        """The run's final outputs (`_save_final`), then the last push."""
+        self.accelerator.wait_for_everyone()
+        self._save_final()
+        push_error = None
+        if self.pusher is not None:
+            try:
+                self.pusher.push_blocking(self.args.output_dir, "End of training")
+            except HubPushError as error:  # raised once the run has ended: everything is saved locally
+                push_error = error
+        self._end_processes()
+        if push_error is not None:
+            raise push_error
+
+    def _save_final(self) -> None:
         """The final evaluation (all processes) at every --eval_guidance_scales; the pipeline (EMA weights), a final
-        sample grid and the model card; the last push."""
+        sample grid and the model card."""
         args, accelerator = self.args, self.accelerator
-        accelerator.wait_for_everyone()
         evaluation_dir = None
         if self.evaluation is not None:
             evaluation_dir = os.path.join(args.output_dir, EVALUATION_DIR)
@@ -548,15 +562,6 @@ class TrainingRun:
                 )
             self.save_pipeline(sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
             logger.info(f"Saved the pipeline to {args.output_dir}")
-        push_error = None
-        if self.pusher is not None:
-            try:
-                self.pusher.push_blocking(args.output_dir, "End of training")
-            except HubPushError as error:  # raised once the run has ended: everything is saved locally
-                push_error = error
-        self._end_processes()
-        if push_error is not None:
-            raise push_error
 
     def _end_processes(self) -> None:
         """Ends the trackers and the process group. The DDP wrapper goes first, while the group is still registered:

@@ -1,5 +1,6 @@
-"""Named UNet configurations for `--model_config` (`UNET_PRESETS`), and how a run's UNet config is made from a preset
-or a JSON file of config keys and from the data (sample size, channels, number of classes)."""
+"""Named configurations for `--model_config`: of the UNet (`UNET_PRESETS`) and of the noise-aware classifier that
+`--task classifier` trains (`CLASSIFIER_PRESETS`); and how a run's model config is made from a preset or a JSON file of
+config keys and from the data (sample size, channels, number of classes) and the noise schedule."""
 
 from __future__ import annotations
 
@@ -47,26 +48,55 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Keys that the data decides; a model config may repeat them only with the same value.
-_DATA_KEYS = ("sample_size", "in_channels", "out_channels", "num_class_embeds")
+# Named configurations of the noise-aware classifier (`DDPMClassifier2DModel`) for `--task classifier`. Sample size,
+# channels, classes and the number of training timesteps come from the data and the noise schedule.
+CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
+    # A few thousand parameters: for tests.
+    "tiny": {
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "attention_levels": (False, True),
+        "norm_num_groups": 4,
+    },
+    # The encoder half of the UNet's "small" preset (its widths, blocks and attention), as Dhariwal & Nichol's
+    # classifier is the encoder of their UNet; a training step costs a fraction of the UNet's (docs/training.md).
+    "small": {
+        "block_out_channels": (32, 64, 128),
+        "layers_per_block": 2,
+        "attention_levels": (False, False, True),
+        "norm_num_groups": 32,
+    },
+}
 
 
-def read_model_config(model_config: str | None) -> dict[str, Any]:
-    """The `DDPMUNet2DModel` config keys that `--model_config` names.
+# The presets of each --task, and the class whose config keys a JSON file may hold.
+_PRESETS = {"diffusion": UNET_PRESETS, "classifier": CLASSIFIER_PRESETS}
+_MODEL_NAMES = {"diffusion": "DDPMUNet2DModel", "classifier": "DDPMClassifier2DModel"}
+
+
+# Keys that the data (or the noise schedule) decides; a model config may repeat them only with the same value.
+_DATA_KEYS = ("sample_size", "in_channels", "out_channels", "num_class_embeds", "num_classes", "num_train_timesteps")
+
+
+def read_model_config(model_config: str | None, task: str = "diffusion") -> dict[str, Any]:
+    """The config keys of the model of `task` ("diffusion": `DDPMUNet2DModel`, "classifier": `DDPMClassifier2DModel`)
+    that `--model_config` names.
 
     Args:
-        model_config: A name in `UNET_PRESETS`, a JSON file of `DDPMUNet2DModel` config keys (keys it leaves out take
-            the model's defaults; keys starting with "_", as in a saved `config.json`, are skipped), or `None` for the
-            "small" preset.
+        model_config: A name in the task's presets (`UNET_PRESETS`, `CLASSIFIER_PRESETS`), a JSON file of the model's
+            config keys (keys it leaves out take the model's defaults; keys starting with "_", as in a saved
+            `config.json`, are skipped), or `None` for the "small" preset.
+        task: The training script's --task.
     """
+    presets = _PRESETS[task]
     if model_config is None:
-        return dict(UNET_PRESETS["small"])
-    if model_config in UNET_PRESETS:
-        return dict(UNET_PRESETS[model_config])
+        return dict(presets["small"])
+    if model_config in presets:
+        return dict(presets[model_config])
     if not (model_config.endswith(".json") or os.path.isfile(model_config)):
         raise ValueError(
-            f"--model_config must be one of the presets {sorted(UNET_PRESETS)} or a JSON file of UNet config keys; "
-            f"{model_config!r} is neither."
+            f"--model_config must be one of the presets {sorted(presets)} or a JSON file of {_MODEL_NAMES[task]} "
+            f"config keys; {model_config!r} is neither."
         )
     if not os.path.isfile(model_config):
         raise ValueError(f"--model_config file {model_config!r} does not exist.")
@@ -77,7 +107,7 @@ def read_model_config(model_config: str | None) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"--model_config file {model_config!r} must hold a JSON object of UNet config keys.")
     config = {key: value for key, value in config.items() if not key.startswith("_")}
-    allowed = list(_unet_defaults())
+    allowed = list(_model_defaults(task))
     unknown = sorted(set(config) - set(allowed))
     if unknown:
         raise ValueError(f"--model_config file {model_config!r} has unknown keys {unknown}; allowed keys: {allowed}.")
@@ -85,9 +115,9 @@ def read_model_config(model_config: str | None) -> dict[str, Any]:
     return {key: tuple(value) if isinstance(value, list) else value for key, value in config.items()}
 
 
-def check_resolution(model_keys: dict[str, Any], resolution: int) -> None:
+def check_resolution(model_keys: dict[str, Any], resolution: int, task: str = "diffusion") -> None:
     """Raises a ValueError naming --resolution when the network's levels cannot halve it evenly."""
-    levels = len(model_keys.get("block_out_channels", _unet_defaults()["block_out_channels"]))
+    levels = len(model_keys.get("block_out_channels", _model_defaults(task)["block_out_channels"]))
     factor = 2 ** (levels - 1)
     if resolution % factor:
         raise ValueError(
@@ -109,17 +139,42 @@ def unet_config_from(
         "out_channels": channels,
         "num_class_embeds": num_classes,
     }
+    return _completed(model_keys, from_data)
+
+
+def classifier_config_from(
+    model_keys: dict[str, Any], *, resolution: int, channels: int, num_classes: int, num_train_timesteps: int
+) -> dict[str, Any]:
+    """The keyword arguments of the `DDPMClassifier2DModel` to train: `model_keys` (from `read_model_config(...,
+    task="classifier")`) completed with what the data and the noise schedule decide: the sample size, the channels,
+    the number of classes and the number of training timesteps (--num_train_timesteps, that of the diffusion model
+    it will guide)."""
+    from_data = {
+        "sample_size": resolution,
+        "in_channels": channels,
+        "num_classes": num_classes,
+        "num_train_timesteps": num_train_timesteps,
+    }
+    return _completed(model_keys, from_data)
+
+
+def _completed(model_keys: dict[str, Any], from_data: dict[str, Any]) -> dict[str, Any]:
     for key in _DATA_KEYS:
-        if key in model_keys and model_keys[key] != from_data[key]:
+        if key in model_keys and key in from_data and model_keys[key] != from_data[key]:
             raise ValueError(
                 f"--model_config sets {key}={model_keys[key]!r} but the data gives {from_data[key]!r}; leave {key} "
-                "out (it comes from --resolution, the image channels and the labels) or make them agree."
+                "out (it comes from --resolution, the image channels, the labels and --num_train_timesteps) or make "
+                "them agree."
             )
     return {**model_keys, **from_data}
 
 
-def _unet_defaults() -> dict[str, Any]:
-    from .unet_2d import DDPMUNet2DModel  # here: reading a preset needs no diffusers
+def _model_defaults(task: str) -> dict[str, Any]:
+    # Imported here: reading a preset needs no diffusers.
+    if task == "classifier":
+        from .classifier_2d import DDPMClassifier2DModel as model_class
+    else:
+        from .unet_2d import DDPMUNet2DModel as model_class
 
-    parameters = inspect.signature(DDPMUNet2DModel.__init__).parameters
+    parameters = inspect.signature(model_class.__init__).parameters
     return {name: parameter.default for name, parameter in parameters.items() if name != "self"}

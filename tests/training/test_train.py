@@ -26,6 +26,7 @@ from hf_ddpm.cpu import cpu_threads_per_process
 from hf_ddpm.models.presets import read_model_config, unet_config_from
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.training import inputs as train_inputs, step as train_step, train as train_script
+from hf_ddpm.training.checkpoints import find_checkpoint_to_resume
 from hf_ddpm.training.step import drop_class_labels, min_snr_weights, seeded_generator, training_target
 
 TINY_WITH_DROPOUT = {
@@ -165,7 +166,7 @@ def test_checkpoint_interrupted_while_being_written_is_never_taken_for_a_checkpo
     assert sorted(os.listdir(output_dir / "checkpoint-4.partial"))  # the state was written, but not renamed
     assert not (output_dir / "checkpoint-4").exists()
     args = train_script.parse_args(flags + ["--resume_from_checkpoint", "latest"])
-    assert train_script.find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-2")
+    assert find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-2")
 
 
 def test_checkpoints_total_limit_keeps_the_newest_and_each_holds_ema_and_rng_state(uninterrupted):
@@ -262,7 +263,7 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_later_ones_aside_so_that_l
     assert checkpoints == ["checkpoint-2", "checkpoint-4", "checkpoint-4.abandoned", "checkpoint-6.abandoned"]
     assert "checkpoint-6.abandoned: it is past step 2, where this run resumes" in caplog.text
     args = train_script.parse_args(flags + ["--resume_from_checkpoint", "latest"])
-    assert train_script.find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-4")
+    assert find_checkpoint_to_resume(args) == str(output_dir / "checkpoint-4")
     new, old = (
         load_file(output_dir / name / "model.safetensors") for name in ("checkpoint-4", "checkpoint-4.abandoned")
     )

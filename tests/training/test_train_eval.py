@@ -17,6 +17,7 @@ from helpers import tiny_flags, train_on_two_processes
 from hf_ddpm.evaluation import split_halves
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.training import train as train_script
+from hf_ddpm.training.checkpoints import find_checkpoint_to_resume, previous_run_outputs
 from test_train import assert_nothing_trained, train
 
 VALUES = ["fd_digits", "kid", "precision", "recall", "agreement"]  # what the digits defaults measure
@@ -140,14 +141,14 @@ def test_keep_best_checkpoint_holds_the_best_logged_value_and_latest_resume_igno
     DDPMCFGPipeline.from_pretrained(evaluated / "checkpoint-best" / "pipeline")
 
     args = train_script.parse_args(evaluated_flags(evaluated, "--resume_from_checkpoint", "latest"))
-    assert train_script.find_checkpoint_to_resume(args) == str(evaluated / "checkpoint-4")
+    assert find_checkpoint_to_resume(args) == str(evaluated / "checkpoint-4")
     assert sorted(name for name in os.listdir(evaluated) if name.startswith("checkpoint")) == [
         "checkpoint-2",
         "checkpoint-4",
         "checkpoint-best",
     ]
     # --overwrite_output_dir deletes them with the rest of the run.
-    written = {os.path.basename(path) for path in train_script.previous_run_outputs(str(evaluated), "logs")}
+    written = {os.path.basename(path) for path in previous_run_outputs(str(evaluated), "logs")}
     assert {"checkpoint-best", "evaluation"} <= written
 
 
