@@ -496,7 +496,7 @@ def run_push(args: argparse.Namespace) -> None:
 def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="a web page for a pipeline (Gradio): choose classes and guidance, watch the images being denoised",
+        help="a web page for a pipeline (Gradio): draw classes, edit real images, watch them being denoised",
         description="Serves MODEL's web demo until interrupted. Sampling runs are queued: --concurrency at a time, "
         "at most --max-queue waiting, each shown its place.",
     )
@@ -513,6 +513,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         default=4000,
         help="the most images x steps one request may ask for (default: 4000)",
     )
+    parser.add_argument("--examples", help="a folder of real images in the model's size that the Edit tab offers")
     parser.set_defaults(
         func=run_serve,
         parser=parser,
@@ -520,6 +521,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
             "concurrency_limit": "--concurrency",
             "max_queue_size": "--max-queue",
             "max_image_steps": "--max-image-steps",
+            "examples": "--examples",
         },
     )
 
@@ -537,6 +539,7 @@ def run_serve(args: argparse.Namespace) -> None:
         max_image_steps=args.max_image_steps,
         concurrency_limit=args.concurrency,
         max_queue_size=args.max_queue,
+        examples=args.examples,
     )
     launch(demo, host=args.host, port=args.port, share=args.share)
 

@@ -20,26 +20,31 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 MASK_PRESETS = ("left", "right", "top", "bottom", "centre")
 
 
-def read_image(path: str, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> PIL.Image.Image:
+def read_image(
+    path: str, name: str, max_pixels: int = MAX_IMAGE_PIXELS, shown_as: str | None = None
+) -> PIL.Image.Image:
     """
     The image in file `path`, decoded. Raises a `ValueError` naming `name` (the flag or the control it came from)
     when the file is missing, is not an image PIL can read, or has more than `max_pixels` pixels: that bound is
-    checked from the header, before the pixels are decoded.
+    checked from the header, before the pixels are decoded. The messages call the file `shown_as` (default: `path`):
+    a web page names an upload by its own name, not by where the server keeps it.
     """
+    shown = path if shown_as is None else shown_as
     if not os.path.isfile(path):
-        raise ValueError(f"{name} {path!r} is not a file.")
+        raise ValueError(f"{name} {shown!r} is not a file.")
     try:
         with PIL.Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ValueError(
-                    f"{name} {path!r} is {width}x{height} pixels, over the {max_pixels:,} this reads; give a smaller "
+                    f"{name} {shown!r} is {width}x{height} pixels, over the {max_pixels:,} this reads; give a smaller "
                     "image (the model's own size is enough)."
                 )
             image.load()
             return image.copy()
     except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, SyntaxError) as error:
-        raise ValueError(f"{name} {path!r} is not an image that can be read ({error}).") from None
+        detail = str(error).replace(path, shown)
+        raise ValueError(f"{name} {shown!r} is not an image that can be read ({detail}).") from None
 
 
 def preset_mask(name: str, height: int, width: int) -> PIL.Image.Image:

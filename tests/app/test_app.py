@@ -2,12 +2,14 @@
 control against the pipeline called directly, the checks, cancelling, the queue, and the ways the server refuses to
 start."""
 
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import gradio as gr
@@ -16,10 +18,11 @@ import PIL.Image
 import pytest
 import torch
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 
 from helpers import free_port
-from hf_ddpm.app import DemoApp, build_demo, card_settings, launch, model_defaults
+from hf_ddpm.app import CACHE_CLEAN_UP, DemoApp, build_demo, card_settings, launch, model_defaults
 from hf_ddpm.cli import main
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
 from test_cli_sample import save_tiny_pipeline
@@ -72,7 +75,26 @@ def run(
     low=0.0,
     high=1.0,
 ):
-    return list(app.generate(list(classes), images, guidance, steps, scheduler, seed, rescale, low, high))
+    classes = list(classes) if isinstance(classes, tuple) else classes
+    return shown(app.generate(classes, images, guidance, steps, scheduler, seed, rescale, low, high))
+
+
+def shown(updates) -> list[tuple]:
+    """The updates that change the page: not those that leave every output as it is, sent while a run samples."""
+    return [update for update in updates if not unchanged(update)]
+
+
+def unchanged(update: tuple) -> bool:
+    return all(part == gr.skip() for part in update)
+
+
+@pytest.fixture
+def unet_calls(app):
+    """The UNet's forward calls while the test runs: none means nothing was denoised."""
+    calls = []
+    hook = app.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    yield calls
+    hook.remove()
 
 
 def assert_same_images(images, expected):
@@ -127,7 +149,7 @@ def test_the_same_seed_draws_the_same_images_and_another_seed_others(app):
 
 
 def test_compare_guidance_draws_the_same_seeds_at_each_scale(app, model):
-    updates = list(app.compare_guidance(["Bag"], 2, "1, 3", STEPS, "ddim", 7))
+    updates = shown(app.compare_guidance(["Bag"], 2, "1, 3", STEPS, "ddim", 7))
     grids, status = updates[-1]
     assert [caption for _, caption in grids] == ["guidance 1", "guidance 3"] and len(updates) == 2
     assert status == "Guidance 1, 3: 2 of 2 scales done"
@@ -177,12 +199,15 @@ def test_the_page_starts_with_values_that_its_server_accepts(model, train_steps,
     assert (classes, images, steps, scheduler) == (*start, "ddpm")
     # The first click on Generate: the request passes its checks and sampling begins.
     updates = generate.fn(*values)
-    assert next(updates)[2].startswith(("Denoising", f"{images * len(classes)} images, {steps} steps"))
+    assert next(update for update in updates if not unchanged(update))[2].startswith(
+        ("Denoising", f"{images * len(classes)} images, {steps} steps")
+    )
     updates.close()
     # And on Compare guidance, which draws each of its scales: the first scale is drawn.
     [compare] = [function for function in demo.fns.values() if function.name == "compare_guidance"]
-    assert next(compare.fn(*[control.value for control in compare.inputs]))[1] == "Guidance 1: 1 of 3 scales done"
-    [steps_control] = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
+    updates = compare.fn(*[control.value for control in compare.inputs])
+    assert next(update for update in updates if not unchanged(update))[1] == "Guidance 1: 1 of 3 scales done"
+    [steps_control] = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "steps"]
     if start[1:] == (4, train_steps):
         assert steps_control.info is None
     else:  # where the default steps are shown, why the page starts lower
@@ -196,11 +221,13 @@ def test_the_page_starts_with_values_that_its_server_accepts(model, train_steps,
 def test_an_unconditional_model_hides_the_class_and_guidance_controls(tmp_path):
     save_tiny_pipeline(tmp_path, num_class_embeds=None)
     demo = build_demo(str(tmp_path), device="cpu")
-    hidden = {block.label for block in demo.blocks.values() if getattr(block, "visible", True) is False}
+    hidden = {
+        getattr(block, "label", None) for block in demo.blocks.values() if getattr(block, "visible", True) is False
+    }
     assert {"Class", "Guidance scale"} <= hidden
     pipe = load_pipeline(str(tmp_path), device="cpu")
     app = DemoApp(pipe, str(tmp_path), model_defaults(pipe, str(tmp_path)))
-    *_, (_, images, _) = list(app.generate([], 3, 1.0, 4, "ddim", 0))
+    *_, (_, images, _) = shown(app.generate([], 3, 1.0, 4, "ddim", 0))
     assert len(images) == 3
 
 
@@ -218,16 +245,28 @@ def test_an_unconditional_model_hides_the_class_and_guidance_controls(tmp_path):
         ({"seed": -1}, "Seed must be in [0, 9223372036854775804] for 4 images, got -1"),
         ({"seed": 2**63 - 2}, "Seed must be in [0, 9223372036854775804] for 4 images, got 9223372036854775806"),
         ({"scheduler": "heun"}, "Scheduler must be one of ddim, ddpm, dpm, euler, unipc, got 'heun'"),
+        # What a script may send through the API, taken as sent: each named, never a conversion's own message.
+        ({"steps": float("nan")}, "Steps must be a whole number, got nan."),
+        ({"images": None}, "Images per class must be a whole number, got None."),
+        ({"images": "2"}, "Images per class must be a whole number, got '2'."),
+        ({"seed": float("inf")}, "Seed must be a whole number, got inf."),
+        ({"guidance": "3"}, "Guidance scale must be a finite number, got '3'."),
+        ({"rescale": None}, "Guidance rescale must be a finite number, got None."),
+        ({"classes": 5}, "Class must be a list of class names, got 5."),
+        ({"scheduler": None}, "Scheduler must be one of ddim, ddpm, dpm, euler, unipc, got None."),
         (
             {"images": 16, "steps": 20},
             "Too much work for one request: 32 images x 20 steps = 640 image-steps; this server allows at most 500",
         ),
     ],
 )
-def test_bad_values_are_refused_with_a_message_naming_the_control(app, settings, message):
+def test_bad_values_are_refused_with_a_message_naming_the_control(app, unet_calls, settings, message, caplog):
     with pytest.raises(gr.Error) as error:
         run(app, **settings)
-    assert message in error.value.message
+    assert message in error.value.message and not unet_calls  # before any denoising
+    # A visitor's mistake is one line in the server's log, not a traceback.
+    assert [record.getMessage() for record in caplog.records] == [f"refused a request: {error.value.message}"]
+    assert not error.value.print_exception
 
 
 @pytest.mark.parametrize(
@@ -236,24 +275,68 @@ def test_bad_values_are_refused_with_a_message_naming_the_control(app, settings,
         ("1, x", "Guidance scales must be numbers separated by commas"),
         ("1 2 3 4 5 6 7", "give 1 to 6 scales, got 7"),
         ("1, 2", "Too much work for one request: 16 images x 20 steps x 2 guidance scales = 640"),
+        ("1, -2", "Guidance scales must be numbers >= 0, got '1, -2'."),
+        (None, "Guidance scales must be numbers separated by commas, such as '1, 2, 4'; got None."),
     ],
 )
-def test_bad_guidance_comparisons_are_refused(app, scales, message):
+def test_bad_guidance_comparisons_are_refused_before_any_denoising(app, unet_calls, scales, message):
     with pytest.raises(gr.Error) as error:
-        list(app.compare_guidance(["Sneaker", "Bag"], 8, scales, STEPS, "ddim", 0))
-    assert message in error.value.message
+        shown(app.compare_guidance(["Sneaker", "Bag"], 8, scales, STEPS, "ddim", 0))
+    assert message in error.value.message and not unet_calls
+
+
+def test_compare_guidance_without_a_class_is_refused_before_its_first_scale(app, unet_calls):
+    with pytest.raises(gr.Error) as error:
+        shown(app.compare_guidance([], 1, "1, 2", STEPS, "ddim", 0))
+    assert error.value.message.startswith("Class: choose at least one class") and not unet_calls
 
 
 def test_cancel_stops_the_run_at_its_next_step(app):
     steps_run = []
     updates = app.generate(["Bag"], 1, 1.0, STEPS, "ddim", 0)
-    first = next(updates)
+    first = next(update for update in updates if not unchanged(update))
     assert first[1] is None
     app.cancel()
     with pytest.raises(gr.Error, match="Cancelled"):
-        for _, _, status in updates:
+        for _, _, status in shown(updates):
             steps_run.append(status)
     assert len(steps_run) < STEPS // 2 - 1  # it did not run to the end
+
+
+@pytest.fixture(scope="module")
+def long_app(model):
+    """The tiny model on a schedule of 1,000 steps: runs long enough to be stopped midway."""
+    pipe = load_pipeline(model, device="cpu")
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, num_train_timesteps=1000)
+    return DemoApp(pipe, "tiny", model_defaults(pipe), max_image_steps=10**6)
+
+
+@pytest.mark.parametrize("event", ["generate", "compare_guidance", "edit"])
+def test_a_client_going_away_stops_its_run_at_the_next_step(long_app, event):
+    calls = []
+
+    def step_of_5_ms(*_):  # whatever the machine, the first preview (step 100 of 1000) comes after a heartbeat
+        calls.append(1)
+        time.sleep(0.005)
+
+    hook = long_app.pipe.unet.register_forward_hook(step_of_5_ms)
+    updates = {
+        "generate": lambda: long_app.generate(["Bag"], 1, 1.0, 1000, "ddpm", 0),
+        "compare_guidance": lambda: long_app.compare_guidance(["Bag"], 1, "1, 2", 1000, "ddpm", 0),
+        "edit": lambda: long_app.edit(
+            "class-swap", long_app.editor_value(PIL.Image.new("L", (8, 8))), "brushed", "Bag", 1.0, 1.0, 1000, 0
+        ),
+    }[event]()
+    try:
+        # The event has started sampling and hands control back to Gradio before its first preview, with no change.
+        assert unchanged(next(updates))
+        steps_before = len(calls)
+        updates.close()  # what Gradio does when the client cancels or goes away
+        steps_after = len(calls)
+    finally:
+        hook.remove()
+    assert steps_after - steps_before <= 2 and steps_after < 1000  # not the rest of the run, nor of a scale
+    assert not any(thread.name == "sampling" for thread in threading.enumerate())
 
 
 def launched(demo):
@@ -296,6 +379,58 @@ def test_the_queue_runs_one_at_a_time_bounds_its_size_and_the_server_stays_respo
         assert not any(thread.name == "sampling" for thread in threading.enumerate())
     finally:
         demo.close()
+
+
+@pytest.mark.slow
+def test_through_the_api_every_event_has_a_name_values_are_taken_as_sent_and_a_mistake_is_one_log_line(
+    model, caplog, capfd
+):
+    demo = build_demo(model, device="cpu", max_image_steps=500)
+    # Every event of ours (Gradio adds unnamed ones of its own that cancel events) has a name a client can read.
+    assert {function.api_name for function in demo.fns.values() if function.fn is not None} == {
+        "generate",
+        "compare_guidance",
+        "cancel",
+        "random_seed",
+        "choose_edit_mode",
+        "load_image",
+        "load_mask",
+        "pick_example",
+        "random_edit_seed",
+        "edit",
+        "cancel_edit",
+    }
+    assert demo.delete_cache == CACHE_CLEAN_UP  # Gradio prunes its file cache
+    url = launched(demo)
+    try:
+        client = Client(url, verbose=False)
+        requests = [
+            ((["Bag"], 2, 3.0, None, "ddpm", 0, 0.0, 0.0, 1.0), "/generate", "Steps must be a whole number, got None."),
+            ((["Bag"], "two", 3.0, 4, "ddpm", 0, 0.0, 0.0, 1.0), "/generate", "Images per class must be a whole"),
+            ((["Bag"], 2, 3.0, 4, "ddpm", 0, "x", 0.0, 1.0), "/generate", "Guidance rescale must be a finite number"),
+            (([], 1, "1, 2", 4, "ddpm", 0), "/compare_guidance", "Class: choose at least one class"),
+        ]
+        for inputs, api_name, message in requests:
+            with pytest.raises(AppError, match=re.escape(message)):
+                client.predict(*inputs, api_name=api_name)
+        # The page keeps working.
+        assert len(client.predict(["Bag"], 2, 3.0, 4, "ddpm", 0, 0.0, 0.0, 1.0, api_name="/generate")[1]) == 2
+        # An upload over the bound is refused whole.
+        too_large = urllib.request.Request(
+            f"{url}gradio_api/upload",
+            data=b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+            + bytes(5 * 2**20)
+            + b"\r\n--x--\r\n",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused_upload:
+            urllib.request.urlopen(too_large, timeout=10)
+        assert refused_upload.value.code == 413
+    finally:
+        demo.close()
+    refusals = [record.getMessage() for record in caplog.records if record.name == "hf_ddpm.app"]
+    assert len(refusals) == len(requests) and all(line.startswith("refused a request: ") for line in refusals)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_serve_refuses_a_model_that_cannot_be_loaded(tmp_path, capsys):

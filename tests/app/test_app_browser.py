@@ -5,14 +5,20 @@ installs them, and there a missing browser fails instead). With HF_DDPM_SCREENSH
 mid-denoising is written to PATH, of the model in HF_DDPM_SCREENSHOT_MODEL (a folder or Hub id; default: a tiny one).
 """
 
+import io
 import os
 import shutil
 import threading
 import urllib.request
 
+import numpy as np
+import PIL.Image
 import pytest
+import torch
 
 from hf_ddpm.app import build_demo
+from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline
+from hf_ddpm.sampling import load_pipeline
 from test_app import launched
 from test_cli_sample import save_tiny_pipeline
 
@@ -28,6 +34,7 @@ if not (BROWSER and DRIVER):
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -37,14 +44,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 30  # seconds any one thing may take on the page before the test fails
 # Records every picture the live image shows, whether the status ever said a run was denoising (the page still shows
 # the last run's images until the next one starts), and whether the page ever said it was queued.
+# The same for the Edit tab, in edit_frames_seen and edit_denoising_seen.
 RECORDER = """
 window.frames_seen = [];
 window.denoising_seen = false;
+window.edit_frames_seen = [];
+window.edit_denoising_seen = false;
 window.queued = false;
 new MutationObserver(() => {
-    const image = document.querySelector('#live img');
-    if (image && image.src && window.frames_seen.at(-1) !== image.src) window.frames_seen.push(image.src);
-    if (/Denoising: step/.test(document.querySelector('#status')?.innerText)) window.denoising_seen = true;
+    for (const [live, status, prefix] of [['#live', '#status', ''], ['#edit-live', '#edit-status', 'edit_']]) {
+        const image = document.querySelector(live + ' img');
+        const frames = window[prefix + 'frames_seen'];
+        if (image && image.src && frames.at(-1) !== image.src) frames.push(image.src);
+        if (/Denoising: step/.test(document.querySelector(status)?.innerText)) window[prefix + 'denoising_seen'] = true;
+    }
     if (/queue/i.test(document.body.innerText)) window.queued = true;
 }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
 """
@@ -59,10 +72,25 @@ def new_browser() -> webdriver.Chrome:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    model = tmp_path_factory.mktemp("model")
-    save_tiny_pipeline(model)
-    demo = build_demo(str(model), device="cpu", max_image_steps=500)
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    save_tiny_pipeline(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """Three images in the tiny model's size, for the Edit tab."""
+    folder = tmp_path_factory.mktemp("examples")
+    for index in range(3):
+        pixels = np.random.RandomState(index).randint(0, 256, (8, 8), dtype=np.uint8)
+        PIL.Image.fromarray(pixels).save(folder / f"example{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(model, examples):
+    demo = build_demo(model, device="cpu", max_image_steps=500, examples=str(examples))
     yield launched(demo)
     demo.close()
 
@@ -190,6 +218,91 @@ def test_cancel_stops_the_run(tmp_path, browser):
         assert not final_images(browser)
     finally:
         demo.close()
+
+
+def open_edit_tab(driver, url: str) -> None:
+    open_page(driver, url)
+    driver.find_element(By.ID, "edit-tab-button").click()
+    wait(driver, lambda: driver.find_element(By.ID, "edit").is_displayed())
+
+
+def upload(driver, button_id: str, path) -> None:
+    """Chooses the file `path` for the upload button `button_id`, as a person does in the file dialog."""
+    field = driver.find_element(By.XPATH, f"//button[@id='{button_id}']/preceding-sibling::input[@type='file'][1]")
+    field.send_keys(str(path))
+
+
+def edit_status(driver) -> str:
+    return driver.find_element(By.ID, "edit-status").text
+
+
+def run_edit(driver, done: str) -> bytes:
+    """Clicks Edit and waits until this run was seen denoising and its status starts with `done`; returns the file of
+    the result, downloaded as a person would download it."""
+    driver.execute_script("window.edit_frames_seen = []; window.edit_denoising_seen = false;")
+    driver.find_element(By.ID, "edit").click()
+    wait(
+        driver,
+        lambda: driver.execute_script("return window.edit_denoising_seen;") and edit_status(driver).startswith(done),
+    )
+    [result] = driver.find_elements(By.CSS_SELECTOR, "#edit-result img")
+    return urllib.request.urlopen(result.get_attribute("src"), timeout=10).read()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L"))
+
+
+def test_an_example_is_edited_towards_a_class_live_and_the_result_downloaded(server, browser, model, examples):
+    open_edit_tab(browser, server)
+    browser.find_elements(By.CSS_SELECTOR, "#edit-examples .thumbnail-item")[1].click()
+    wait(browser, lambda: edit_status(browser) == "Loaded the example 'example1'.")
+    field = browser.find_element(By.CSS_SELECTOR, "#edit-class input")
+    field.click()
+    wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-class li[role=option][aria-label='Bag']"))[
+        0
+    ].click()
+    data = run_edit(browser, "Edited towards Bag at strength 0.8")
+    assert len(browser.execute_script("return window.edit_frames_seen;")) >= 3  # previews, then the result's row
+    # The model's size, and the edit that the pipeline makes of the example with the page's settings.
+    assert data.startswith(b"\x89PNG") and pixels(data).shape == (8, 8)
+    with PIL.Image.open(examples / "example1.png") as source:
+        edit = DDPMCFGImg2ImgPipeline.from_pipe(load_pipeline(model, device="cpu"))
+        expected = edit(
+            source,
+            "Bag",
+            strength=0.8,
+            guidance_scale=3.0,
+            num_inference_steps=20,
+            generator=[torch.Generator().manual_seed(0)],
+        ).images[0]
+    np.testing.assert_array_equal(pixels(data), np.asarray(expected))
+
+
+def test_an_uploaded_image_is_inpainted_where_it_was_brushed_after_a_bad_upload_was_refused(server, browser, tmp_path):
+    open_edit_tab(browser, server)
+    PIL.Image.new("L", (16, 16)).save(tmp_path / "large.png")
+    upload(browser, "edit-upload", tmp_path / "large.png")
+    wait(
+        browser,
+        lambda: "Image is 16x16; this model takes 8x8 images." in browser.find_element(By.TAG_NAME, "body").text,
+    )
+    # The page keeps working: the next upload is taken.
+    source = np.random.RandomState(7).randint(0, 256, (8, 8), dtype=np.uint8)
+    PIL.Image.fromarray(source).save(tmp_path / "shirt.png")
+    upload(browser, "edit-upload", tmp_path / "shirt.png")
+    wait(browser, lambda: edit_status(browser) == "Loaded 'shirt.png'.")
+    browser.find_element(By.XPATH, "//*[@id='edit-mode']//label[contains(., 'Inpaint')]").click()
+    wait(browser, lambda: browser.find_element(By.ID, "mask").is_displayed())
+    # A stroke of the brush down the image, right of its middle.
+    canvas = browser.find_element(By.CSS_SELECTOR, "#editor canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, 30, -100).click_and_hold().move_by_offset(
+        0, 200
+    ).release().perform()
+    result = pixels(run_edit(browser, "Filled towards T-shirt: 20 DDPM steps"))
+    kept = result == source
+    assert kept[:, :3].all() and not kept.all()  # the left, never brushed, is the source's to the byte; the rest filled
 
 
 @pytest.mark.skipif(not os.environ.get("HF_DDPM_SCREENSHOT"), reason="set HF_DDPM_SCREENSHOT=PATH to write one")
