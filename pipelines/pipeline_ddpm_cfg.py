@@ -299,6 +299,8 @@ class DDPMCFGPipeline(DiffusionPipeline):
         num_labels = null_class_id or (classifier.config.get("num_classes") if classifier is not None else None)
         if classifier is not None:
             check_classifier(classifier, unet, scheduler, null_class_id)
+        if not id2label and null_class_id is None and classifier is not None:
+            id2label = classifier.config.get("id2label")  # the classes of an unconditional UNet are the classifier's
         id2label = {int(label_id): str(name) for label_id, name in (id2label or {}).items()}
         out_of_range = [label_id for label_id in id2label if not 0 <= label_id < (num_labels or 0)]
         if out_of_range:

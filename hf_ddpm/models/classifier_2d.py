@@ -90,6 +90,9 @@ class DDPMClassifier2DModel(ModelMixin, ConfigMixin):
         dropout (`float`, *optional*, defaults to 0.0): Dropout inside the ResNet blocks.
         num_train_timesteps (`int`, *optional*, defaults to 1000):
             The number of timesteps of the noise schedule the classifier was trained on.
+        id2label (`dict[int, str]`, *optional*):
+            Class names by id, so that they travel with the classifier (a pipeline guiding an unconditional UNet
+            takes its class names from here).
     """
 
     _supports_gradient_checkpointing = False
@@ -109,6 +112,7 @@ class DDPMClassifier2DModel(ModelMixin, ConfigMixin):
         norm_eps: float = 1e-5,
         dropout: float = 0.0,
         num_train_timesteps: int = 1000,
+        id2label: dict | None = None,
     ):
         super().__init__()
         widths = list(block_out_channels) if isinstance(block_out_channels, (list, tuple)) else []

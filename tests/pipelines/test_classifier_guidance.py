@@ -165,6 +165,14 @@ def tiny_classifier(num_classes=NUM_CLASSES, sample_size=8, num_train_timesteps=
     )
 
 
+def test_an_unconditional_unet_takes_the_class_names_of_its_classifier():
+    classifier = tiny_classifier()
+    classifier.register_to_config(id2label={"0": "Circle", "1": "Square", "2": "Star"})
+    pipe = DDPMCFGPipeline(tiny_conditional_unet(None), DDIMScheduler(num_train_timesteps=20), classifier=classifier)
+    assert pipe.config.id2label == {0: "Circle", 1: "Square", 2: "Star"}
+    assert pipe._label_ids(["star", "Circle"]) == [2, 0]
+
+
 def test_an_unconditional_unet_is_guided_by_the_classifier_alone_with_its_class_names():
     unet = tiny_conditional_unet(num_class_embeds=None)
     names = {0: "Circle", 1: "Square", 2: "Star"}
