@@ -392,13 +392,15 @@ class DemoApp:
         sharp) and, where `mask` is white, a layer painted with the brush's colour."""
         size = (self.width * self.editor_scale, self.height * self.editor_scale)
         background = source.convert("RGBA").resize(size, PIL.Image.NEAREST)
-        layer = PIL.Image.new("RGBA", size, (0, 0, 0, 0))
+        layers = []
         if mask is not None:
-            painted = PIL.Image.new("RGBA", size, MASK_COLOUR)
-            layer.paste(painted, mask=mask.convert("L").resize(size, PIL.Image.NEAREST))
-        # No composite: the editor draws it, and Gradio would write it to the same cached file as an identical
-        # background while the page reads that file.
-        return {"background": background, "layers": [layer], "composite": None}
+            layers.append(PIL.Image.new("RGBA", size, (0, 0, 0, 0)))
+            layers[0].paste(
+                PIL.Image.new("RGBA", size, MASK_COLOUR), mask=mask.convert("L").resize(size, PIL.Image.NEAREST)
+            )
+        # Neither an empty layer nor a composite: the editor makes its own, and Gradio would write each to the same
+        # cached file as an identical one (every empty layer; the background) while the page may be reading it.
+        return {"background": background, "layers": layers, "composite": None}
 
     def _edit_source(self, value) -> tuple[PIL.Image.Image, PIL.Image.Image | None]:
         """The image of the editor's `value` at the model's size, and its brushed mask (white where any of a model
@@ -997,7 +999,8 @@ def launch(
     **kwargs,
 ) -> str:
     """Serves `demo` and returns its local address: at once with `prevent_thread_lock=True` (the server runs in the
-    background), else once SIGINT (Ctrl+C) or SIGTERM has stopped it and the server is closed.
+    background), else once SIGINT (Ctrl+C) or SIGTERM has stopped it and the server is closed. An upload may be at
+    most `MAX_UPLOAD_SIZE` (Gradio's `max_file_size`, which `kwargs` may set otherwise).
 
     Until then those signals only set a flag that this function waits for. Gradio's own wait takes Ctrl+C as a
     KeyboardInterrupt, which strikes wherever the main thread is, its start-up included (a traceback instead of a

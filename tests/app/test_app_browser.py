@@ -236,6 +236,22 @@ def edit_status(driver) -> str:
     return driver.find_element(By.ID, "edit-status").text
 
 
+def choose_edit_class(driver, name: str) -> None:
+    field = driver.find_element(By.CSS_SELECTOR, "#edit-class input")
+    field.click()
+    option = f"#edit-class li[role=option][aria-label='{name}']"
+    wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, option))[0].click()
+
+
+def brush_down_the_right_of_the_middle(driver) -> None:
+    """A stroke of the brush down the editor's image, a little right of its middle."""
+    canvas = driver.find_element(By.CSS_SELECTOR, "#editor canvas")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+    length = canvas.size["height"] // 2
+    stroke = ActionChains(driver).move_to_element_with_offset(canvas, 30, -length // 2).click_and_hold()
+    stroke.move_by_offset(0, length).release().perform()
+
+
 def run_edit(driver, done: str) -> bytes:
     """Clicks Edit and waits until this run was seen denoising and its status starts with `done`; returns the file of
     the result, downloaded as a person would download it."""
@@ -258,11 +274,7 @@ def test_an_example_is_edited_towards_a_class_live_and_the_result_downloaded(ser
     open_edit_tab(browser, server)
     browser.find_elements(By.CSS_SELECTOR, "#edit-examples .thumbnail-item")[1].click()
     wait(browser, lambda: edit_status(browser) == "Loaded the example 'example1'.")
-    field = browser.find_element(By.CSS_SELECTOR, "#edit-class input")
-    field.click()
-    wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-class li[role=option][aria-label='Bag']"))[
-        0
-    ].click()
+    choose_edit_class(browser, "Bag")
     data = run_edit(browser, "Edited towards Bag at strength 0.8")
     assert len(browser.execute_script("return window.edit_frames_seen;")) >= 3  # previews, then the result's row
     # The model's size, and the edit that the pipeline makes of the example with the page's settings.
@@ -295,11 +307,7 @@ def test_an_uploaded_image_is_inpainted_where_it_was_brushed_after_a_bad_upload_
     wait(browser, lambda: edit_status(browser) == "Loaded 'shirt.png'.")
     browser.find_element(By.XPATH, "//*[@id='edit-mode']//label[contains(., 'Inpaint')]").click()
     wait(browser, lambda: browser.find_element(By.ID, "mask").is_displayed())
-    # A stroke of the brush down the image, right of its middle.
-    canvas = browser.find_element(By.CSS_SELECTOR, "#editor canvas")
-    ActionChains(browser).move_to_element_with_offset(canvas, 30, -100).click_and_hold().move_by_offset(
-        0, 200
-    ).release().perform()
+    brush_down_the_right_of_the_middle(browser)
     result = pixels(run_edit(browser, "Filled towards T-shirt: 20 DDPM steps"))
     kept = result == source
     assert kept[:, :3].all() and not kept.all()  # the left, never brushed, is the source's to the byte; the rest filled
@@ -321,5 +329,35 @@ def test_screenshot_of_the_page_mid_denoising(tmp_path, browser):
         assert "Denoising: step" in status_text(browser)
         browser.save_screenshot(os.environ["HF_DDPM_SCREENSHOT"])
         wait(browser, lambda: "images," in status_text(browser), timeout=120)
+    finally:
+        demo.close()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HF_DDPM_EDIT_SCREENSHOT"), reason="set HF_DDPM_EDIT_SCREENSHOT=PATH to write one"
+)
+def test_screenshot_of_the_edit_tab_after_an_inpainting(browser, model, examples):
+    """With HF_DDPM_SCREENSHOT_MODEL and HF_DDPM_SCREENSHOT_EXAMPLES (a folder of its real images; the second one is
+    filled towards HF_DDPM_SCREENSHOT_CLASS where the brush went)."""
+    demo = build_demo(
+        os.environ.get("HF_DDPM_SCREENSHOT_MODEL") or model,
+        device="cpu",
+        examples=os.environ.get("HF_DDPM_SCREENSHOT_EXAMPLES") or str(examples),
+    )
+    try:
+        open_edit_tab(browser, launched(demo))
+        browser.set_window_size(1280, 1000)
+        browser.find_elements(By.CSS_SELECTOR, "#edit-examples .thumbnail-item")[1].click()
+        wait(browser, lambda: edit_status(browser).startswith("Loaded the example"))
+        if os.environ.get("HF_DDPM_SCREENSHOT_CLASS"):
+            choose_edit_class(browser, os.environ["HF_DDPM_SCREENSHOT_CLASS"])
+        browser.find_element(By.XPATH, "//*[@id='edit-mode']//label[contains(., 'Inpaint')]").click()
+        wait(browser, lambda: browser.find_element(By.ID, "mask").is_displayed())
+        set_number(browser, "edit-steps", 50)
+        set_number(browser, "jump-samples", 5)
+        brush_down_the_right_of_the_middle(browser)
+        run_edit(browser, "Filled")
+        browser.execute_script("window.scrollTo(0, 0);")
+        browser.save_screenshot(os.environ["HF_DDPM_EDIT_SCREENSHOT"])
     finally:
         demo.close()
