@@ -229,6 +229,11 @@ def test_an_unconditional_model_hides_the_class_and_guidance_controls(tmp_path):
     app = DemoApp(pipe, str(tmp_path), model_defaults(pipe, str(tmp_path)))
     *_, (_, images, _) = shown(app.generate([], 3, 1.0, 4, "ddim", 0))
     assert len(images) == 3
+    # The Edit tab edits with no class and no guidance.
+    *_, (_, edited, status) = shown(
+        app.edit("class-swap", app.editor_value(images[0]), "brushed", None, 0.5, 1.0, 4, 0)
+    )
+    assert edited.size == (8, 8) and status == "Edited at strength 0.5: 2 of 4 steps of DDPM, guidance 1"
 
 
 @pytest.mark.parametrize(
@@ -315,11 +320,11 @@ def long_app(model):
 def test_a_client_going_away_stops_its_run_at_the_next_step(long_app, event):
     calls = []
 
-    def step_of_5_ms(*_):  # whatever the machine, the first preview (step 100 of 1000) comes after a heartbeat
+    def step_of_20_ms(*_):  # whatever the machine, the first preview (step 100 of 1000) comes after a heartbeat
         calls.append(1)
-        time.sleep(0.005)
+        time.sleep(0.02)
 
-    hook = long_app.pipe.unet.register_forward_hook(step_of_5_ms)
+    hook = long_app.pipe.unet.register_forward_hook(step_of_20_ms)
     updates = {
         "generate": lambda: long_app.generate(["Bag"], 1, 1.0, 1000, "ddpm", 0),
         "compare_guidance": lambda: long_app.compare_guidance(["Bag"], 1, "1, 2", 1000, "ddpm", 0),
