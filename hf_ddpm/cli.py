@@ -68,6 +68,14 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
         "run the conditional half alone (default: guide every step)",
     )
     parser.add_argument(
+        "--classifier",
+        help="a noise-aware classifier (a folder or Hub id written by training/train.py --task classifier) for "
+        "classifier guidance; with an unconditional model, --labels are its classes",
+    )
+    parser.add_argument(
+        "--classifier-scale", type=float, default=0.0, help="classifier guidance scale (with --classifier; default 0)"
+    )
+    parser.add_argument(
         "--steps",
         type=int,
         help="denoising steps (default: the scheduler's: 15 for dpm and unipc, 50 for ddim and euler, "
@@ -97,6 +105,8 @@ SAMPLE_FLAGS = {
     "guidance_scale": "--guidance-scale",
     "guidance_rescale": "--guidance-rescale",
     "guidance_interval": "--guidance-interval",
+    "classifier_scale": "--classifier-scale",
+    "classifier": "--classifier",
     "num_inference_steps": "--steps",
     "scheduler": "--scheduler",
     "eta": "--eta",
@@ -105,7 +115,12 @@ SAMPLE_FLAGS = {
 
 
 def run_sample(args: argparse.Namespace) -> None:
-    from hf_ddpm.sampling import label_arguments, load_pipeline, save_grid_and_gif  # imports diffusers' pipelines
+    from hf_ddpm.sampling import (  # imports diffusers' pipelines
+        label_arguments,
+        load_pipeline,
+        save_grid_and_gif,
+        with_classifier,
+    )
 
     if args.labels and args.num_images is not None:
         raise ValueError("--num-images is for unconditional models; with --labels, --batch-size sets images per label")
@@ -119,6 +134,8 @@ def run_sample(args: argparse.Namespace) -> None:
     if args.device is not None:
         check_device(args.device)
     pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, torch_compile=args.torch_compile)
+    if args.classifier is not None:
+        pipe = with_classifier(pipe, args.classifier)
     if args.labels is None and pipe.config.null_class_id is not None:
         names = ", ".join((pipe.config.id2label or {}).values()) or f"ids 0..{pipe.config.null_class_id - 1}"
         print(
@@ -138,6 +155,7 @@ def run_sample(args: argparse.Namespace) -> None:
         num_inference_steps=args.steps,
         eta=args.eta,
         guidance_interval=args.guidance_interval and tuple(args.guidance_interval),
+        classifier_scale=args.classifier_scale,
     )
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""))
 

@@ -66,6 +66,28 @@ def load_pipeline(
     return pipe
 
 
+def with_classifier(pipe: DDPMCFGPipeline, classifier: str) -> DDPMCFGPipeline:
+    """`pipe` with the noise-aware classifier saved in `classifier` (a folder or Hub id) for classifier guidance: the
+    same UNet, scheduler and labels (an unconditional UNet takes the classifier's class names). A classifier that
+    cannot be loaded, or cannot guide this model, raises a ValueError naming `--classifier`."""
+    from hf_ddpm.models import DDPMClassifier2DModel
+
+    try:
+        model = DDPMClassifier2DModel.from_pretrained(classifier)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--classifier {classifier!r} could not be loaded as a classifier: {error}") from error
+    try:
+        return DDPMCFGPipeline(
+            pipe.unet,
+            pipe.scheduler,
+            id2label=pipe.config.id2label,
+            null_class_id=pipe.config.null_class_id,
+            classifier=model.to(pipe.device),
+        )
+    except ValueError as error:
+        raise ValueError(f"--classifier {classifier!r} cannot guide this model: {error}") from error
+
+
 def _is_hub_repo_id(name: str) -> bool:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 

@@ -7,6 +7,7 @@ import torch
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler, EulerDiscreteScheduler
 
 from hf_ddpm.cli import main
+from hf_ddpm.models import DDPMClassifier2DModel
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
@@ -249,3 +250,118 @@ def test_a_conditional_model_without_labels_says_it_draws_unconditionally(tmp_pa
     main(["sample", str(tmp_path / "model"), "--steps", "2", "--out", str(tmp_path / "g.png")])
     err = capsys.readouterr().err
     assert "is class-conditional and no --labels were given" in err and "(T-shirt, Sneaker, Bag)" in err
+
+
+def save_tiny_classifier(folder, num_classes=3, sample_size=8):
+    torch.manual_seed(0)
+    classifier = DDPMClassifier2DModel(
+        sample_size=sample_size,
+        in_channels=1,
+        num_classes=num_classes,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        num_train_timesteps=20,
+        id2label={str(i): name for i, name in enumerate(["Circle", "Square", "Star", "Moon"][:num_classes])},
+    )
+    classifier.save_pretrained(folder)
+    return classifier
+
+
+def test_sample_with_a_classifier_guides_towards_the_labels(tmp_path):
+    pipe = save_tiny_pipeline(tmp_path / "model")
+    classifier = save_tiny_classifier(tmp_path / "classifier")
+    guided = ["--classifier", str(tmp_path / "classifier"), "--classifier-scale", "5"]
+    common = ["sample", str(tmp_path / "model"), "--labels", "Bag", "T-shirt", "--batch-size", "2", "--steps", "4"]
+    main([*common, *guided, "--out", str(tmp_path / "guided.png")])
+    main([*common, "--out", str(tmp_path / "plain.png")])
+    guided_pipe = DDPMCFGPipeline(pipe.unet, pipe.scheduler, id2label=pipe.config.id2label, classifier=classifier)
+    guided_pipe.set_progress_bar_config(disable=True)
+    expected = tmp_path / "expected.png"
+    save_grid_and_gif(
+        guided_pipe,
+        expected,
+        seed=0,
+        class_labels=["Bag", "T-shirt"],
+        batch_size=2,
+        num_inference_steps=4,
+        classifier_scale=5.0,
+    )
+    np.testing.assert_array_equal(pixels(tmp_path / "guided.png"), pixels(expected))
+    assert not np.array_equal(pixels(tmp_path / "guided.png"), pixels(tmp_path / "plain.png"))
+
+
+def test_an_unconditional_model_is_guided_towards_the_classifiers_classes(tmp_path):
+    save_tiny_pipeline(tmp_path / "model", num_class_embeds=None)
+    save_tiny_classifier(tmp_path / "classifier")
+    main(
+        [
+            "sample",
+            str(tmp_path / "model"),
+            "--labels",
+            "Star",
+            "--steps",
+            "3",
+            "--classifier",
+            str(tmp_path / "classifier"),
+            "--classifier-scale",
+            "2",
+            "--out",
+            str(tmp_path / "stars.png"),
+        ]
+    )
+    assert (tmp_path / "stars.png").exists()
+
+
+@pytest.mark.parametrize(
+    "classifier, arguments, message",
+    [
+        (
+            dict(num_classes=4),
+            ["--classifier-scale", "1"],
+            "--classifier '{}' cannot guide this model: --classifier has 4 classes",
+        ),
+        (dict(sample_size=16), [], "cannot guide this model: --classifier takes 1-channel images of 16 pixels"),
+        (None, ["--classifier-scale", "1"], "--classifier '{}' could not be loaded as a classifier"),
+        (dict(), ["--classifier-scale", "-1"], "--classifier-scale must be a finite number >= 0, got -1.0"),
+    ],
+)
+def test_bad_classifiers_exit_with_status_2_naming_the_flag(tmp_path, capsys, classifier, arguments, message):
+    save_tiny_pipeline(tmp_path / "model")
+    if classifier is not None:
+        save_tiny_classifier(tmp_path / "classifier", **classifier)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "sample",
+                str(tmp_path / "model"),
+                "--labels",
+                "Bag",
+                "--classifier",
+                str(tmp_path / "classifier"),
+                *arguments,
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert message.format(tmp_path / "classifier") in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_a_classifier_scale_without_a_classifier_is_refused(tmp_path, capsys):
+    save_tiny_pipeline(tmp_path / "model")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "sample",
+                str(tmp_path / "model"),
+                "--labels",
+                "Bag",
+                "--classifier-scale",
+                "2",
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+    assert "--classifier-scale=2.0 needs a classifier" in capsys.readouterr().err
