@@ -363,7 +363,7 @@ class DemoApp:
             raise refused("Image: no file was uploaded.")
         if problem := self._size_problem(source):
             raise refused(f"Image {problem}.")
-        return self.editor_value(source), f"Loaded {_file_name(path)!r}."
+        return self.editor_value(self._in_model_mode(source)), f"Loaded {_file_name(path)!r}."
 
     def load_mask(self, path, image) -> tuple[dict, str]:
         """The editor's value with an uploaded mask file painted over its image (then brushed on like any other
@@ -412,8 +412,7 @@ class DemoApp:
         scale = background.width // self.width
         if scale < 1 or background.size != (self.width * scale, self.height * scale):
             raise refused(f"Image {self._size_problem(background)} (or a whole multiple, as the page shows them).")
-        mode = {1: "L", 3: "RGB"}.get(self.channels)
-        source = background.convert(mode) if mode else background
+        source = self._in_model_mode(background)
         source = source.reduce(scale) if scale > 1 else source
         painted = np.zeros((self.height, self.width), dtype=bool)
         for layer in value.get("layers") or []:
@@ -447,7 +446,12 @@ class DemoApp:
         image = read_image(path, "`examples`")
         if problem := self._size_problem(image):
             raise ValueError(f"`examples`: {os.path.basename(path)!r} {problem}.")
-        return image
+        return self._in_model_mode(image)
+
+    def _in_model_mode(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        """`image` as the pipelines read it: grey for a model of one channel, RGB for three."""
+        mode = {1: "L", 3: "RGB"}.get(self.channels)
+        return image.convert(mode) if mode else image
 
     def _size_problem(self, image: PIL.Image.Image) -> str | None:
         if image.size == (self.width, self.height):

@@ -126,6 +126,15 @@ def test_an_uploaded_image_and_an_example_come_to_the_editor_enlarged_and_back_t
     assert app.examples[0][1] == "bag"
 
 
+def test_a_colour_upload_for_a_grey_model_is_shown_and_edited_as_grey(app, tmp_path):
+    colour = np.random.RandomState(1).randint(0, 256, (8, 8, 3), dtype=np.uint8)
+    value, _ = app.load_image(write_png(tmp_path / "colour.png", colour))
+    shown_pixels = np.asarray(value["background"].convert("RGB"))
+    assert (shown_pixels[..., 0] == shown_pixels[..., 1]).all() and (shown_pixels[..., 1] == shown_pixels[..., 2]).all()
+    source, _ = app._edit_source(value)
+    assert_same_images([source], [PIL.Image.fromarray(colour).convert("L")])
+
+
 @pytest.mark.parametrize("steps, jump_length, jump_n_sample", [(100, 10, 10), (20, 2, 2), (7, 3, 4), (4, 10, 10)])
 def test_the_work_of_an_inpainting_counts_every_step_of_its_resampling_schedule(steps, jump_length, jump_n_sample):
     assert repaint_length(steps, jump_length, jump_n_sample) == len(repaint_schedule(steps, jump_length, jump_n_sample))
