@@ -14,6 +14,7 @@
 
     python -m hf_ddpm.demo --dataset fashion_mnist                                # trains fashion-mnist-demo/
     python benchmarks/measure_editing.py fashion-mnist-demo --dataset fashion_mnist
+    python -m hf_ddpm.demo && python benchmarks/measure_editing.py digits-demo --dataset digits --guidance-scale 1.2
 """
 
 import argparse
@@ -23,10 +24,11 @@ import numpy as np
 import torch
 from bench_evaluation import cpu_description
 
-from hf_ddpm.data import load_image_data
+from hf_ddpm.data import ImageData, load_image_data
 from hf_ddpm.editing import preset_mask
 from hf_ddpm.evaluation.domain import DomainFeatures, domain_classifier
 from hf_ddpm.evaluation.metrics import frechet_distance
+from hf_ddpm.evaluation.reference import split_halves
 from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline, DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg_inpaint import repaint_schedule
 from hf_ddpm.sampling import load_pipeline, scheduler_from_name
@@ -36,7 +38,7 @@ def generators(count: int, seed: int = 0) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed + i) for i in range(count)]
 
 
-def class_swap(pipe, judge, features, sources, source_labels, args) -> None:
+def class_swap(pipe, judge, features, sources, source_labels, args) -> list[dict]:
     edit = DDPMCFGImg2ImgPipeline.from_pipe(pipe)
     edit.set_progress_bar_config(disable=True)
     num_classes = len(judge.labels)
@@ -48,6 +50,7 @@ def class_swap(pipe, judge, features, sources, source_labels, args) -> None:
         f"{args.guidance_scale:g}, {type(pipe.scheduler).__name__} {args.steps} steps, the same seeds):"
     )
     print("  strength  target class  still source  pixel distance  feature distance  s/image")
+    rows = []
     for strength in args.strengths:
         start = time.perf_counter()
         out = edit(
@@ -67,6 +70,35 @@ def class_swap(pipe, judge, features, sources, source_labels, args) -> None:
             f"  {strength:8.1f}  {(read == targets).float().mean():12.1%}  {(read == source_labels).float().mean():11.1%}"
             f"  {pixel:14.3f}  {feature:16.2f}  {seconds:7.3f}"
         )
+        target = (read == targets).float().mean().item()
+        rows.append({"strength": strength, "target": target, "pixel": pixel, "feature": feature})
+    return rows
+
+
+def plot_class_swap(rows: list[dict], title: str, path: str) -> None:
+    """Agreement with the target class against the distance to the source, in pixels and in the judge's features,
+    one point per strength."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, label in zip(axes, ("pixel", "feature"), ("pixels, mean absolute", "the judge's feature space")):
+        axis.plot([row[key] for row in rows], [100 * row["target"] for row in rows], "o-")
+        for row in rows:
+            axis.annotate(
+                f"{row['strength']:g}",
+                (row[key], 100 * row["target"]),
+                xytext=(4, -10),
+                textcoords="offset points",
+                fontsize=8,
+            )
+        axis.set_xlabel(f"distance to the source image ({label})")
+        axis.set_ylabel("read as the target class (%)")
+    figure.suptitle(f"{title}: class-swap at each strength (labels), the same seeds", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def seam_step(images: torch.Tensor, mask: torch.Tensor) -> float:
@@ -141,6 +173,19 @@ def inversion(pipe, sources, source_labels, args) -> None:
         print(f"  {steps:5d}  {error.mean():14.4f}  {error.max():13.3f}  {seconds:8.3f}")
 
 
+def judge_and_edit_images(dataset: str, size: int, split: str) -> tuple[ImageData, ImageData]:
+    """The images the judge learns from (the model's training images) and the real images edited and measured
+    against, which the model never saw: the dataset's `split`; for the digits, which have no test split, the
+    reference half that the demo's training leaves out (`--exclude_eval_reference`)."""
+    train = load_image_data(dataset_name=dataset, resolution=size, split="train")
+    if dataset != "digits":
+        return train, load_image_data(dataset_name=dataset, resolution=size, split=split)
+    trained, unseen = split_halves(len(train))
+    return train.select(trained, "the demo's training half"), train.select(
+        unseen, "the reference half, never trained on"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a class-conditional pipeline folder (what the demo writes)")
@@ -159,21 +204,21 @@ def main() -> None:
         "--parts", nargs="+", choices=["swap", "inpaint", "invert"], default=["swap", "inpaint", "invert"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", help="where to draw the class-swap sweep (PNG)")
     args = parser.parse_args()
 
     print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     pipe = load_pipeline(args.model, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size
-    train = load_image_data(dataset_name=args.dataset, resolution=size, split="train")
-    test = load_image_data(dataset_name=args.dataset, resolution=size, split=args.split)
+    train, test = judge_and_edit_images(args.dataset, size, args.split)
     judge, fingerprint = domain_classifier(
         train.images,
         train.labels,
         test.images,
         test.labels,
         test.id2label,
-        f"{args.split} split, {len(test)} images",
+        f"{args.split if args.dataset != 'digits' else 'reference half'} split, {len(test)} images",
     )
     features = DomainFeatures(judge, fingerprint)
     print(f"Judge: {judge.describe()}")
@@ -187,7 +232,9 @@ def main() -> None:
     args.held_out = test.images[held_out] / 2 + 0.5
     with torch.no_grad():
         if "swap" in args.parts:
-            class_swap(pipe, judge, features, sources, source_labels, args)
+            rows = class_swap(pipe, judge, features, sources, source_labels, args)
+            if args.plot:
+                plot_class_swap(rows, f"{args.dataset}, {len(sources)} real images", args.plot)
         if "inpaint" in args.parts:
             count = args.inpaint_num_images
             reals = test.images[reference] / 2 + 0.5
