@@ -305,3 +305,20 @@ def test_a_classifier_run_is_refused_where_another_run_saved_its_classifier_or_a
         ValueError, match="holds a classifier of another configuration .*num_classes: saved None, now 10"
     ):
         train(classifier_flags(diffusion, "--resume_from_checkpoint", "latest"))
+
+
+def test_push_to_hub_uploads_the_classifier_and_it_loads_from_the_repository(hub_server, tmp_path, monkeypatch):
+    output_dir, repo_id = tmp_path / "run", f"{hub_server.user}/classifier-tiny"
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    train(classifier_flags(output_dir, "--max_train_steps", "2", "--push_to_hub", "--hub_model_id", repo_id))
+    files = hub_server.repo_files(repo_id)
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "classifier_2d.py", "README.md"} <= set(files)
+    assert not [path for path in files if path.startswith(("checkpoint-", "logs/"))]
+    weights = "diffusion_pytorch_model.safetensors"
+    assert files[weights] == (output_dir / weights).read_bytes()
+    loaded = DDPMClassifier2DModel.from_pretrained(repo_id)
+    local = DDPMClassifier2DModel.from_pretrained(output_dir)
+    for (name, tensor), (_, expected) in zip(loaded.named_parameters(), local.named_parameters()):
+        assert torch.equal(tensor, expected), name
+    for path in output_dir.rglob("*"):  # the token is never written anywhere
+        assert not path.is_file() or hub_server.token.encode() not in path.read_bytes(), path
