@@ -193,7 +193,7 @@ class DDPMClassifier2DModel(ModelMixin, ConfigMixin):
             [`DDPMClassifier2DOutput`] or `tuple`: the logits, of shape `(batch_size, num_classes)`.
         """
         self.check_sample(sample)
-        timesteps = _timesteps_for_batch(timestep, sample.shape[0], sample.device)
+        timesteps = self._timesteps_for_batch(timestep, sample.shape[0], sample.device)
         embedding = self.time_embedding(self.time_proj(timesteps).to(self.conv_in.weight.dtype))
         h = self.conv_in(sample)
         for block in self.down_blocks:
@@ -203,6 +203,19 @@ class DDPMClassifier2DModel(ModelMixin, ConfigMixin):
         if not return_dict:
             return (logits,)
         return DDPMClassifier2DOutput(logits=logits)
+
+    # Copied from hf_ddpm.models.unet_2d.DDPMUNet2DModel._timesteps_for_batch
+    @staticmethod
+    def _timesteps_for_batch(timestep: torch.Tensor | float | int, batch: int, device: torch.device) -> torch.Tensor:
+        if torch.is_tensor(timestep):
+            if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] != 1 and timestep.shape[0] != batch):
+                raise ValueError(
+                    f"`timestep` must be a number, a 0-d tensor, or a 1-d tensor of length 1 or {batch} (the batch "
+                    f"size), got shape {tuple(timestep.shape)}."
+                )
+        elif isinstance(timestep, bool) or not isinstance(timestep, numbers.Real):
+            raise ValueError(f"`timestep` must be a number or a tensor, got {type(timestep).__name__}.")
+        return torch.as_tensor(timestep, dtype=torch.float32, device=device).reshape(-1).expand(batch)
 
     def check_sample(self, sample: torch.Tensor) -> None:
         """A `ValueError` unless `sample` is a `(batch, in_channels, sample_size, sample_size)` tensor."""
@@ -214,18 +227,6 @@ class DDPMClassifier2DModel(ModelMixin, ConfigMixin):
                 f"`sample` must be a tensor of shape {expected} (the classifier's `in_channels` and `sample_size`), "
                 f"got {got}."
             )
-
-
-def _timesteps_for_batch(timestep: torch.Tensor | float | int, batch: int, device: torch.device) -> torch.Tensor:
-    if torch.is_tensor(timestep):
-        if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
-            raise ValueError(
-                f"`timestep` must be a number, a 0-d tensor, or a 1-d tensor of length 1 or {batch} (the batch size), "
-                f"got shape {tuple(timestep.shape)}."
-            )
-    elif isinstance(timestep, bool) or not isinstance(timestep, numbers.Real):
-        raise ValueError(f"`timestep` must be a number or a tensor, got {type(timestep).__name__}.")
-    return torch.as_tensor(timestep, dtype=torch.float32, device=device).reshape(-1).expand(batch)
 
 
 def _check_config(

@@ -35,19 +35,6 @@ CARD = (
 )
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    save_tiny_pipeline(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def app(model):
-    pipe = load_pipeline(model, device="cpu")
-    return DemoApp(pipe, model, model_defaults(pipe, model), max_image_steps=500)
-
-
 def direct(model, scheduler="ddim", labels=("Sneaker", "Bag"), batch_size=2, seed=7, **call):
     """The images the pipeline draws when called directly, image i from seed + i."""
     pipe = load_pipeline(model, scheduler=scheduler, device="cpu")
@@ -86,15 +73,6 @@ def shown(updates) -> list[tuple]:
 
 def unchanged(update: tuple) -> bool:
     return all(part == gr.skip() for part in update)
-
-
-@pytest.fixture
-def unet_calls(app):
-    """The UNet's forward calls while the test runs: none means nothing was denoised."""
-    calls = []
-    hook = app.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
-    yield calls
-    hook.remove()
 
 
 def assert_same_images(images, expected):

@@ -72,13 +72,6 @@ def new_browser() -> webdriver.Chrome:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    save_tiny_pipeline(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def examples(tmp_path_factory):
     """Three images in the tiny model's size, for the Edit tab."""
     folder = tmp_path_factory.mktemp("examples")

@@ -15,33 +15,10 @@ from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg_inpaint import repaint_schedule
 from hf_ddpm.sampling import load_pipeline
 from test_app import assert_same_images, shown, unchanged
-from test_cli_sample import save_tiny_pipeline
 
 STEPS = 20  # every training step of the tiny model
 SOURCE = PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (8, 8), dtype=np.uint8), "L")
 RIGHT_HALF = preset_mask("right", 8, 8)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    save_tiny_pipeline(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def app(model):
-    pipe = load_pipeline(model, device="cpu")
-    return DemoApp(pipe, model, model_defaults(pipe, model), max_image_steps=500)
-
-
-@pytest.fixture
-def unet_calls(app):
-    """The UNet's forward calls while the test runs: none means nothing was denoised."""
-    calls = []
-    hook = app.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
-    yield calls
-    hook.remove()
 
 
 def edit(app, mode="class-swap", image=None, mask="brushed", target="Bag", strength=0.6, guidance=2.0, **settings):

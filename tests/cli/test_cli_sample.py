@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler, EulerDiscreteScheduler
 
+from helpers import tiny_classifier
 from hf_ddpm.cli import main
-from hf_ddpm.models import DDPMClassifier2DModel
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
@@ -253,17 +253,8 @@ def test_a_conditional_model_without_labels_says_it_draws_unconditionally(tmp_pa
 
 
 def save_tiny_classifier(folder, num_classes=3, sample_size=8):
-    torch.manual_seed(0)
-    classifier = DDPMClassifier2DModel(
-        sample_size=sample_size,
-        in_channels=1,
-        num_classes=num_classes,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_train_timesteps=20,
-        id2label={str(i): name for i, name in enumerate(["Circle", "Square", "Star", "Moon"][:num_classes])},
-    )
+    names = ["Circle", "Square", "Star", "Moon"][:num_classes]
+    classifier = tiny_classifier(num_classes, sample_size, id2label={str(i): name for i, name in enumerate(names)})
     classifier.save_pretrained(folder)
     return classifier
 

@@ -16,7 +16,7 @@ from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, Model
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
-from helpers import BLOCK_HF_DDPM, DATA_MEAN, tiny_conditional_unet
+from helpers import BLOCK_HF_DDPM, DATA_MEAN, tiny_classifier, tiny_conditional_unet
 from hf_ddpm import DDPMClassifier2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
@@ -150,19 +150,6 @@ def test_the_gradient_runs_through_the_classifier_only():
     assert grad_enabled_in_unet == [False] * 4
     assert all(parameter.grad is None for parameter in [*unet.parameters(), *classifier.parameters()])
     assert pipe.num_guided_steps == 4
-
-
-def tiny_classifier(num_classes=NUM_CLASSES, sample_size=8, num_train_timesteps=20):
-    torch.manual_seed(0)
-    return DDPMClassifier2DModel(
-        sample_size=sample_size,
-        in_channels=1,
-        num_classes=num_classes,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_train_timesteps=num_train_timesteps,
-    )
 
 
 def test_an_unconditional_unet_takes_the_class_names_of_its_classifier():
