@@ -264,6 +264,19 @@ def delete_previous_run(paths: list[str]) -> None:
             os.remove(path)
 
 
+def prepare_output_dir(accelerator: Accelerator, output_dir: str, replaced: list[str], resume_path: str | None) -> None:
+    """Makes `output_dir` ready on the main process, once every check has passed: only now are the outputs of an
+    earlier run that --overwrite_output_dir replaces (`replaced`) deleted, and, when resuming from `resume_path`, the
+    checkpoints past its step set aside. Every process waits for it."""
+    if accelerator.is_main_process:
+        if replaced:
+            delete_previous_run(replaced)
+        os.makedirs(output_dir, exist_ok=True)
+        if resume_path is not None:
+            set_aside_later_checkpoints(output_dir, saved_progress(resume_path).global_step)
+    accelerator.wait_for_everyone()
+
+
 def set_aside_later_checkpoints(output_dir: str, step: int) -> None:
     """Renames the checkpoints in `output_dir` past `step`, where the run resumes, to `checkpoint-N.abandoned`
     (replacing an older abandoned copy of the same step): they belong to the course the run left, which `latest`

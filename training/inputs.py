@@ -1,6 +1,6 @@
 """What a run reads: its training images (all of a split, a random subset, or the held-out half that leaves
-evaluation's reference half out), the real images its evaluation measures against, and the labelled images that
-measure a classifier's accuracy (--task classifier)."""
+evaluation's reference half out) and the loader that deals them in batches, the real images its evaluation measures
+against, and the labelled images that measure a classifier's accuracy (--task classifier)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from accelerate.logging import get_logger
 
 from hf_ddpm.data import ImageData, load_image_data
 from hf_ddpm.evaluation import split_halves
+from hf_ddpm.training.step import EpochShuffleSampler
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -106,3 +107,26 @@ def load_training_data(args: argparse.Namespace) -> ImageData:
             "--label_column, or a labelled dataset."
         )
     return data
+
+
+def training_dataloader(
+    args: argparse.Namespace, data: ImageData, conditional: bool, num_processes: int
+) -> torch.utils.data.DataLoader:
+    """The training images (with their labels when `conditional`) in full batches of --train_batch_size, in an order
+    drawn from (--seed, epoch) alone (`EpochShuffleSampler`), before Accelerate deals the batches to the processes."""
+    tensors = (data.images, data.labels) if conditional else (data.images,)
+    if len(data) < args.train_batch_size * num_processes:
+        raise ValueError(
+            f"--train_batch_size {args.train_batch_size} x {num_processes} processes is more than the "
+            f"{len(data)} training images; use a smaller batch."
+        )
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors),
+        batch_size=args.train_batch_size,
+        sampler=EpochShuffleSampler(len(data), args.seed),
+        drop_last=True,  # every step sees a full batch; each epoch leaves out a different random remainder
+        num_workers=args.dataloader_num_workers,
+        # Every new iterator draws a seed for its workers; from its own generator, not the global one that dropout
+        # uses, so that a resumed run (which starts an iterator mid-epoch) keeps dropout in step.
+        generator=torch.Generator().manual_seed(args.seed),
+    )

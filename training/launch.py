@@ -1,5 +1,6 @@
-"""How a run starts on its machine: the Accelerator (one CPU, one GPU, many processes), torch's threads on a CPU, and
-the logs (the console shows the run's own lines and every warning; --logging_dir/train.log keeps everything)."""
+"""How a run starts on its machine and how it ends there: the Accelerator (one CPU, one GPU, many processes), torch's
+threads on a CPU, the logs (the console shows the run's own lines and every warning; --logging_dir/train.log keeps
+everything; the flags go to the trackers), and the process group's end."""
 
 from __future__ import annotations
 
@@ -76,6 +77,24 @@ def make_accelerator(args: argparse.Namespace, resume_path: str | None) -> Accel
 def launched_distributed_without_gpus() -> bool:
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return launched and not torch.cuda.is_available()
+
+
+def loggable(config: dict) -> dict:
+    """The flags as tensorboard hyperparameters: plain values only, and never the Hub token."""
+    return {
+        key: value for key, value in config.items() if key != "hub_token" and isinstance(value, (int, float, str, bool))
+    }
+
+
+def end_processes(accelerator: Accelerator) -> None:
+    """Ends the trackers and the process group, once the run has let go of its DDP wrapper (`unwrap_model`), while
+    the group is still registered: the wrapper's gradient reducer holds the group, and when the reducer was the last
+    to let go (at exit), the group's gloo threads were joined from its destructor under the GIL that one of them
+    waited for, a hang seen once in about ten two-process runs. Released first, the reducer's last work ends while all
+    processes meet."""
+    accelerator.free_memory()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 def log_to_file(folder: str) -> logging.Handler:

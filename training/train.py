@@ -33,12 +33,11 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_ddpm.data import ImageData
-from hf_ddpm.evaluation import Evaluator, held_out_size
 from hf_ddpm.hub import HubPusher, HubPushError, pipeline_ignore_patterns, write_model_card
 from hf_ddpm.models.presets import unet_config_from
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.previews import log_preview, write_preview
+from hf_ddpm.previews import log_preview
 from hf_ddpm.schedulers import DDPMScheduler
 from hf_ddpm.stopping import USAGE_EXIT_STATUS, Preempted, PreemptionSignals, StopRequested, TrainingStopped
 from hf_ddpm.training.checkpoints import (
@@ -48,20 +47,19 @@ from hf_ddpm.training.checkpoints import (
     as_json,
     check_same_batching,
     check_same_unet,
-    delete_previous_run,
+    prepare_output_dir,
     save_checkpoint,
     save_pipeline_atomically,
     save_state_atomically,
-    saved_progress,
-    set_aside_later_checkpoints,
     writing,
 )
-from hf_ddpm.training.flags import DEFAULT_EVAL_SAMPLES, RunPlan, evaluation_settings, parse_args, sampling_scheduler
-from hf_ddpm.training.inputs import load_training_data, real_images
-from hf_ddpm.training.launch import log_to_file, make_accelerator, stop_logging_to_file
+from hf_ddpm.training.evaluation_setup import best_so_far, make_evaluator, training_evaluation
+from hf_ddpm.training.flags import RunPlan, evaluation_settings, parse_args, sampling_scheduler
+from hf_ddpm.training.inputs import load_training_data, training_dataloader
+from hf_ddpm.training.launch import end_processes, log_to_file, loggable, make_accelerator, stop_logging_to_file
+from hf_ddpm.training.samples import write_samples
 from hf_ddpm.training.step import (
     MICRO_BATCH,
-    EpochShuffleSampler,
     apply_optimizer_flags,
     check_finite,
     ema_weights,
@@ -69,7 +67,7 @@ from hf_ddpm.training.step import (
     seeded_generator,
     training_loss,
 )
-from hf_ddpm.training_eval import BestValue, TrainingEvaluation, log_line, scalars
+from hf_ddpm.training_eval import log_line, scalars
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -121,27 +119,11 @@ class TrainingRun:
         self._build_training(args, accelerator, data, plan)
         self._build_evaluation(args, plan)
         self._prepare_outputs(args, accelerator, plan)
-        self._log_to_file(args, accelerator)
 
     # ----- set-up -----
 
     def _build_training(self, args, accelerator: Accelerator, data: ImageData, plan: RunPlan) -> None:
-        tensors = (data.images, data.labels) if self.conditional else (data.images,)
-        if len(data) < args.train_batch_size * accelerator.num_processes:
-            raise ValueError(
-                f"--train_batch_size {args.train_batch_size} x {accelerator.num_processes} processes is more than the "
-                f"{len(data)} training images; use a smaller batch."
-            )
-        dataloader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(*tensors),
-            batch_size=args.train_batch_size,
-            sampler=EpochShuffleSampler(len(data), args.seed),
-            drop_last=True,  # every step sees a full batch; each epoch leaves out a different random remainder
-            num_workers=args.dataloader_num_workers,
-            # Every new iterator draws a seed for its workers; from its own generator, not the global one that dropout
-            # uses, so that a resumed run (which starts an iterator mid-epoch) keeps dropout in step.
-            generator=torch.Generator().manual_seed(args.seed),
-        )
+        dataloader = training_dataloader(args, data, self.conditional, accelerator.num_processes)
         set_seed(args.seed)
         model = self._build_model(args, data, plan)
         full_config = as_json({key: value for key, value in model.config.items() if not key.startswith("_")})
@@ -219,63 +201,16 @@ class TrainingRun:
 
     def _build_evaluation(self, args, plan: RunPlan) -> None:
         """Set up now (real features, floors, judge), so that a metric that cannot be computed fails here."""
-        self.evaluation, self.best = None, None
-        if args.eval_steps is not None:
-            self.evaluation = TrainingEvaluation(
-                self.accelerator,
-                self._make_evaluator,
-                seed=args.seed,
-                batch_size=args.eval_batch_size,
-                num_inference_steps=args.num_inference_steps,
-            )
-        if args.keep_best_checkpoint is not None:
-            self.best = BestValue(args.keep_best_checkpoint)
-            if plan.resume_path is not None:  # a resumed run competes with the best of the run it continues
-                self.best = BestValue.read(os.path.join(args.output_dir, BEST_CHECKPOINT), args.keep_best_checkpoint)
-
-    def _make_evaluator(self) -> Evaluator:
-        args = self.args
-        try:
-            real = real_images(args, self.data)
-            # The default fits any dataset: a distance's floor has no more held-out images than half the real ones.
-            num_samples = args.eval_num_samples or min(DEFAULT_EVAL_SAMPLES, held_out_size(len(real.images)))
-            return Evaluator(
-                self.pipeline(),
-                args.dataset_name or args.train_data_dir,
-                metrics=self.eval_metrics,
-                num_samples=num_samples,
-                classifier=args.eval_classifier,
-                split=args.eval_split or "train",
-                data=real,
-                dataset_config_name=args.dataset_config_name,
-                image_column=args.image_column,
-                label_column=args.label_column,
-                center_crop=args.center_crop,
-            )
-        except ValueError as error:
-            raise ValueError(f"Evaluation (--eval_steps) cannot be set up: {error}") from error
-
-    def _log_to_file(self, args, accelerator: Accelerator) -> None:
-        """Every log line, the libraries' included, also goes to --logging_dir/train.log (the main process's), until
-        `close`."""
-        folder = os.path.join(args.output_dir, args.logging_dir)
-        self.log_file_handler = log_to_file(folder) if accelerator.is_main_process else None
-
-    def close(self) -> None:
-        """Stops writing the log file (a later run in the same process writes its own)."""
-        stop_logging_to_file(getattr(self, "log_file_handler", None))
-        self.log_file_handler = None
+        self.evaluation = training_evaluation(
+            args, self.accelerator, lambda: make_evaluator(args, self.data, self.pipeline, self.eval_metrics)
+        )
+        self.best = best_so_far(args, plan.resume_path)
 
     def _prepare_outputs(self, args, accelerator: Accelerator, plan: RunPlan) -> None:
-        # Every check has passed: only now are the outputs of an earlier run that --overwrite_output_dir replaces
-        # deleted.
-        if accelerator.is_main_process:
-            if plan.previous_run and args.overwrite_output_dir:
-                delete_previous_run(plan.previous_run)
-            os.makedirs(args.output_dir, exist_ok=True)
-            if plan.resume_path is not None:
-                set_aside_later_checkpoints(args.output_dir, saved_progress(plan.resume_path).global_step)
-        accelerator.wait_for_everyone()
+        """Every check has passed: --output_dir made ready, the trackers, the Hub, and the log file (every log line,
+        the libraries' included, also goes to --logging_dir/train.log on the main process, until `close`)."""
+        replaced = plan.previous_run if args.overwrite_output_dir else []
+        prepare_output_dir(accelerator, args.output_dir, replaced, plan.resume_path)
         accelerator.init_trackers("train_ddpm", config=loggable(vars(args)))
         self.pusher = None
         if args.push_to_hub and accelerator.is_main_process:
@@ -286,6 +221,13 @@ class TrainingRun:
                 private=args.hub_private_repo,
                 ignore_patterns=pipeline_ignore_patterns(args.logging_dir),
             )
+        folder = os.path.join(args.output_dir, args.logging_dir)
+        self.log_file_handler = log_to_file(folder) if accelerator.is_main_process else None
+
+    def close(self) -> None:
+        """Stops writing the log file (a later run in the same process writes its own)."""
+        stop_logging_to_file(getattr(self, "log_file_handler", None))
+        self.log_file_handler = None
 
     # ----- the model as a pipeline -----
 
@@ -430,23 +372,11 @@ class TrainingRun:
             self.signals.raise_if_received()
             return callback_kwargs
 
-        samples_dir = os.path.join(self.args.output_dir, "samples")
+        samples_dir, name = os.path.join(self.args.output_dir, "samples"), f"step-{step:06d}"
         try:
-            with (
-                ema_weights(self.model, self.ema),
-                evaluation_mode(self.model),
-                writing("a preview", self.args.output_dir),
-            ):
-                preview = write_preview(
-                    self.pipeline(),
-                    samples_dir,
-                    f"step-{step:06d}",
-                    num_images=self.args.eval_batch_size,
-                    guidance_scale=self.args.guidance_scale,
-                    num_inference_steps=self.args.num_inference_steps,
-                    seed=self.args.seed,
-                    callback_on_step_end=stop_if_signalled,
-                )
+            preview = write_samples(
+                self.pipeline, self.model, self.ema, self.args, samples_dir, name, "a preview", stop_if_signalled
+            )
         except StopRequested:  # the checkpoint matters, not the preview: the stop check comes right after
             return
         if self.args.report_to == "tensorboard":
@@ -545,40 +475,15 @@ class TrainingRun:
             at_scale = next(row for row in rows if row["guidance_scale"] == self.eval_scale)
             self.record_evaluation(at_scale, self.progress.global_step)
         if accelerator.is_main_process:
-            with (
-                ema_weights(self.model, self.ema),
-                evaluation_mode(self.model),
-                writing("the samples", args.output_dir),
-            ):
-                # Beside the pipeline, not in samples/, so that it travels to the Hub with the model card.
-                final = write_preview(
-                    self.pipeline(),
-                    args.output_dir,
-                    "samples",
-                    num_images=args.eval_batch_size,
-                    guidance_scale=args.guidance_scale,
-                    num_inference_steps=args.num_inference_steps,
-                    seed=args.seed,
-                )
+            # Beside the pipeline, not in samples/, so that it travels to the Hub with the model card.
+            final = write_samples(self.pipeline, self.model, self.ema, args, args.output_dir, "samples", "the samples")
             self.save_pipeline(sample_grid_path=final.grid_path, evaluation_dir=evaluation_dir)
             logger.info(f"Saved the pipeline to {args.output_dir}")
 
     def _end_processes(self) -> None:
-        """Ends the trackers and the process group. The DDP wrapper goes first, while the group is still registered:
-        its gradient reducer holds the group, and when the reducer was the last to let go (at exit), the group's gloo
-        threads were joined from its destructor under the GIL that one of them waited for, a hang seen once in about
-        ten two-process runs. Released first, the reducer's last work ends while all processes meet."""
+        """Ends the trackers and the process group (`end_processes`), the run's DDP wrapper released first."""
         self.model = self.training_model = self.accelerator.unwrap_model(self.model)
-        self.accelerator.free_memory()
-        self.accelerator.wait_for_everyone()
-        self.accelerator.end_training()
-
-
-def loggable(config: dict) -> dict:
-    """The flags as tensorboard hyperparameters: plain values only, and never the Hub token."""
-    return {
-        key: value for key, value in config.items() if key != "hub_token" and isinstance(value, (int, float, str, bool))
-    }
+        end_processes(self.accelerator)
 
 
 def command_line(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from helpers import tiny_flags, train_on_two_processes
 from hf_ddpm.evaluation import split_halves
 from hf_ddpm.pipelines import DDPMCFGPipeline
-from hf_ddpm.training import train as train_script
+from hf_ddpm.training import evaluation_setup, train as train_script
 from hf_ddpm.training.checkpoints import find_checkpoint_to_resume, previous_run_outputs
 from test_train import assert_nothing_trained, train
 
@@ -110,10 +110,10 @@ def test_exclude_eval_reference_trains_on_the_held_out_half_and_measures_against
     """The evaluation compares samples with the reference half of the whole split; with --exclude_eval_reference
     no image of that half is trained on (the --max_train_samples subset is drawn from the other half)."""
     returned = {}
-    for name in ["load_training_data", "real_images"]:
-        function = getattr(train_script, name)
+    for module, name in [(train_script, "load_training_data"), (evaluation_setup, "real_images")]:
+        function = getattr(module, name)
         monkeypatch.setattr(
-            train_script, name, lambda *args, name=name, function=function: returned.setdefault(name, function(*args))
+            module, name, lambda *args, name=name, function=function: returned.setdefault(name, function(*args))
         )
     output_dir = tmp_path / "run"
     train(evaluated_flags(output_dir, "--exclude_eval_reference"))
