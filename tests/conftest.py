@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hub_server import HubServer, point_clients_at  # noqa: E402
+from without_hf_ddpm import ProcessWithoutHfDdpm  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -37,3 +38,17 @@ def hub_server(monkeypatch, tmp_path_factory):
         point_clients_at(server, monkeypatch, str(tmp_path_factory.mktemp("hf_home")))
         yield server
         huggingface_hub.close_session()  # pooled keep-alive connections to this server end with it
+
+
+@pytest.fixture(scope="session")
+def process_without_hf_ddpm(request, tmp_path_factory):
+    """The one process, shared by the tests selected in this session, where their scripts run without hf_ddpm."""
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    return ProcessWithoutHfDdpm(tmp_path_factory.mktemp("without_hf_ddpm"), selected)
+
+
+@pytest.fixture
+def loaded_without_hf_ddpm(request, process_without_hf_ddpm):
+    """What the script that this test registered with `without_hf_ddpm.loads_without_hf_ddpm` did where hf_ddpm
+    cannot be imported (`Loaded`: its folder, what `prepare` returned, exit status, stdout and stderr)."""
+    return process_without_hf_ddpm.result(request.node.originalname)

@@ -5,9 +5,6 @@ as a component that plain diffusers loads."""
 
 import math
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -16,11 +13,12 @@ from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, Model
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
-from helpers import BLOCK_HF_DDPM, DATA_MEAN, tiny_classifier, tiny_conditional_unet
+from helpers import DATA_MEAN, tiny_classifier, tiny_conditional_unet
 from hf_ddpm import DDPMClassifier2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers import DDIMScheduler, DDPMScheduler
 from test_img2img import GaussianDenoiserUNet
+from without_hf_ddpm import loads_without_hf_ddpm
 
 NUM_CLASSES = 3
 SIDE = DATA_MEAN.shape[-1]
@@ -227,12 +225,20 @@ print(type(pipe.classifier).__name__, type(pipe.classifier).__module__)
 """
 
 
-@pytest.mark.slow
-def test_the_classifier_is_a_component_that_plain_diffusers_loads(tmp_path):
+def save_guided_model(tmp_path):
+    """A folder of a pipeline with a classifier; the script's arguments, and the pipeline."""
     pipe = DDPMCFGPipeline(
         tiny_conditional_unet(NUM_CLASSES), DDIMScheduler(num_train_timesteps=20), classifier=tiny_classifier()
     )
     pipe.save_pretrained(tmp_path / "model")
+    return [str(tmp_path / "model"), str(tmp_path / "out.npy")], pipe
+
+
+@pytest.mark.slow
+@loads_without_hf_ddpm(LOAD_WITHOUT_HF_DDPM, save_guided_model)
+def test_the_classifier_is_a_component_that_plain_diffusers_loads(loaded_without_hf_ddpm):
+    result = loaded_without_hf_ddpm
+    pipe, tmp_path = result.prepared, result.folder
     assert sorted(os.listdir(tmp_path / "model" / "classifier")) == [
         "classifier_2d.py",
         "config.json",
@@ -247,17 +253,6 @@ def test_the_classifier_is_a_component_that_plain_diffusers_loads(tmp_path):
     again = reloaded([0, 2], generator=[torch.Generator().manual_seed(i) for i in range(2)], **call).images
     np.testing.assert_array_equal(again, expected)
 
-    (tmp_path / "block").mkdir()
-    (tmp_path / "block" / "sitecustomize.py").write_text(BLOCK_HF_DDPM)
-    (tmp_path / "load.py").write_text(textwrap.dedent(LOAD_WITHOUT_HF_DDPM))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "block"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, str(tmp_path / "load.py"), str(tmp_path / "model"), str(tmp_path / "out.npy")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[0] == "DDPMClassifier2DModel"
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)

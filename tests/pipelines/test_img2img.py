@@ -1,11 +1,6 @@
 """DDPMCFGImg2ImgPipeline: class-swap edits (SDEdit) against a loop written out by hand, its ends (strength 0 and 1),
 its inputs, loading from a text-to-image folder, and DDIM inversion."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import PIL.Image
 import pytest
@@ -19,10 +14,11 @@ from diffusers import (
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
-from helpers import BLOCK_HF_DDPM, DATA_MEAN, gaussian_denoiser, tiny_conditional_unet
+from helpers import DATA_MEAN, gaussian_denoiser, tiny_conditional_unet
 from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGPipeline
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+from without_hf_ddpm import loads_without_hf_ddpm
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
 TRAIN_STEPS = 20
@@ -193,25 +189,20 @@ print(type(pipe).__name__, type(pipe).__module__)
 """
 
 
-@pytest.mark.slow
-def test_diffusers_loads_the_edit_pipeline_from_the_folder_where_hf_ddpm_is_not_importable(tmp_path):
+def save_model_and_images(tmp_path):
+    """A text-to-image folder and two images; the script's arguments, and `(pipe, images)`."""
     pipe = tiny_pipeline(cls=DDPMCFGPipeline)
     pipe.save_pretrained(tmp_path / "model")
     images = real_images(2)
     np.save(tmp_path / "images.npy", images.numpy())
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_HF_DDPM)
-    (tmp_path / "edit.py").write_text(textwrap.dedent(EDIT_WITHOUT_HF_DDPM))
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    args = [str(tmp_path / name) for name in ("model", "images.npy", "edited.npy")]
-    run = subprocess.run(
-        [sys.executable, str(tmp_path / "edit.py"), *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return [str(tmp_path / name) for name in ("model", "images.npy", "edited.npy")], (pipe, images)
+
+
+@pytest.mark.slow
+@loads_without_hf_ddpm(EDIT_WITHOUT_HF_DDPM, save_model_and_images)
+def test_diffusers_loads_the_edit_pipeline_from_the_folder_where_hf_ddpm_is_not_importable(loaded_without_hf_ddpm):
+    run = loaded_without_hf_ddpm
+    (pipe, images), tmp_path = run.prepared, run.folder
     assert run.returncode == 0, run.stderr[-3000:]
     name, module = run.stdout.split()[-2:]
     assert name == "DDPMCFGImg2ImgPipeline" and module.startswith("diffusers_modules.")

@@ -1,21 +1,17 @@
 """DDPMCFGInpaintPipeline: RePaint's schedule against diffusers', the known region given back to the byte, the jumps'
 forward process, the number of network calls, bad masks, and loading from a text-to-image folder."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from diffusers import DDPMScheduler as DiffusersDDPMScheduler, DPMSolverMultistepScheduler, RePaintScheduler
 
-from helpers import BLOCK_HF_DDPM, tiny_conditional_unet
+from helpers import tiny_conditional_unet
 from hf_ddpm.pipelines import DDPMCFGInpaintPipeline, DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg_inpaint import noise_up, repaint_schedule
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler
+from without_hf_ddpm import loads_without_hf_ddpm
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
 TRAIN_STEPS = 40
@@ -176,25 +172,20 @@ print(type(pipe).__name__, type(pipe).__module__)
 """
 
 
-@pytest.mark.slow
-def test_diffusers_loads_the_inpaint_pipeline_from_the_folder_where_hf_ddpm_is_not_importable(tmp_path):
+def save_model_and_image(tmp_path):
+    """A text-to-image folder and an image; the script's arguments, and `(pipe, image)`."""
     pipe = tiny_pipeline(cls=DDPMCFGPipeline)
     pipe.save_pretrained(tmp_path / "model")
     image = torch.from_numpy(np.stack([np.asarray(im) for im in pil_images(1)])[:, None] / 255).float()
     np.save(tmp_path / "image.npy", image.numpy())
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_HF_DDPM)
-    (tmp_path / "inpaint.py").write_text(textwrap.dedent(INPAINT_WITHOUT_HF_DDPM))
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    args = [str(tmp_path / name) for name in ("model", "image.npy", "out.npy")]
-    run = subprocess.run(
-        [sys.executable, str(tmp_path / "inpaint.py"), *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return [str(tmp_path / name) for name in ("model", "image.npy", "out.npy")], (pipe, image)
+
+
+@pytest.mark.slow
+@loads_without_hf_ddpm(INPAINT_WITHOUT_HF_DDPM, save_model_and_image)
+def test_diffusers_loads_the_inpaint_pipeline_from_the_folder_where_hf_ddpm_is_not_importable(loaded_without_hf_ddpm):
+    run = loaded_without_hf_ddpm
+    (pipe, image), tmp_path = run.prepared, run.folder
     assert run.returncode == 0, run.stderr[-3000:]
     name, module = run.stdout.split()[-2:]
     assert name == "DDPMCFGInpaintPipeline" and module.startswith("diffusers_modules.")

@@ -5,8 +5,6 @@ exactly that folder."""
 import inspect
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,10 +13,10 @@ import torch
 from diffusers import DDIMScheduler as DiffusersDDIMScheduler, DiffusionPipeline
 from huggingface_hub import upload_file
 
-from helpers import BLOCK_HF_DDPM
 from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGImg2ImgPipeline, DDPMCFGInpaintPipeline, DDPMCFGPipeline
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
+from without_hf_ddpm import loads_without_hf_ddpm
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
 CALL = dict(class_labels=["Sneaker", "bag"], batch_size=2, guidance_scale=3.0, num_inference_steps=4, output_type="np")
@@ -137,20 +135,20 @@ print(json.dumps(report))
 """
 
 
-@pytest.mark.slow
-def test_diffusion_pipeline_loads_the_folder_where_hf_ddpm_is_not_importable(tmp_path):
+def save_ours_and_theirs(tmp_path):
+    """Two folders, one with our DDIM and one with diffusers'; the script's arguments, and `(theirs, folders)`."""
     ours, theirs = tiny_pipeline(), tiny_pipeline(DiffusersDDIMScheduler(num_train_timesteps=20))
     folders = {str(tmp_path / "ours_scheduler"): ours, str(tmp_path / "diffusers_scheduler"): theirs}
     for folder, pipe in folders.items():
         pipe.save_pretrained(folder)
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_HF_DDPM)
-    script = tmp_path / "load.py"
-    script.write_text(f"CALL = {CALL!r}\n" + textwrap.dedent(LOAD_WITHOUT_HF_DDPM))
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    run = subprocess.run(
-        [sys.executable, str(script), *folders], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    return list(folders), (theirs, folders)
+
+
+@pytest.mark.slow
+@loads_without_hf_ddpm(f"CALL = {CALL!r}\n" + textwrap.dedent(LOAD_WITHOUT_HF_DDPM), save_ours_and_theirs)
+def test_diffusion_pipeline_loads_the_folder_where_hf_ddpm_is_not_importable(loaded_without_hf_ddpm):
+    run = loaded_without_hf_ddpm
+    theirs, folders = run.prepared
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
 
