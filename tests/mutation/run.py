@@ -16,6 +16,7 @@ learned. Exit status 0 when every mutant is killed.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import shutil
@@ -145,6 +146,9 @@ def run_all(runs: list[tuple[tuple[str, ...], Mutant | None]]) -> list[Run]:
 
 def check(mutants: tuple[Mutant, ...]) -> int:
     preload(tuple(test for mutant in mutants for test in mutant.tests))
+    # What the libraries allocated is kept for good: frozen, it is left out of every garbage collection of the
+    # children, which otherwise walk it again and again (pytest alone collects several times as it ends).
+    gc.freeze()
     runs = run_all([(mutant.tests, mutant) for mutant in mutants])
     # The tests that killed a mutant, on the unmutated code: each must pass there, or its failure proved nothing.
     killers = tuple(sorted({node_id for run in runs if run.status == 1 for node_id in run.failed}))
