@@ -388,6 +388,12 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         help="DINOv2 weights for fd_dinov2: Hub id or local folder (default: facebook/dinov2-base)",
     )
     parser.add_argument("--cache-dir", help="where real-image features are cached (default: in the HF cache)")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "auto"],
+        default="no",
+        help="sample under bf16 autocast (auto: where it pays, on a GPU or a CPU with bf16 instructions; default: no)",
+    )
     parser.add_argument("--out", default="evaluation", help="folder for metrics.json and the plots")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_evaluate, parser=parser, flags=EVALUATE_FLAGS)
@@ -414,6 +420,7 @@ EVALUATE_FLAGS = {
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    from hf_ddpm.cpu import keep_freed_memory
     from hf_ddpm.evaluation import evaluate
     from hf_ddpm.sampling import load_pipeline
 
@@ -425,6 +432,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         check_device(args.device)
     pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
+    if pipe.device.type == "cpu":
+        keep_freed_memory()
     intervals = [tuple(pair) for pair in args.guidance_interval] if args.guidance_interval else [None]
     result = evaluate(
         pipe,
@@ -436,6 +445,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         schedulers=args.scheduler,
         batch_size=args.batch_size,
         seed=args.seed,
+        mixed_precision=args.mixed_precision,
         out_dir=args.out,
         guidance_intervals=intervals,
         split=args.split,

@@ -5,6 +5,8 @@ launcher chose a count)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import io
 import os
 import re
@@ -53,6 +55,48 @@ def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
         f"uses {capability}): bf16 autocast is emulated here and trains several times slower "
         f"than fp32. Use --mixed_precision no.",
     )
+
+
+# glibc's mallopt parameters, and the largest threshold it accepts for serving a block from the heap (on 64 bits).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_LARGEST_HEAP_BLOCK = 32 * 2**20
+_NEVER_TRIM = 2**31 - 1
+
+
+def keep_freed_memory() -> str:
+    """
+    Tells the C allocator to keep freed memory for reuse instead of handing it back to the system, and says what it
+    did (a line for the log).
+
+    PyTorch on a CPU takes each activation from `malloc` and frees it when the op that reads it is done. glibc hands
+    freed blocks back to the system (blocks above its mmap threshold at once, the top of the heap once it grows past
+    the trim threshold), so every training step and every denoising step touches fresh pages again, and the kernel
+    zeroes each on its first touch: tens of thousands of page faults a step, which cost a noticeable share of the
+    step (docs/speed.md). With the thresholds fixed at their largest, blocks up to 32 MiB come from the heap and stay
+    there, and the process keeps its peak memory for reuse. Only glibc has these knobs; elsewhere this does nothing.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return "freed memory: left to the system allocator (not glibc)"
+    if not (mallopt(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BLOCK) and mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM)):
+        return "freed memory: left to the system allocator (glibc refused the thresholds)"
+    return "freed memory: kept for reuse (glibc heap blocks up to 32 MiB, never trimmed)"
+
+
+MIXED_PRECISION_CHOICES = ("no", "bf16", "auto")
+
+
+def resolve_mixed_precision(choice: str, device_type: str = "cpu") -> str:
+    """`"auto"` made concrete for a device: `"bf16"` on a GPU and on a CPU with bf16 instructions (AVX512-BF16, AMX),
+    where bf16 autocast pays; `"no"` elsewhere, where a CPU would emulate it. Other choices are returned as given."""
+    if choice != "auto":
+        return choice
+    if device_type == "cpu":
+        return "bf16" if cpu_bf16_support().native else "no"
+    return "bf16"
 
 
 def cpu_threads_per_process(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from hf_ddpm.cpu import cpu_bf16_support, cpu_threads_per_process
+from hf_ddpm.cpu import cpu_threads_per_process, resolve_mixed_precision
 from hf_ddpm.evaluation import EvaluationResult, evaluate, write_report
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_guidance_interval
@@ -55,7 +55,10 @@ class Recipe:
         target_agreement: the agreement to reach, or `None`: the judge's own accuracy on real held-out images.
         target_fd_ratio: the largest Fréchet distance to reach, as a multiple of its real-vs-real floor.
         class_noun: what one class is called in the summary ("digit"), `images_noun` its images ("digits").
-        mixed_precision: the training's (`auto`: bf16 where the CPU has bf16 instructions); `None`: fp32.
+        mixed_precision: the training's and the evaluation's sampling (`auto`: bf16 autocast where the CPU has bf16
+            instructions); `None`: fp32.
+        eval_batch_size: images per pipeline call in the evaluation: small enough that CFG's activations stay in
+            the blocks the allocator keeps for reuse (`keep_freed_memory`), large enough to fill the cores.
         snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023) when set; `None` or 0: the plain loss.
     """
 
@@ -76,6 +79,7 @@ class Recipe:
     images_noun: str = "images"
     mixed_precision: str | None = None
     snr_gamma: float | None = None
+    eval_batch_size: int = 64
 
 
 RECIPES = {
@@ -97,6 +101,7 @@ RECIPES = {
         target_fd_ratio=1.5,
         class_noun="digit",
         images_noun="digits",
+        mixed_precision="auto",
     ),
     # The test split's 10,000 images split into a reference half and a held-out half of 5,000 each.
     "fashion_mnist": Recipe(
@@ -117,6 +122,7 @@ RECIPES = {
         # Measured on this recipe at the same 3,600 steps (docs/fashion-mnist.md): closer to the real images in every
         # measure than the plain loss.
         snr_gamma=5.0,
+        eval_batch_size=32,
     ),
 }
 # Datasets without a recipe of their own (a folder of IDX files, a Hub dataset with a test split) take this one.
@@ -337,9 +343,7 @@ def training_flags(args: argparse.Namespace) -> list[str]:
 
 def mixed_precision(choice: str) -> str:
     """`auto`: bf16 where it pays, on a GPU or on a CPU with bf16 instructions (AVX512-BF16, AMX); fp32 elsewhere."""
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() or cpu_bf16_support().native else "no"
+    return resolve_mixed_precision(choice, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(argv: list[str] | None = None) -> DemoResult:
@@ -386,8 +390,9 @@ def main(argv: list[str] | None = None) -> DemoResult:
         steps=[args.num_inference_steps],
         schedulers=[args.scheduler],
         guidance_intervals=[args.guidance_interval],
-        batch_size=250,
+        batch_size=recipe.eval_batch_size,
         seed=args.seed,
+        mixed_precision=args.mixed_precision or "no",
         split=recipe.eval_split or "train",
         metrics=[recipe.distance, "kid", "precision_recall", "agreement"],
     )

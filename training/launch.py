@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration
 
-from hf_ddpm.cpu import choose_torch_threads, cpu_bf16_support
+from hf_ddpm.cpu import choose_torch_threads, cpu_bf16_support, keep_freed_memory
 from hf_ddpm.training.checkpoints import (
     check_checkpoint_matches,
 )
@@ -71,6 +71,8 @@ def make_accelerator(args: argparse.Namespace, resume_path: str | None) -> Accel
     threads = choose_torch_threads(accelerator.device.type, args.dataloader_num_workers)
     torch.set_num_threads(threads.threads)
     logger.info(f"torch threads: {threads.threads} ({threads.reason})")
+    if accelerator.device.type == "cpu":
+        logger.info(keep_freed_memory())
     return accelerator
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cpu import MIXED_PRECISION_CHOICES, resolve_mixed_precision
 from ..data import DIGITS, ImageData, load_image_data
 from ..pipelines.pipeline_ddpm_cfg import check_guidance_interval, check_num_inference_steps
 from ..sampling import SCHEDULERS, scheduler_from_name
@@ -298,6 +299,7 @@ def evaluate(
     guidance_intervals: Sequence[tuple[float, float] | None] = (None,),
     batch_size: int = 100,
     seed: int = 0,
+    mixed_precision: str = "no",
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     **evaluator_kwargs,
@@ -320,6 +322,11 @@ def evaluate(
         guidance_intervals: the `guidance_interval`s to sweep (`None`: guidance at every step; `(0, 1)` is the same).
         batch_size (`int`): images per pipeline call (CFG doubles the UNet batch).
         seed (`int`): image i starts from the noise of seed `seed + i` in every combination.
+        mixed_precision (`str`): `"no"` samples in the pipeline's dtype; `"bf16"` samples under bf16 autocast (the
+            UNet's convolutions and matmuls in bfloat16, the scheduler's arithmetic in float32), about as a model
+            trained with `--mixed_precision bf16` ran; `"auto"`: bf16 where it pays (a GPU, or a CPU with bf16
+            instructions), otherwise `"no"`. The images differ from fp32's in their last bits, not in what they show
+            (docs/speed.md); the metrics' `info` records which was used.
         out_dir (`str`, *optional*): when given, `metrics.json` and the plots are written there (`report.py`).
         progress (`bool`): show progress bars.
         evaluator_kwargs: how to read the dataset and measure, passed to [`Evaluator`]: `split`,
@@ -342,6 +349,11 @@ def evaluate(
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
     if pipe.config.null_class_id is None and any(scale != 1.0 for scale in guidance_scales):
         raise ValueError("`guidance_scale` other than 1 needs a class-conditional model; this one is unconditional.")
+    if mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise ValueError(
+            f"`mixed_precision` must be one of {', '.join(MIXED_PRECISION_CHOICES)}; got {mixed_precision!r}."
+        )
+    precision = resolve_mixed_precision(mixed_precision, pipe.device.type)
     evaluator = Evaluator(pipe, dataset, metrics=metrics, num_samples=num_samples, **evaluator_kwargs)
 
     # Sample every combination with the same seeds and labels; measure.
@@ -360,17 +372,18 @@ def evaluate(
         for index, (name, count, scale, interval) in enumerate(combinations):
             pipe.scheduler = base_scheduler if name is None else scheduler_from_name(name, base_scheduler)
             started = time.perf_counter()
-            images = sample_images(
-                pipe,
-                range(num_samples),
-                evaluator.class_ids,
-                batch_size,
-                seed,
-                bar,
-                guidance_scale=scale,
-                num_inference_steps=count,
-                guidance_interval=interval,
-            )
+            with torch.autocast(pipe.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                images = sample_images(
+                    pipe,
+                    range(num_samples),
+                    evaluator.class_ids,
+                    batch_size,
+                    seed,
+                    bar,
+                    guidance_scale=scale,
+                    num_inference_steps=count,
+                    guidance_interval=interval,
+                )
             row = settings_row(pipe, scale, interval, num_samples, time.perf_counter() - started)
             row.update(evaluator.measure(images))
             rows.append(row)
@@ -380,7 +393,7 @@ def evaluate(
         bar.close()
 
     model = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path")
-    info = {"model": model, "seed": seed, **evaluator.info}
+    info = {"model": model, "seed": seed, "mixed_precision": precision, **evaluator.info}
     result = EvaluationResult(rows=rows, floors=evaluator.floors, info=info, grids=grids)
     if out_dir is not None:
         from .report import write_report
