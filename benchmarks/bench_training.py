@@ -1,5 +1,6 @@
 """Training steps per second: eager against torch.compile (and what compiling costs), fp32 against bf16 autocast,
-optionally channels_last and diffusers' UNet2DModel beside ours, on the demo's digits config and the CIFAR-10 config.
+optionally channels_last and diffusers' UNet2DModel beside ours, on the demo's digits config, the Fashion-MNIST
+recipe's `small` config and the CIFAR-10 config.
 
 Each step is the training script's: `training_loss` (noise, timesteps, label dropout, the v or epsilon target)
 through the model built from the preset, backward, fused AdamW. Every variant trains its own copy of the same
@@ -11,8 +12,12 @@ trains the variants side by side on the real digits and prints their curves).
     python benchmarks/bench_training.py                       # digits and CIFAR configs, fp32/bf16 x eager/compile
     python benchmarks/bench_training.py --configs ddpm-cifar10 --models ours diffusers \\
         --variants bf16 bf16+channels_last bf16+channels_last+compile --device cuda --batch-size 128
+    python benchmarks/bench_training.py --configs digits small --models ours diffusers --variants fp32 bf16
     python benchmarks/bench_training.py --quick               # a smoke run: digits, fp32 and bf16, 2 rounds
     python benchmarks/bench_training.py --configs digits --variants fp32 bf16 --loss-curve 600   # loss curves
+
+The process keeps freed memory for reuse (`keep_freed_memory`), as the training script does on a CPU;
+`--default-allocator` leaves glibc's defaults, to measure what that is worth.
 
 Timings need a quiet machine: run nothing else beside it.
 """
@@ -26,42 +31,54 @@ from collections.abc import Callable
 import torch
 from bench_evaluation import cpu_description
 from bench_unet import CONFIGS, build_diffusers
+from diffusers import UNet2DModel
 
-from hf_ddpm.cpu import cpu_bf16_support
+from hf_ddpm.cpu import cpu_bf16_support, keep_freed_memory
 from hf_ddpm.data import load_image_data
 from hf_ddpm.models import DDPMUNet2DModel
 from hf_ddpm.models.presets import read_model_config, unet_config_from
 from hf_ddpm.schedulers import DDPMScheduler
 from hf_ddpm.training.train import parse_args as training_args, training_loss
 
-# The presets measured: the demo's digits model and the DDPM CIFAR-10 network, with the data shapes they train on.
+# The presets measured: the demo's digits model, the Fashion-MNIST recipe's and the DDPM CIFAR-10 network, with the
+# data shapes they train on.
+DEMO_FLAGS = ["--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"]
 SETUPS = {
-    "digits": dict(
-        resolution=16,
-        channels=1,
-        num_classes=10,
-        batch_size=32,
-        flags=["--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"],
-    ),
+    "digits": dict(resolution=16, channels=1, num_classes=10, batch_size=32, flags=DEMO_FLAGS),
+    "small": dict(resolution=28, channels=1, num_classes=10, batch_size=32, flags=[*DEMO_FLAGS, "--snr_gamma", "5"]),
     "ddpm-cifar10": dict(resolution=32, channels=3, num_classes=10, batch_size=16, flags=[]),
 }
 OPTIONS = ("fp32", "bf16", "compile", "channels_last")
 
 
 def build_model(name: str, setup: str) -> torch.nn.Module:
-    """Our UNet from the preset, or diffusers' UNet2DModel at the matching configuration (CIFAR only)."""
+    """Our UNet from the preset, or diffusers' UNet2DModel of the same architecture."""
     spec = SETUPS[setup]
+    keys = read_model_config(setup)
     if name == "ours":
-        keys = read_model_config(setup)
         return DDPMUNet2DModel(
             **unet_config_from(
                 keys, resolution=spec["resolution"], channels=spec["channels"], num_classes=spec["num_classes"]
             )
         )
-    if setup != "ddpm-cifar10":
-        raise ValueError(f"--models diffusers is matched to the ddpm-cifar10 config only, not {setup!r}.")
     # One more embedding row than classes: the null label, which ours keeps apart.
-    return build_diffusers(CONFIGS["cifar"], attention_head_dim=8, num_class_embeds=spec["num_classes"] + 1)
+    if setup == "ddpm-cifar10":
+        return build_diffusers(CONFIGS["cifar"], attention_head_dim=8, num_class_embeds=spec["num_classes"] + 1)
+    widths, attention = keys["block_out_channels"], keys["attention_levels"]
+    return UNet2DModel(
+        sample_size=spec["resolution"],
+        in_channels=spec["channels"],
+        out_channels=spec["channels"],
+        block_out_channels=widths,
+        layers_per_block=keys["layers_per_block"],
+        down_block_types=tuple("AttnDownBlock2D" if flag else "DownBlock2D" for flag in attention),
+        up_block_types=tuple("AttnUpBlock2D" if flag else "UpBlock2D" for flag in reversed(attention)),
+        attention_head_dim=widths[-1],  # one head, as ours
+        norm_num_groups=keys["norm_num_groups"],
+        attn_norm_num_groups=keys["norm_num_groups"],
+        resnet_time_scale_shift="scale_shift",
+        num_class_embeds=spec["num_classes"] + 1,
+    )
 
 
 def training_images(setup: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +87,9 @@ def training_images(setup: str) -> tuple[torch.Tensor, torch.Tensor]:
     spec = SETUPS[setup]
     if setup == "digits":
         data = load_image_data(dataset_name="digits", resolution=spec["resolution"])
+        return data.images, data.labels
+    if setup == "small":
+        data = load_image_data(dataset_name="fashion_mnist", resolution=spec["resolution"], max_samples=4096)
         return data.images, data.labels
     generator = torch.Generator().manual_seed(0)
     shape = (256, spec["channels"], spec["resolution"], spec["resolution"])
@@ -156,12 +176,13 @@ def main() -> None:
         default=["fp32", "bf16", "fp32+compile", "bf16+compile"],
         help=f"'+'-joined options of {OPTIONS}; the first is the baseline of the ratios",
     )
-    parser.add_argument("--batch-size", type=int, help="per config default: digits 32 (the demo's), CIFAR 16")
+    parser.add_argument("--batch-size", type=int, help="per config default: digits and small 32 (the demos'), CIFAR 16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (the first compiles)")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="digits, fp32 and bf16, 1 warm-up step, 2 rounds")
+    parser.add_argument("--default-allocator", action="store_true", help="leave glibc's thresholds as they are")
     parser.add_argument(
         "--loss-curve",
         type=int,
@@ -183,6 +204,7 @@ def main() -> None:
     print(f"torch {torch.__version__} on {where}, {torch.get_num_threads()} threads")
     if device.type == "cpu":
         print(cpu_bf16_support().message)
+        print("freed memory: left to glibc's defaults" if args.default_allocator else keep_freed_memory())
 
     for setup in args.configs:
         if args.batch_size:
