@@ -4,8 +4,11 @@ For the demo's configuration (the `digits` UNet at 16x16) and the Fashion-MNIST 
 batch 32 as their demos train: one step of the training script split into its parts (the batch, the forward pass with
 the loss, the backward pass, the optimizer, the EMA), timed as medians over several steps after a warm-up, each with
 its share of the step. Then, from torch.profiler's FLOP counts, the achieved GFLOP/s of the step's convolutions and
-matmuls, beside the GFLOP/s of the step's largest convolution timed alone (what this CPU reaches on that shape when
-nothing else runs: the practical peak).
+matmuls (forward and backward), and their share of the step's op time, beside the GFLOP/s of the step's largest
+convolution timed alone (what this CPU reaches on that shape when nothing else runs: the practical peak).
+
+The process keeps freed memory for reuse (`keep_freed_memory`), as the training script does on a CPU;
+`--default-allocator` leaves glibc's defaults, and each step's page faults are printed.
 
     python benchmarks/bench_step_profile.py                      # both configurations, fp32 and bf16 autocast
     python benchmarks/bench_step_profile.py --configs small --precisions bf16 --steps 20
@@ -14,6 +17,7 @@ Timings need a quiet machine: run nothing else beside it.
 """
 
 import argparse
+import resource
 import statistics
 import time
 from collections import defaultdict
@@ -22,6 +26,7 @@ import torch
 from bench_evaluation import cpu_description
 from diffusers.training_utils import EMAModel
 
+from hf_ddpm.cpu import keep_freed_memory
 from hf_ddpm.data import load_image_data
 from hf_ddpm.models import DDPMUNet2DModel
 from hf_ddpm.models.presets import read_model_config, unet_config_from
@@ -34,12 +39,22 @@ SETUPS = {
     "small": dict(dataset="fashion_mnist", resolution=28),
 }
 PARTS = ("batch", "forward", "backward", "optimizer", "ema")
-# The ops of each kind, at every level of the dispatch (their self times add up). FLOPs are counted once per call,
-# at the level that has a FLOP formula: a convolution's at conv2d and again at convolution (the larger is taken), a
-# matmul's at mm, addmm, bmm or baddbmm (summed: they are different calls).
+# The ops of each kind, at every level of the dispatch (their self times add up), the backward passes' included.
+# torch.profiler has a FLOP formula for the forward convolution only: counted once per call (at conv2d and again at
+# convolution; the larger is taken), and its backward as twice as many (the input's and the weight's gradients, each
+# a product of the same size; the first layer's input gradient, which is not computed, makes this a slight
+# overcount). A matmul's FLOPs are counted at mm, addmm, bmm or baddbmm, the backward's included (summed: they are
+# different calls).
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul")
 MATMUL_FLOP_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
-CONV_OPS = ("aten::convolution", "aten::_convolution", "aten::mkldnn_convolution", "aten::conv2d")
+CONV_OPS = (
+    "aten::convolution",
+    "aten::_convolution",
+    "aten::mkldnn_convolution",
+    "aten::conv2d",
+    "aten::convolution_backward",
+)
+BACKWARD_CONV_FLOPS = 2  # times the forward's
 
 
 def build(config: str, batch_size: int):
@@ -91,7 +106,7 @@ def flops_and_time(model, optimizer, ema, scheduler, data, args, batch_size: int
     totals = defaultdict(lambda: [0.0, 0.0])
     for event in profile.key_averages():
         if event.key in CONV_OPS:
-            totals["conv"][0] = max(totals["conv"][0], event.flops)
+            totals["conv"][0] = max(totals["conv"][0], event.flops * (1 + BACKWARD_CONV_FLOPS))
             totals["conv"][1] += event.self_cpu_time_total / 1e6
         elif event.key in MATMUL_OPS:
             totals["matmul"][0] += event.flops if event.key in MATMUL_FLOP_OPS else 0
@@ -150,23 +165,28 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, default=32, help="the demos' batch")
     parser.add_argument("--steps", type=int, default=15, help="timed steps after 3 of warm-up")
+    parser.add_argument("--default-allocator", action="store_true", help="leave glibc's thresholds as they are")
     args = parser.parse_args()
     print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("freed memory: left to glibc's defaults" if args.default_allocator else keep_freed_memory())
     for config in args.configs:
         for precision in args.precisions:
             bf16 = precision == "bf16"
             parts = build(config, args.batch_size)
-            samples = defaultdict(list)
+            samples, faults = defaultdict(list), []
             for step in range(args.steps + 3):
+                faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 times = timed_step(*parts, step, args.batch_size, bf16)
                 if step >= 3:
+                    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
                     for part, seconds in times.items():
                         samples[part].append(seconds)
             medians = {part: statistics.median(samples[part]) for part in PARTS}
             total = sum(medians.values())
             print(
                 f"\n{config} ({SETUPS[config]['resolution']}x{SETUPS[config]['resolution']}), batch "
-                f"{args.batch_size}, {precision}: {total * 1000:.1f} ms a step ({1 / total:.2f} steps/s)"
+                f"{args.batch_size}, {precision}: {total * 1000:.1f} ms a step ({1 / total:.2f} steps/s), "
+                f"{statistics.median(faults):.0f} page faults a step"
             )
             for part in PARTS:
                 print(f"  {part:<10} {medians[part] * 1000:8.1f} ms  {medians[part] / total:6.1%}")
