@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 
@@ -22,6 +23,16 @@ from hub_server import HubServer, point_clients_at  # noqa: E402
 from without_hf_ddpm import ProcessWithoutHfDdpm  # noqa: E402
 
 torch.set_num_threads(1)
+
+# What the session imports (torch, diffusers, gradio, the test modules) stays until it ends. Frozen, it is left out
+# of the garbage collections that the tests' own allocations set off, which would otherwise walk all of it again each
+# time: torch from here, the rest once collection has imported it.
+gc.freeze()
+
+
+def pytest_collection_finish(session):
+    gc.collect()  # the imports' garbage goes first: only what stays is frozen
+    gc.freeze()
 
 
 @pytest.fixture
