@@ -2,6 +2,10 @@ import gc
 import os
 import sys
 
+# Collecting the tests only imports (torch, diffusers, gradio, the test modules): no garbage collection until it is
+# done, then one (`pytest_collection_finish`), instead of one after another over an ever larger heap.
+gc.disable()
+
 # The tests live in folders by area (schedulers, models, pipelines, data, training, evaluation, hub, app, cli), with
 # the shared helpers and the Hub stand-in under fixtures/. Test modules import builders from each other by module name
 # (`from test_evaluation import tiny_pipeline`), whatever folder they are in: every area is on the import path.
@@ -24,13 +28,11 @@ from without_hf_ddpm import ProcessWithoutHfDdpm  # noqa: E402
 
 torch.set_num_threads(1)
 
-# What the session imports (torch, diffusers, gradio, the test modules) stays until it ends. Frozen, it is left out
-# of the garbage collections that the tests' own allocations set off, which would otherwise walk all of it again each
-# time: torch from here, the rest once collection has imported it.
-gc.freeze()
-
 
 def pytest_collection_finish(session):
+    """What the session imported stays until it ends. Frozen, it is left out of the garbage collections that the
+    tests' own allocations set off, which would otherwise walk all of it again each time."""
+    gc.enable()
     gc.collect()  # the imports' garbage goes first: only what stays is frozen
     gc.freeze()
 
