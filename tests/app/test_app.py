@@ -455,17 +455,47 @@ def test_scheduler_choices_are_the_samplers_of_hf_ddpm_sample(app):
     assert [name for name, _ in dropdown.choices] == ["DDPM", "DDIM", "DPM-Solver++ (2M)", "Euler", "UniPC"]
 
 
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def start_server(model) -> tuple[int, subprocess.Popen]:
+    """`hf-ddpm serve MODEL` on a free port, starting."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hf_ddpm", "serve", model, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return port, server
+
+
+@pytest.fixture(scope="module")
+def starting_servers(request, model):
+    """A server for each stop signal that this session's tests send, all started at once: each spends its first
+    seconds importing, on a core of its own where there is one. A test takes its own; any left are stopped here."""
+    test = test_hf_ddpm_serve_serves_the_page_until_interrupted_then_closes_the_server_and_exits.__name__
+    wanted = [
+        item.callspec.params["stop_signal"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == test
+    ]
+    servers = {stop_signal: start_server(model) for stop_signal in STOP_SIGNALS if stop_signal in wanted}
+    yield servers
+    for _, server in servers.values():
+        server.kill()
+        server.communicate()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_hf_ddpm_serve_serves_the_page_until_interrupted_then_closes_the_server_and_exits(model, stop_signal):
+@pytest.mark.parametrize("stop_signal", STOP_SIGNALS)
+def test_hf_ddpm_serve_serves_the_page_until_interrupted_then_closes_the_server_and_exits(
+    model, stop_signal, starting_servers
+):
+    started = starting_servers.pop(stop_signal, None)
     for _ in range(5):
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "hf_ddpm", "serve", model, "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        port, server = started or start_server(model)
+        started = None
         try:
             page = wait_for_page(f"http://127.0.0.1:{port}/", server)
         finally:
