@@ -155,54 +155,89 @@ def decisions(output: str) -> list[list]:
     return [json.loads(line.split(" ", 1)[1]) for line in output.splitlines() if line.startswith("DECISION ")]
 
 
-@pytest.mark.parametrize(
-    "flags, variables, expected",
-    [
-        (
-            [],
-            {},
-            [
-                2,
-                "2 idle cores, 1 training process(es) on this machine; replaces accelerate launch's default "
-                "OMP_NUM_THREADS=1",
-            ],
-        ),
-        (["--num_cpu_threads_per_process", "1"], {}, [1, "--num_cpu_threads_per_process 1 of accelerate launch"]),
-        ([], {"OMP_NUM_THREADS": "1"}, [1, "OMP_NUM_THREADS=1, set by the user for accelerate launch"]),
-    ],
-    ids=["accelerate-default", "flag", "exported"],
-)
-def test_under_accelerate_launch_only_its_own_default_is_replaced(tmp_path, flags, variables, expected):
-    (tmp_path / "decide.py").write_text(PRINT_DECISION)
-    run = subprocess.run(
-        [ACCELERATE, "launch", "--num_processes", "1", *flags, str(tmp_path / "decide.py")],
-        env=launch_environment(tmp_path, **variables),
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=300,
+# One `accelerate launch --num_processes 1 decide.py` per case: its flags, its environment and the decision expected.
+ONE_PROCESS_LAUNCHES = {
+    "accelerate-default": (
+        [],
+        {},
+        [
+            2,
+            "2 idle cores, 1 training process(es) on this machine; replaces accelerate launch's default "
+            "OMP_NUM_THREADS=1",
+        ],
+    ),
+    "flag": (["--num_cpu_threads_per_process", "1"], {}, [1, "--num_cpu_threads_per_process 1 of accelerate launch"]),
+    "exported": ([], {"OMP_NUM_THREADS": "1"}, [1, "OMP_NUM_THREADS=1, set by the user for accelerate launch"]),
+}
+WITH_A_CONFIG = "with-a-config"  # `accelerate launch decide.py` with the config that `accelerate config default` writes
+
+
+def start_launch(folder, case: str) -> subprocess.Popen:
+    """Starts the launch of `case` in `folder` (its decide.py, HF_HOME and output files)."""
+    folder.mkdir()
+    (folder / "decide.py").write_text(PRINT_DECISION)
+    if case == WITH_A_CONFIG:
+        from accelerate.utils import write_basic_config
+
+        config = folder / "hf_home" / "accelerate" / "default_config.yaml"
+        config.parent.mkdir(parents=True)
+        write_basic_config(mixed_precision="no", save_location=str(config))
+        command, variables = [ACCELERATE, "launch", str(folder / "decide.py")], {}
+    else:
+        flags, variables, _ = ONE_PROCESS_LAUNCHES[case]
+        command = [ACCELERATE, "launch", "--num_processes", "1", *flags, str(folder / "decide.py")]
+    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+        return subprocess.Popen(
+            command, env=launch_environment(folder, **variables), cwd=REPOSITORY, stdout=stdout, stderr=stderr
+        )
+
+
+@pytest.fixture(scope="module")
+def one_process_launches(request, tmp_path_factory):
+    """The one-process launches of the tests selected, all started at once: each is mostly the start of two Python
+    processes (the launcher, then the script), which then run side by side where there are cores for them. A test
+    takes its own (`finished`); any left are stopped here."""
+    tests = {
+        test_under_accelerate_launch_only_its_own_default_is_replaced.__name__: None,
+        test_under_accelerate_launch_with_a_config_its_default_is_replaced.__name__: WITH_A_CONFIG,
+    }
+    cases = {
+        tests[item.originalname] or item.callspec.id
+        for item in request.session.items
+        if getattr(item, "originalname", None) in tests
+    }
+    root = tmp_path_factory.mktemp("launches")
+    launches = {
+        case: (root / case, start_launch(root / case, case))
+        for case in [*ONE_PROCESS_LAUNCHES, WITH_A_CONFIG]
+        if case in cases
+    }
+    yield launches
+    for _, process in launches.values():
+        process.kill()
+        process.wait()
+
+
+def finished(launches: dict, case: str) -> subprocess.CompletedProcess:
+    folder, process = launches.pop(case)
+    process.wait(timeout=300)
+    return subprocess.CompletedProcess(
+        process.args, process.returncode, (folder / "stdout").read_text(), (folder / "stderr").read_text()
     )
+
+
+@pytest.mark.parametrize("case", list(ONE_PROCESS_LAUNCHES))
+def test_under_accelerate_launch_only_its_own_default_is_replaced(one_process_launches, case):
+    expected = ONE_PROCESS_LAUNCHES[case][2]
+    run = finished(one_process_launches, case)
     assert run.returncode == 0, run.stderr[-4000:]
     assert decisions(run.stdout) == [expected]
 
 
-def test_under_accelerate_launch_with_a_config_its_default_is_replaced(tmp_path):
+def test_under_accelerate_launch_with_a_config_its_default_is_replaced(one_process_launches):
     """A config as `accelerate config default` writes it on a machine without GPUs, in the default location. It says
     use_cpu, and then accelerate's default is the physical cores per process (not 1)."""
-    from accelerate.utils import write_basic_config
-
-    config = tmp_path / "hf_home" / "accelerate" / "default_config.yaml"
-    config.parent.mkdir(parents=True)
-    write_basic_config(mixed_precision="no", save_location=str(config))
-    (tmp_path / "decide.py").write_text(PRINT_DECISION)
-    run = subprocess.run(
-        [ACCELERATE, "launch", str(tmp_path / "decide.py")],
-        env=launch_environment(tmp_path),
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = finished(one_process_launches, WITH_A_CONFIG)
     assert run.returncode == 0, run.stderr[-4000:]
     [[threads, reason]] = decisions(run.stdout)
     assert threads == 2 and re.search(r"; replaces accelerate launch's default OMP_NUM_THREADS=\d+$", reason), reason
