@@ -1,4 +1,5 @@
-"""What this CPU offers a training process: bfloat16 instructions (`cpu_bf16_support`), and how many torch threads
+"""What this CPU offers a training process: bfloat16 instructions (`cpu_bf16_support`, `resolve_mixed_precision`),
+freed memory kept for reuse (`keep_freed_memory`), and how many torch threads
 each process takes (`choose_torch_threads`: its share of the cores idle when it starts, unless the user or a
 launcher chose a count)."""
 
