@@ -11,7 +11,7 @@ distance at the demo's guidance scale are printed beside it: the faster run has 
 
     python -m hf_ddpm.demo                                           # trains digits-demo/
     python benchmarks/bench_demo_evaluation.py digits-demo --rounds 3
-    python benchmarks/bench_demo_evaluation.py fashion-mnist-demo --dataset fashion_mnist --rounds 1
+    python benchmarks/bench_demo_evaluation.py fashion-mnist-demo --dataset fashion_mnist --num-samples 200 --rounds 1
 
 Timings need a quiet machine: run nothing else beside it.
 """
@@ -30,7 +30,7 @@ SETTINGS = {
 }
 
 
-def child(model: str, dataset: str, setting: str, cache_dir: str) -> None:
+def child(model: str, dataset: str, setting: str, cache_dir: str, num_samples: int | None) -> None:
     """One measurement in this process; prints a JSON line."""
     from hf_ddpm.cpu import keep_freed_memory
 
@@ -45,6 +45,8 @@ def child(model: str, dataset: str, setting: str, cache_dir: str) -> None:
 
     args = parse_args(["--dataset", dataset, "--output_dir", model])
     overrides = {key: chosen[key] for key in ("batch_size", "mixed_precision") if chosen[key] is not None}
+    if num_samples is not None:
+        overrides["num_samples"] = num_samples
     pipe = load_pipeline(model, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     started = time.perf_counter()
@@ -71,15 +73,18 @@ def main() -> None:
     parser.add_argument("model", help="a pipeline folder written by the demo")
     parser.add_argument("--dataset", default="digits", help="the demo's --dataset (default: digits)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each setting, after one warm-up")
+    parser.add_argument("--num-samples", type=int, help="samples per guidance scale (default: the demo's)")
     parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.model, args.dataset, args.child, args.cache_dir)
+        child(args.model, args.dataset, args.child, args.cache_dir, args.num_samples)
         return
 
     def run(setting: str, cache_dir: str) -> dict:
         command = [sys.executable, __file__, args.model, "--dataset", args.dataset, "--child", setting]
+        if args.num_samples is not None:
+            command += ["--num-samples", str(args.num_samples)]
         done = subprocess.run([*command, "--cache-dir", cache_dir], capture_output=True, text=True, check=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
