@@ -31,7 +31,6 @@ from collections.abc import Callable
 import torch
 from bench_evaluation import cpu_description
 from bench_unet import CONFIGS, build_diffusers
-from diffusers import UNet2DModel
 
 from hf_ddpm.cpu import cpu_bf16_support, keep_freed_memory
 from hf_ddpm.data import load_image_data
@@ -64,20 +63,16 @@ def build_model(name: str, setup: str) -> torch.nn.Module:
     # One more embedding row than classes: the null label, which ours keeps apart.
     if setup == "ddpm-cifar10":
         return build_diffusers(CONFIGS["cifar"], attention_head_dim=8, num_class_embeds=spec["num_classes"] + 1)
-    widths, attention = keys["block_out_channels"], keys["attention_levels"]
-    return UNet2DModel(
-        sample_size=spec["resolution"],
-        in_channels=spec["channels"],
-        out_channels=spec["channels"],
-        block_out_channels=widths,
-        layers_per_block=keys["layers_per_block"],
-        down_block_types=tuple("AttnDownBlock2D" if flag else "DownBlock2D" for flag in attention),
-        up_block_types=tuple("AttnUpBlock2D" if flag else "UpBlock2D" for flag in reversed(attention)),
+    widths = keys["block_out_channels"]
+    config = dict(
+        sample_size=spec["resolution"], channels=spec["channels"], widths=widths, attention=keys["attention_levels"]
+    )
+    return build_diffusers(
+        config,
         attention_head_dim=widths[-1],  # one head, as ours
-        norm_num_groups=keys["norm_num_groups"],
-        attn_norm_num_groups=keys["norm_num_groups"],
-        resnet_time_scale_shift="scale_shift",
         num_class_embeds=spec["num_classes"] + 1,
+        layers_per_block=keys["layers_per_block"],
+        norm_num_groups=keys["norm_num_groups"],
     )
 
 

@@ -52,7 +52,13 @@ def build_ours(config: dict) -> DDPMUNet2DModel:
     )
 
 
-def build_diffusers(config: dict, attention_head_dim: int, num_class_embeds: int | None = None) -> UNet2DModel:
+def build_diffusers(
+    config: dict,
+    attention_head_dim: int,
+    num_class_embeds: int | None = None,
+    layers_per_block: int = 2,
+    norm_num_groups: int = 32,
+) -> UNet2DModel:
     down = tuple("AttnDownBlock2D" if flag else "DownBlock2D" for flag in config["attention"])
     up = tuple("AttnUpBlock2D" if flag else "UpBlock2D" for flag in reversed(config["attention"]))
     return UNet2DModel(
@@ -60,11 +66,12 @@ def build_diffusers(config: dict, attention_head_dim: int, num_class_embeds: int
         in_channels=config["channels"],
         out_channels=config["channels"],
         block_out_channels=config["widths"],
-        layers_per_block=2,
+        layers_per_block=layers_per_block,
         down_block_types=down,
         up_block_types=up,
         attention_head_dim=attention_head_dim,
-        attn_norm_num_groups=32,
+        norm_num_groups=norm_num_groups,
+        attn_norm_num_groups=norm_num_groups,
         resnet_time_scale_shift="scale_shift",
         num_class_embeds=num_class_embeds,
     )
