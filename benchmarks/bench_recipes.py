@@ -1,0 +1,196 @@
+"""Quality against training time on the digits demo, for its recipe and candidates that change one thing each.
+
+Each candidate is the demo's training run (`hf_ddpm.demo.training_flags`) with a few flags changed, run in a fresh
+process with `--eval_steps`: the EMA weights are measured along the way as the demo measures its model (898 samples
+at the demo's guidance scale against the reference half of the digits, which the run never trains on). The
+evaluations' values come back from the run's tensorboard logs; the seconds of training up to each evaluation are the
+wall time of its optimizer steps, with the evaluations, previews and checkpoints taken out (a step interval over
+four times the run's median stands for one median step). Prints, for each candidate, the first evaluation that meets
+the demo's targets (agreement >= 98%, Fréchet distance <= 1.5x the floor) and the last one, and plots the distance
+over its floor and the agreement against training seconds.
+
+    python benchmarks/bench_recipes.py --out recipe-curves                 # every candidate, about 6 min each
+    python benchmarks/bench_recipes.py --out recipe-curves --recipes demo "lr 2e-3"
+    python benchmarks/bench_recipes.py --out recipe-curves --plot-only     # the table and plot of finished runs
+
+Run nothing else beside it: the seconds are wall time.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+from bench_evaluation import cpu_description
+
+DEMO_TARGETS = {"agreement": 0.98, "fd_ratio": 1.5}
+# Flags appended to the demo's run (the last of a repeated flag wins); a model config is a JSON file written at run time.
+CANDIDATES: dict[str, list[str]] = {
+    "demo": [],
+    "lr 2e-3": ["--learning_rate", "2e-3"],
+    "lr 5e-4": ["--learning_rate", "5e-4"],
+    "batch 16": ["--train_batch_size", "16"],
+    "batch 64": ["--train_batch_size", "64"],
+    "min-SNR-5": ["--snr_gamma", "5"],
+    "EMA shorter (power 2/3)": ["--ema_power", "0.6667"],
+    "narrower (24, 48)": ["--model_config", "narrower.json"],
+    "wider (48, 96)": ["--model_config", "wider.json"],
+}
+MODEL_CONFIGS = {
+    "narrower.json": {
+        "block_out_channels": [24, 48],
+        "layers_per_block": 1,
+        "attention_levels": [False, True],
+        "norm_num_groups": 8,
+    },
+    "wider.json": {
+        "block_out_channels": [48, 96],
+        "layers_per_block": 1,
+        "attention_levels": [False, True],
+        "norm_num_groups": 8,
+    },
+}
+
+
+def run_folder(out: str, name: str) -> str:
+    """`recipe-curves/lr_2e-3` for the candidate "lr 2e-3"."""
+    return os.path.join(out, re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_"))
+
+
+def train(out: str, name: str, steps: int, eval_every: int) -> None:
+    """One candidate's run, in a fresh process, into `run_folder(out, name)`."""
+    from hf_ddpm.demo import parse_args, training_flags
+
+    folder = run_folder(out, name)
+    demo = parse_args(["--output_dir", folder, "--max_train_steps", str(steps)])
+    extra = list(CANDIDATES[name])
+    for index, value in enumerate(extra):
+        if value in MODEL_CONFIGS:
+            path = os.path.join(out, value)
+            with open(path, "w", encoding="utf-8") as file:
+                json.dump(MODEL_CONFIGS[value], file)
+            extra[index] = path
+    evaluation = [
+        "--eval_steps",
+        str(eval_every),
+        "--eval_num_samples",
+        str(demo.eval_num_samples),
+        "--eval_guidance_scales",
+        str(demo.guidance_scale),
+        "--eval_batch_size",
+        "64",
+        "--report_to",
+        "tensorboard",
+    ]
+    command = [sys.executable, "-m", "hf_ddpm.training.train", *training_flags(demo), *evaluation, *extra]
+    with open(os.path.join(out, os.path.basename(folder) + ".log"), "w", encoding="utf-8") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def read_curve(folder: str) -> list[dict]:
+    """The run's evaluations, each with the training seconds up to it, from its tensorboard logs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = os.path.join(folder, "logs")
+    events = EventAccumulator(logs, size_guidance={"scalars": 0})
+    for root, _, files in os.walk(logs):
+        if any(name.startswith("events.out") for name in files):
+            events = EventAccumulator(root, size_guidance={"scalars": 0})
+            break
+    events.Reload()
+    losses = sorted(events.Scalars("loss"), key=lambda event: event.step)
+    intervals = [later.wall_time - earlier.wall_time for earlier, later in zip(losses, losses[1:])]
+    typical = statistics.median(intervals)
+    seconds_at = {losses[0].step: typical}  # the first step: one typical step (its own start is not logged)
+    total = typical
+    for event, interval in zip(losses[1:], intervals):
+        total += interval if interval <= 4 * typical else typical
+        seconds_at[event.step] = total
+    values = {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    curve = []
+    for step in sorted(values["eval/agreement"]):
+        curve.append(
+            {
+                "step": step,
+                "seconds": seconds_at[step],
+                "agreement": values["eval/agreement"][step],
+                "fd_ratio": values["eval/fd_digits"][step] / values["eval/fd_digits_floor"][step],
+                "precision": values["eval/precision"][step],
+                "recall": values["eval/recall"][step],
+            }
+        )
+    return curve
+
+
+def meets_targets(row: dict) -> bool:
+    return row["agreement"] >= DEMO_TARGETS["agreement"] and row["fd_ratio"] <= DEMO_TARGETS["fd_ratio"]
+
+
+def plot(curves: dict[str, list[dict]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (distance, agreement) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for name, curve in curves.items():
+        seconds = [row["seconds"] for row in curve]
+        style = dict(marker="o", markersize=3, linewidth=2.5 if name == "demo" else 1.2, label=name)
+        distance.plot(seconds, [row["fd_ratio"] for row in curve], **style)
+        agreement.plot(seconds, [100 * row["agreement"] for row in curve], **style)
+    distance.axhline(DEMO_TARGETS["fd_ratio"], color="black", linestyle="--", linewidth=1, label="target")
+    agreement.axhline(100 * DEMO_TARGETS["agreement"], color="black", linestyle="--", linewidth=1, label="target")
+    distance.set(yscale="log", xlabel="training seconds", ylabel="fd_digits / real-vs-real floor")
+    agreement.set(xlabel="training seconds", ylabel="agreement (%)", ylim=(80, 100.5))
+    distance.legend(fontsize=8)
+    for axes in (distance, agreement):
+        axes.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the runs, curves.json and recipe_curves.png")
+    parser.add_argument("--recipes", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    parser.add_argument("--steps", type=int, default=2400, help="optimizer steps of each run (default: the demo's)")
+    parser.add_argument("--eval-every", type=int, default=400, help="steps between evaluations")
+    parser.add_argument("--plot-only", action="store_true", help="read the finished runs, train nothing")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "curves.json")
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as file:
+            results = json.load(file)
+    for name in args.recipes:
+        if not args.plot_only:
+            train(args.out, name, args.steps, args.eval_every)
+            results[name] = {"curve": read_curve(run_folder(args.out, name)), "cpu": cpu_description()}
+            with open(results_path, "w", encoding="utf-8") as file:
+                json.dump(results, file, indent=2)
+
+    cpus = sorted({result["cpu"] for result in results.values()})
+    print(
+        f"{'; '.join(cpus)}; digits demo recipe and candidates, {args.steps} steps, EMA weights evaluated along the way"
+    )
+    print(f"{'recipe':<26} {'first meeting the targets':<34} {'at the end (agreement, distance / floor, s)'}")
+    for name, result in results.items():
+        curve = result["curve"]
+        first = next((row for row in curve if meets_targets(row)), None)
+        met = f"step {first['step']:>5}, {first['seconds']:6.0f} s" if first else "never"
+        last = curve[-1]
+        print(f"{name:<26} {met:<34} {last['agreement']:.1%}, {last['fd_ratio']:.2f}x, {last['seconds']:.0f} s")
+    plot(
+        {name: result["curve"] for name, result in results.items()},
+        os.path.join(args.out, "recipe_curves.png"),
+        f"Digits demo recipes, EMA weights measured along each run ({'; '.join(cpus)})",
+    )
+
+
+if __name__ == "__main__":
+    main()
