@@ -31,10 +31,7 @@ from hf_ddpm.training.checkpoints import (
     previous_run_outputs,
 )
 from hf_ddpm.training.launch import LOG_FILE
-from hf_ddpm.training.step import (
-    LOSS_TYPES,
-    PREDICTION_TYPES,
-)
+from hf_ddpm.training.step import LOSS_TYPES, PREDICTION_TYPES, TIMESTEP_DISTRIBUTIONS
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -64,6 +61,7 @@ DIFFUSION_ONLY_FLAGS = (
     "--prediction_type",
     "--loss_type",
     "--snr_gamma",
+    "--timestep_distribution",
     "--save_images_steps",
     "--scheduler",
     "--num_inference_steps",
@@ -194,6 +192,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice. Default: unweighted.",
+    )
+    model.add_argument(
+        "--timestep_distribution",
+        default="uniform",
+        choices=TIMESTEP_DISTRIBUTIONS,
+        help="The timesteps trained on: uniform (Ho et al. 2020), or edm: the noise levels of Karras et al. 2022 "
+        "(log-normal, P_mean -1.2, P_std 1.2) with their loss weight (sigma_data 0.5).",
     )
 
     optim = parser.add_argument_group("optimisation")
@@ -437,6 +442,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--guidance_scale must be a finite number >= 0, got {args.guidance_scale}.")
     if not 0 <= args.seed < 2**32:  # numpy's seed, which accelerate's set_seed sets too, takes 32 bits
         parser.error(f"--seed must be in [0, 2**32), got {args.seed}.")
+    if args.snr_gamma is not None and args.timestep_distribution == "edm":
+        parser.error(
+            "--snr_gamma and --timestep_distribution edm both weight the loss (min-SNR, EDM's lambda): choose one."
+        )
     given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
     check_task_flags(parser, args, given)
     if args.class_conditional is False and given & {"--guidance_scale", "--cond_drop_prob"}:

@@ -1,5 +1,6 @@
-"""One optimizer step's maths: the regression target of each prediction type, the loss and its min-SNR weighting,
-classifier-free-guidance label dropout, the seeded random streams that let a resumed run repeat an uninterrupted one,
+"""One optimizer step's maths: the regression target of each prediction type, the loss and its min-SNR weighting, the
+timesteps it trains on (uniform, or the noise levels and loss weight of Karras et al. 2022), classifier-free-guidance
+label dropout, the seeded random streams that let a resumed run repeat an uninterrupted one,
 the data order of an epoch, and `training_loss`, which puts them together for a batch."""
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 LOSS_TYPES = ("l2", "l1", "huber")
+TIMESTEP_DISTRIBUTIONS = ("uniform", "edm")
+# Karras et al. 2022 (EDM, https://huggingface.co/papers/2206.00364), Table 1: training noise levels with
+# ln(sigma) ~ N(P_mean, P_std^2), and the data's standard deviation in their loss weight.
+EDM_P_MEAN, EDM_P_STD, EDM_SIGMA_DATA = -1.2, 1.2, 0.5
 
 
 def training_target(
@@ -58,6 +63,45 @@ def min_snr_weights(
         return (snr_gamma / snr).clamp(max=1.0)
     if prediction_type == "v_prediction":
         return clipped / (snr + 1.0)
+    raise ValueError(f"--prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+
+
+def edm_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Each timestep's noise level as EDM writes it: x_t / sqrt(alpha_bar) = x0 + sigma * eps, so that
+    sigma = sqrt((1 - alpha_bar) / alpha_bar) = 1 / sqrt(SNR)."""
+    alpha_bar = alphas_cumprod.double()
+    return ((1.0 - alpha_bar) / alpha_bar).sqrt()
+
+
+def draw_timesteps(
+    alphas_cumprod: torch.Tensor, batch_size: int, distribution: str, generator: torch.Generator
+) -> torch.Tensor:
+    """The timesteps of a batch: uniform over the schedule (Ho et al. 2020), or "edm": a noise level drawn from EDM's
+    log-normal, taken to the schedule's timestep whose sigma is nearest in log. EDM spends the steps around
+    sigma = e^-1.2 ~ 0.3, where denoising decides the most, rather than as many on images all noise or all signal."""
+    if distribution == "uniform":
+        return torch.randint(0, len(alphas_cumprod), (batch_size,), generator=generator)
+    if distribution != "edm":
+        raise ValueError(f"--timestep_distribution must be one of {TIMESTEP_DISTRIBUTIONS}, got {distribution!r}.")
+    log_sigma = EDM_P_MEAN + EDM_P_STD * torch.randn(batch_size, generator=generator, dtype=torch.float64)
+    schedule = edm_sigmas(alphas_cumprod.cpu()).log()
+    return (schedule[None, :] - log_sigma[:, None]).abs().argmin(dim=1)
+
+
+def edm_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights of EDM: lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 on the x0
+    error, which is SNR + 1 / sigma_data^2, carried over to each target as `min_snr_weights` does. With a v target
+    this is (SNR + 4) / (SNR + 1): v-prediction is EDM's preconditioning for sigma_data = 1 (its weight would be 1),
+    and the weight restores the data's own spread of 0.5."""
+    alpha_bar = alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alpha_bar / (1.0 - alpha_bar)
+    x0_weight = snr + 1.0 / EDM_SIGMA_DATA**2
+    if prediction_type == "sample":
+        return x0_weight
+    if prediction_type == "epsilon":
+        return x0_weight / snr
+    if prediction_type == "v_prediction":
+        return x0_weight / (snr + 1.0)
     raise ValueError(f"--prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
 
 
@@ -125,7 +169,8 @@ def training_loss(
         clean = random_flip(clean, generator=generator)
     device = clean.device
     noise = torch.randn(clean.shape, generator=generator).to(device)
-    timesteps = torch.randint(0, args.num_train_timesteps, (clean.shape[0],), generator=generator).to(device)
+    distribution = args.timestep_distribution
+    timesteps = draw_timesteps(noise_scheduler.alphas_cumprod, clean.shape[0], distribution, generator).to(device)
     labels = None
     if null_class_id is not None:
         labels = drop_class_labels(batch[1], args.cond_drop_prob, null_class_id, generator)
@@ -135,6 +180,8 @@ def training_loss(
     weights = None
     if args.snr_gamma is not None:
         weights = min_snr_weights(noise_scheduler.alphas_cumprod, timesteps, args.snr_gamma, args.prediction_type)
+    elif distribution == "edm":
+        weights = edm_weights(noise_scheduler.alphas_cumprod, timesteps, args.prediction_type)
     return diffusion_loss(prediction, target, args.loss_type, weights)
 
 

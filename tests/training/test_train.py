@@ -652,6 +652,8 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--ema_inv_gamma", "0"], "--ema_inv_gamma must be a positive number"),
         (["--ema_power", "-1"], "--ema_power must be a positive number"),
         (["--snr_gamma", "nan"], "--snr_gamma must be a positive number"),
+        (["--snr_gamma", "5", "--timestep_distribution", "edm"], "--snr_gamma and --timestep_distribution edm"),
+        (["--timestep_distribution", "lognormal"], "--timestep_distribution: invalid choice"),
         (["--adam_beta1", "1.5"], "--adam_beta1 must be in \\[0, 1\\)"),
         (["--adam_epsilon", "-1"], "--adam_epsilon must be at least 0"),
         (["--lr_scheduler", "piecewise_constant"], "--lr_scheduler: invalid choice"),

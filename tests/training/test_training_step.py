@@ -20,6 +20,7 @@ from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.schedulers import DDPMScheduler
 from hf_ddpm.training import train as train_script
+from hf_ddpm.training.step import draw_timesteps, edm_sigmas
 from test_train import train
 
 T = 1000
@@ -43,6 +44,7 @@ def flags(**overrides):
         prediction_type="epsilon",
         snr_gamma=None,
         loss_type="l2",
+        timestep_distribution="uniform",
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -52,10 +54,16 @@ def reference_loss(x0, labels, seed, args):
     """The loss written out from the papers, drawing noise, timesteps and dropout in the order the step draws them."""
     generator = torch.Generator().manual_seed(seed)
     eps = torch.randn(x0.shape, generator=generator)
-    t = torch.randint(0, T, (x0.shape[0],), generator=generator)
+    alphas_cumprod = DDPMScheduler(num_train_timesteps=T).alphas_cumprod
+    if args.timestep_distribution == "uniform":
+        t = torch.randint(0, T, (x0.shape[0],), generator=generator)
+    else:  # Karras et al. 2022: ln(sigma) ~ N(-1.2, 1.2^2), at the timestep whose sigma is nearest in log
+        log_sigma = -1.2 + 1.2 * torch.randn(x0.shape[0], generator=generator, dtype=torch.float64)
+        schedule = (0.5 * ((1 - alphas_cumprod.double()) / alphas_cumprod.double()).log()).tolist()
+        t = torch.tensor([min(range(T), key=lambda i: abs(schedule[i] - value)) for value in log_sigma.tolist()])
     dropped = torch.rand(labels.shape, generator=generator) < args.cond_drop_prob
     labels = torch.where(dropped, torch.full_like(labels, NULL), labels)
-    alpha_bar = DDPMScheduler(num_train_timesteps=T).alphas_cumprod[t].view(-1, 1, 1, 1).double()
+    alpha_bar = alphas_cumprod[t].view(-1, 1, 1, 1).double()
     x0, eps = x0.double(), eps.double()
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps  # eq. (4) of Ho et al. 2020
     prediction = 0.5 * x_t + (t.double() / T + labels.double() / NULL).view(-1, 1, 1, 1)
@@ -76,18 +84,29 @@ def reference_loss(x0, labels, seed, args):
         clipped = snr.clamp(max=args.snr_gamma)
         weight = {"epsilon": clipped / snr, "sample": clipped, "v_prediction": clipped / (snr + 1)}
         per_sample = per_sample * weight[args.prediction_type]
+    if args.timestep_distribution == "edm":  # lambda(sigma) = (sigma^2 + 0.5^2) / (0.5 sigma)^2 on the x0 error
+        sigma2 = ((1 - alpha_bar) / alpha_bar).flatten()
+        x0_weight = (sigma2 + 0.25) / (0.25 * sigma2)
+        # A target error of e is an x0 error of e times: 1 (x0), sigma (epsilon), sigma * sqrt(alpha_bar) (v).
+        x0_error_scale2 = {"sample": 1, "epsilon": sigma2, "v_prediction": sigma2 * alpha_bar.flatten()}
+        per_sample = per_sample * x0_weight * x0_error_scale2[args.prediction_type]
     return per_sample.mean()
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("loss_type", ["l2", "l1", "huber"])
-@pytest.mark.parametrize("snr_gamma", [None, 5.0])
-def test_training_loss_is_the_papers_loss(prediction_type, loss_type, snr_gamma):
+@pytest.mark.parametrize("snr_gamma, timestep_distribution", [(None, "uniform"), (5.0, "uniform"), (None, "edm")])
+def test_training_loss_is_the_papers_loss(prediction_type, loss_type, snr_gamma, timestep_distribution):
     # 64 draws of t: low-noise ones (SNR above gamma, where the min-SNR weights bite) among them.
     generator = torch.Generator().manual_seed(0)
     x0 = torch.rand(64, 1, 4, 4, generator=generator) * 2 - 1
     labels = torch.arange(64) % NULL
-    args = flags(prediction_type=prediction_type, loss_type=loss_type, snr_gamma=snr_gamma)
+    args = flags(
+        prediction_type=prediction_type,
+        loss_type=loss_type,
+        snr_gamma=snr_gamma,
+        timestep_distribution=timestep_distribution,
+    )
     loss = train_script.training_loss(
         LinearStandIn(),
         DDPMScheduler(num_train_timesteps=T, prediction_type=prediction_type),
@@ -98,6 +117,16 @@ def test_training_loss_is_the_papers_loss(prediction_type, loss_type, snr_gamma)
     )
     expected = reference_loss(x0, labels, 7, args)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)
+
+
+def test_edm_timesteps_have_the_papers_log_normal_noise_levels():
+    alphas_cumprod = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    timesteps = draw_timesteps(alphas_cumprod, 20_000, "edm", torch.Generator().manual_seed(0))
+    log_sigma = edm_sigmas(alphas_cumprod)[timesteps].log()
+    # ln(sigma) ~ N(-1.2, 1.2^2) (Karras et al. 2022, Table 1): the schedule's levels lie close enough to keep both.
+    assert abs(log_sigma.mean().item() + 1.2) < 0.03 and abs(log_sigma.std().item() - 1.2) < 0.03
+    uniform = draw_timesteps(alphas_cumprod, 20_000, "uniform", torch.Generator().manual_seed(0))
+    assert abs(uniform.float().mean().item() - 499.5) < 10
 
 
 class Recorder:
