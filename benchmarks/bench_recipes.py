@@ -35,6 +35,7 @@ CANDIDATES: dict[str, list[str]] = {
     "batch 16": ["--train_batch_size", "16"],
     "batch 64": ["--train_batch_size", "64"],
     "min-SNR-5": ["--snr_gamma", "5"],
+    "EDM noise levels and weight": ["--timestep_distribution", "edm"],
     "EMA shorter (power 2/3)": ["--ema_power", "0.6667"],
     "narrower (24, 48)": ["--model_config", "narrower.json"],
     "wider (48, 96)": ["--model_config", "wider.json"],
