@@ -3,17 +3,22 @@
 Each candidate is the demo's training run (`hf_ddpm.demo.training_flags`) with a few flags changed, run in a fresh
 process with `--eval_steps`: the EMA weights are measured along the way as the demo measures its model (898 samples
 at the demo's guidance scale against the reference half of the digits, which the run never trains on). The
-evaluations' values come back from the run's tensorboard logs; the seconds of training up to each evaluation are the
-wall time of its optimizer steps, with the evaluations, previews and checkpoints taken out (a step interval over
-four times the run's median stands for one median step). Prints, for each candidate, the first evaluation that meets
-the demo's targets (agreement >= 98%, Fréchet distance <= 1.5x the floor) and the last one, and plots the distance
-over its floor and the agreement against training seconds.
+evaluations' values come back from the run's tensorboard logs.
 
-    python benchmarks/bench_recipes.py --out recipe-curves                 # every candidate, about 6 min each
+Time is steps times the seconds of one step of the candidate's configuration (model and batch), measured after the
+runs in one process that alternates the configurations (medians after a warm-up): a virtual CPU's speed drifts
+between runs minutes apart, which would otherwise rank recipes that cost the same per step. Each run's own wall time
+of training (evaluations, previews and checkpoints taken out) is kept in curves.json beside it.
+
+Prints, for each candidate, the first evaluation that meets the demo's targets (agreement >= 98%, Fréchet distance
+<= 1.5x the floor) and the last one, and plots the distance over its floor and the agreement against training
+seconds.
+
+    python benchmarks/bench_recipes.py --out recipe-curves                 # every candidate, about 7 min each
     python benchmarks/bench_recipes.py --out recipe-curves --recipes demo "lr 2e-3"
-    python benchmarks/bench_recipes.py --out recipe-curves --plot-only     # the table and plot of finished runs
+    python benchmarks/bench_recipes.py --out recipe-curves --plot-only     # time the steps; the table and the plot
 
-Run nothing else beside it: the seconds are wall time.
+Run nothing else beside it.
 """
 
 import argparse
@@ -24,7 +29,9 @@ import statistics
 import subprocess
 import sys
 
+import torch
 from bench_evaluation import cpu_description
+from bench_training import measure
 
 DEMO_TARGETS = {"agreement": 0.98, "fd_ratio": 1.5}
 # Flags appended to the demo's run (the last of a repeated flag wins); a model config is a JSON file written at run time.
@@ -92,7 +99,9 @@ def train(out: str, name: str, steps: int, eval_every: int) -> None:
 
 
 def read_curve(folder: str) -> list[dict]:
-    """The run's evaluations, each with the training seconds up to it, from its tensorboard logs."""
+    """The run's evaluations, each with the run's wall time of training up to it (a step interval over four times the
+    run's median stands for one median step: evaluations, previews and checkpoints taken out), from its tensorboard
+    logs."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logs = os.path.join(folder, "logs")
@@ -116,7 +125,7 @@ def read_curve(folder: str) -> list[dict]:
         curve.append(
             {
                 "step": step,
-                "seconds": seconds_at[step],
+                "wall_seconds": seconds_at[step],
                 "agreement": values["eval/agreement"][step],
                 "fd_ratio": values["eval/fd_digits"][step] / values["eval/fd_digits_floor"][step],
                 "precision": values["eval/precision"][step],
@@ -124,6 +133,59 @@ def read_curve(folder: str) -> list[dict]:
             }
         )
     return curve
+
+
+def configuration(name: str) -> tuple[str, int]:
+    """What a step of the candidate costs depends on: its model config and its batch."""
+    flags = dict(zip(CANDIDATES[name][::2], CANDIDATES[name][1::2]))
+    return flags.get("--model_config", "digits"), int(flags.get("--train_batch_size", 32))
+
+
+def step_function(model_config: str, batch_size: int, out: str):
+    """One training step of the demo's run with this model and batch: the script's loss, backward and fused AdamW,
+    in the precision the demo trains in on this CPU."""
+    from hf_ddpm.data import load_image_data
+    from hf_ddpm.demo import mixed_precision
+    from hf_ddpm.models import DDPMUNet2DModel
+    from hf_ddpm.models.presets import read_model_config, unet_config_from
+    from hf_ddpm.schedulers import DDPMScheduler
+    from hf_ddpm.training.train import parse_args as training_args, training_loss
+
+    config = os.path.join(out, model_config) if model_config in MODEL_CONFIGS else model_config
+    model = DDPMUNet2DModel(
+        **unet_config_from(read_model_config(config), resolution=16, channels=1, num_classes=10)
+    ).train()
+    args = training_args(
+        ["--dataset_name", "digits", "--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"]
+    )
+    scheduler = DDPMScheduler(beta_schedule=args.beta_schedule, prediction_type=args.prediction_type)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    data = load_image_data(dataset_name="digits", resolution=16)
+    bf16 = mixed_precision("auto") == "bf16"
+    calls = iter(range(10**9))
+
+    def step() -> float:
+        generator = torch.Generator().manual_seed(next(calls))
+        batch = torch.randint(0, len(data.images), (batch_size,), generator=generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = training_loss(model, scheduler, [data.images[batch], data.labels[batch]], generator, args, 10)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+def step_seconds(names: list[str], out: str, repeats: int = 40) -> dict[str, float]:
+    """Median seconds of a step of each candidate's configuration, the configurations alternating in one process."""
+    from hf_ddpm.cpu import keep_freed_memory
+
+    keep_freed_memory()  # as the training script does on a CPU
+    configurations = sorted({configuration(name) for name in names})
+    steps = {f"{config} {batch}": step_function(config, batch, out) for config, batch in configurations}
+    seconds = measure(steps, warmup=5, repeats=repeats)
+    return {name: seconds[f"{configuration(name)[0]} {configuration(name)[1]}"]["seconds"] for name in names}
 
 
 def meets_targets(row: dict) -> bool:
@@ -144,8 +206,10 @@ def plot(curves: dict[str, list[dict]], path: str, title: str) -> None:
         agreement.plot(seconds, [100 * row["agreement"] for row in curve], **style)
     distance.axhline(DEMO_TARGETS["fd_ratio"], color="black", linestyle="--", linewidth=1, label="target")
     agreement.axhline(100 * DEMO_TARGETS["agreement"], color="black", linestyle="--", linewidth=1, label="target")
-    distance.set(yscale="log", xlabel="training seconds", ylabel="fd_digits / real-vs-real floor")
-    agreement.set(xlabel="training seconds", ylabel="agreement (%)", ylim=(80, 100.5))
+    distance.set(
+        yscale="log", xlabel="training seconds (steps x the step's time)", ylabel="fd_digits / real-vs-real floor"
+    )
+    agreement.set(xlabel="training seconds (steps x the step's time)", ylabel="agreement (%)", ylim=(80, 100.5))
     distance.legend(fontsize=8)
     for axes in (distance, agreement):
         axes.grid(alpha=0.3)
@@ -174,22 +238,32 @@ def main() -> None:
             results[name] = {"curve": read_curve(run_folder(args.out, name)), "cpu": cpu_description()}
             with open(results_path, "w", encoding="utf-8") as file:
                 json.dump(results, file, indent=2)
+    results = {name: results[name] for name in CANDIDATES if name in results}
+
+    costs = step_seconds(list(results), args.out)
+    for name, result in results.items():
+        result["step_seconds"] = costs[name]
+        for row in result["curve"]:
+            row["seconds"] = row["step"] * costs[name]
+    with open(results_path, "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
 
     cpus = sorted({result["cpu"] for result in results.values()})
-    print(
-        f"{'; '.join(cpus)}; digits demo recipe and candidates, {args.steps} steps, EMA weights evaluated along the way"
-    )
-    print(f"{'recipe':<26} {'first meeting the targets':<34} {'at the end (agreement, distance / floor, s)'}")
+    print(f"{'; '.join(cpus)}; the digits demo's recipe and candidates, EMA weights evaluated along each run")
+    print(f"{'recipe':<28} {'s/step':>7}  {'first meeting the targets':<26} {'at the end: agreement, distance/floor'}")
     for name, result in results.items():
         curve = result["curve"]
         first = next((row for row in curve if meets_targets(row)), None)
-        met = f"step {first['step']:>5}, {first['seconds']:6.0f} s" if first else "never"
+        met = f"step {first['step']:>5}, {first['seconds']:5.0f} s" if first else "never"
         last = curve[-1]
-        print(f"{name:<26} {met:<34} {last['agreement']:.1%}, {last['fd_ratio']:.2f}x, {last['seconds']:.0f} s")
+        print(
+            f"{name:<28} {result['step_seconds']:7.4f}  {met:<26} step {last['step']}, {last['seconds']:.0f} s: "
+            f"{last['agreement']:.1%}, {last['fd_ratio']:.2f}x"
+        )
     plot(
         {name: result["curve"] for name, result in results.items()},
         os.path.join(args.out, "recipe_curves.png"),
-        f"Digits demo recipes, EMA weights measured along each run ({'; '.join(cpus)})",
+        f"The digits demo's recipe and candidates: EMA weights measured along each run ({'; '.join(cpus)})",
     )
 
 
