@@ -87,7 +87,7 @@ RECIPES = {
     # held-out half compares the model and the floor at the same sample count, and an evaluation can measure no more.
     "digits": Recipe(
         resolution=16,
-        model_config="digits",
+        model_config="digits-narrow",
         max_train_steps=2400,
         train_batch_size=32,
         learning_rate=1e-3,
