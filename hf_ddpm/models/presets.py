@@ -28,7 +28,7 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "norm_num_groups": 8,
     },
     # 0.43M parameters: `digits` at three quarters of the width, the digits demo's model. It learns almost as much per
-    # step for less a step, so that it reaches the demo's targets sooner (docs/digits-demo.md, "Time to quality").
+    # step at 0.82x the cost, so that it reaches the demo's targets sooner (docs/digits-demo.md, "Time to quality").
     "digits-narrow": {
         "block_out_channels": (24, 48),
         "layers_per_block": 1,
