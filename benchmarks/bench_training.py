@@ -1,5 +1,5 @@
 """Training steps per second: eager against torch.compile (and what compiling costs), fp32 against bf16 autocast,
-optionally channels_last and diffusers' UNet2DModel beside ours, on the demo's digits config, the Fashion-MNIST
+optionally channels_last and diffusers' UNet2DModel beside ours, on the digits configs (`digits`, and `digits-narrow` that the demo trains), the Fashion-MNIST
 recipe's `small` config and the CIFAR-10 config.
 
 Each step is the training script's: `training_loss` (noise, timesteps, label dropout, the v or epsilon target)
@@ -44,6 +44,7 @@ from hf_ddpm.training.train import parse_args as training_args, training_loss
 DEMO_FLAGS = ["--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"]
 SETUPS = {
     "digits": dict(resolution=16, channels=1, num_classes=10, batch_size=32, flags=DEMO_FLAGS),
+    "digits-narrow": dict(resolution=16, channels=1, num_classes=10, batch_size=32, flags=DEMO_FLAGS),
     "small": dict(resolution=28, channels=1, num_classes=10, batch_size=32, flags=[*DEMO_FLAGS, "--snr_gamma", "5"]),
     "ddpm-cifar10": dict(resolution=32, channels=3, num_classes=10, batch_size=16, flags=[]),
 }
@@ -80,7 +81,7 @@ def training_images(setup: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The real digits (and labels) for the digits config, so that loss curves mean something; random images of the
     CIFAR shape otherwise (the timing does not depend on the pixels)."""
     spec = SETUPS[setup]
-    if setup == "digits":
+    if setup.startswith("digits"):
         data = load_image_data(dataset_name="digits", resolution=spec["resolution"])
         return data.images, data.labels
     if setup == "small":
