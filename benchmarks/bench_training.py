@@ -1,6 +1,6 @@
 """Training steps per second: eager against torch.compile (and what compiling costs), fp32 against bf16 autocast,
-optionally channels_last and diffusers' UNet2DModel beside ours, on the digits configs (`digits`, and `digits-narrow` that the demo trains), the Fashion-MNIST
-recipe's `small` config and the CIFAR-10 config.
+optionally channels_last and diffusers' UNet2DModel beside ours, on the digits configs (`digits`, and `digits-narrow`
+that the demo trains), the Fashion-MNIST recipe's `small` config and the CIFAR-10 config.
 
 Each step is the training script's: `training_loss` (noise, timesteps, label dropout, the v or epsilon target)
 through the model built from the preset, backward, fused AdamW. Every variant trains its own copy of the same
