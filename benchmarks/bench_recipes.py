@@ -104,12 +104,13 @@ def read_curve(folder: str) -> list[dict]:
     logs."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logs = os.path.join(folder, "logs")
-    events = EventAccumulator(logs, size_guidance={"scalars": 0})
-    for root, _, files in os.walk(logs):
-        if any(name.startswith("events.out") for name in files):
-            events = EventAccumulator(root, size_guidance={"scalars": 0})
-            break
+    # The run's one tensorboard folder, somewhere under logs/ (the tracker nests it under the project's name).
+    run_logs = next(
+        root
+        for root, _, files in os.walk(os.path.join(folder, "logs"))
+        if any(name.startswith("events.out") for name in files)
+    )
+    events = EventAccumulator(run_logs, size_guidance={"scalars": 0})
     events.Reload()
     losses = sorted(events.Scalars("loss"), key=lambda event: event.step)
     intervals = [later.wall_time - earlier.wall_time for earlier, later in zip(losses, losses[1:])]

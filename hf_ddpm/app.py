@@ -31,6 +31,7 @@ from hf_ddpm.app_common import (
     CONTROL_NAMES,
     DISPLAY_SIDE,
     SAMPLING,
+    _guidance_slider,
     _random_seed,
     _seed_controls,
     _unchanged,
@@ -507,15 +508,7 @@ def _generate_tab(app: DemoApp) -> None:
                 elem_id="classes",
             )
             images_per_class = gr.Slider(1, 16, value=start_images, step=1, label="Images per class", elem_id="images")
-            guidance = gr.Slider(
-                0,
-                10,
-                value=defaults.guidance_scale,
-                step=0.1,
-                label="Guidance scale",
-                visible=app.conditional,
-                elem_id="guidance",
-            )
+            guidance = _guidance_slider(defaults.guidance_scale, app.conditional, "guidance")
             steps = gr.Slider(
                 1, steps_limit, value=start_steps, step=1, label="Steps", info=steps_note, elem_id="steps"
             )

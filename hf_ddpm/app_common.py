@@ -59,6 +59,11 @@ def _unchanged(count: int) -> tuple:
     return tuple(gr.skip() for _ in range(count))
 
 
+def _guidance_slider(value: float, visible: bool, elem_id: str) -> gr.Slider:
+    """The guidance scale of either tab: hidden for an unconditional model, which has nothing to guide towards."""
+    return gr.Slider(0, 10, value=value, step=0.1, label="Guidance scale", visible=visible, elem_id=elem_id)
+
+
 def _seed_controls(elem_id: str) -> tuple[gr.Number, gr.Button]:
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id=elem_id)

@@ -17,6 +17,7 @@ from hf_ddpm.app_common import (
     CONTROL_NAMES,
     DISPLAY_SIDE,
     SAMPLING,
+    _guidance_slider,
     _random_seed,
     _seed_controls,
     _unchanged,
@@ -365,15 +366,7 @@ def _edit_tab(app: EditingApp) -> None:
                     info="RePaint's resampling: each stretch of Jump length steps is sampled this many times",
                     elem_id="jump-samples",
                 )
-            guidance = gr.Slider(
-                0,
-                10,
-                value=defaults.guidance_scale,
-                step=0.1,
-                label="Guidance scale",
-                visible=app.conditional,
-                elem_id="edit-guidance",
-            )
+            guidance = _guidance_slider(defaults.guidance_scale, app.conditional, "edit-guidance")
             steps = gr.Slider(
                 1, steps_limit, value=app.starting_edit_steps("class-swap"), step=1, label="Steps", elem_id="edit-steps"
             )
