@@ -42,14 +42,6 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "attention_levels": (False, False, True),
         "norm_num_groups": 32,
     },
-    # 2.32M parameters: `small` at three quarters of the width, the Fashion-MNIST recipe's model. In the same training
-    # time it takes 1.46x the steps of `small` and ends closer to the data (docs/fashion-mnist.md).
-    "small-narrow": {
-        "block_out_channels": (24, 48, 96),
-        "layers_per_block": 2,
-        "attention_levels": (False, False, True),
-        "norm_num_groups": 8,
-    },
     # The CIFAR-10 network of Ho et al. 2020 (https://huggingface.co/papers/2006.11239): widths 128-256-256-256, two
     # ResNet blocks a level, attention at 16x16, dropout 0.1. 38.3M parameters at 32x32x3, where Ho et al.'s has 35.7M:
     # the difference (2.56M) is the scale half of each ResNet block's time projection, since our blocks condition on
