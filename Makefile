@@ -47,12 +47,18 @@ fashion-data:
 fashion: $(VENV)/.installed-demo fashion-data
 	$(BIN)/python -m hf_ddpm.demo --dataset fashion_mnist $(DEMO_ARGS)
 
+# The tests run one torch thread each (tests/conftest.py) and many wait on subprocesses: one pytest worker per core
+# (pytest-xdist), a test file per worker at a time so that a module's shared servers and processes start once.
+# TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= auto
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The tests that take no more than a moment each: no training runs of seconds, subprocesses, browser or servers.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not browser and not multiprocess"
+	$(PYTEST) -m "not slow and not browser and not multiprocess"
 
 # ruff's lint and format check, as configured in pyproject.toml; `$(BIN)/ruff format .` applies the format.
 lint: install
