@@ -44,30 +44,16 @@ from hf_ddpm.training.train import parse_args as training_args, training_loss
 # The presets measured: the demo's digits model, the Fashion-MNIST recipe's and the DDPM CIFAR-10 network, with the
 # data shapes they train on.
 DEMO_FLAGS = ["--prediction_type", "v_prediction", "--beta_schedule", "squaredcos_cap_v2"]
+# The Fashion-MNIST recipe's data shape and loss.
+FASHION = dict(resolution=28, channels=1, num_classes=10, batch_size=32, flags=[*DEMO_FLAGS, "--snr_gamma", "5"])
 SETUPS = {
     "digits": dict(resolution=16, channels=1, num_classes=10, batch_size=32, flags=DEMO_FLAGS),
     "digits-narrow": dict(resolution=16, channels=1, num_classes=10, batch_size=32, flags=DEMO_FLAGS),
-    "small": dict(resolution=28, channels=1, num_classes=10, batch_size=32, flags=[*DEMO_FLAGS, "--snr_gamma", "5"]),
+    "small": dict(FASHION),
     # `small` at three quarters and at one and a half times its widths: the widths tried for the Fashion-MNIST recipe at
     # the same training time (docs/fashion-mnist.md).
-    "small-narrow": dict(
-        resolution=28,
-        channels=1,
-        num_classes=10,
-        batch_size=32,
-        flags=[*DEMO_FLAGS, "--snr_gamma", "5"],
-        preset="small",
-        overrides={"block_out_channels": (24, 48, 96), "norm_num_groups": 8},
-    ),
-    "small-wide": dict(
-        resolution=28,
-        channels=1,
-        num_classes=10,
-        batch_size=32,
-        flags=[*DEMO_FLAGS, "--snr_gamma", "5"],
-        preset="small",
-        overrides={"block_out_channels": (48, 96, 192), "norm_num_groups": 16},
-    ),
+    "small-narrow": dict(FASHION, preset="small", overrides={"block_out_channels": (24, 48, 96), "norm_num_groups": 8}),
+    "small-wide": dict(FASHION, preset="small", overrides={"block_out_channels": (48, 96, 192), "norm_num_groups": 16}),
     "ddpm-cifar10": dict(resolution=32, channels=3, num_classes=10, batch_size=16, flags=[]),
 }
 OPTIONS = ("fp32", "bf16", "compile", "channels_last")
