@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hf_ddpm.messages import with_flag_names
-from hf_ddpm.scheduler_names import SCHEDULER_NAMES
+from hf_ddpm.scheduler_names import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 # Nothing heavy is imported at the top: torch, diffusers, transformers and gradio load inside the commands that use
 # them, so that --help and a usage error answer at once.
@@ -86,6 +86,7 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
         choices=sorted(SCHEDULER_NAMES),
         help="replace the saved scheduler: ddpm, ddim, dpm (DPM-Solver++ 2M), euler or unipc",
     )
+    add_timestep_spacing_flag(parser)
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="image i starts from the noise of seed + i (default: 0)")
     parser.add_argument("--out", default="samples.png", help="the grid of the images (default: samples.png)")
@@ -97,6 +98,15 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
         help="compile the UNet with torch.compile (pays for many images; the first wait for it)",
     )
     parser.set_defaults(func=run_sample, parser=parser, flags=SAMPLE_FLAGS)
+
+
+def add_timestep_spacing_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timestep-spacing",
+        choices=TIMESTEP_SPACINGS,
+        help="replace the saved scheduler's spacing of steps: trailing starts at the last training timestep, where "
+        "pure noise belongs (the training script's default); leading starts below it",
+    )
 
 
 SAMPLE_FLAGS = {
@@ -133,7 +143,13 @@ def run_sample(args: argparse.Namespace) -> None:
         check_image_path("--gif", args.gif, ".gif", allowed={".gif"})
     if args.device is not None:
         check_device(args.device)
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, torch_compile=args.torch_compile)
+    pipe = load_pipeline(
+        args.model,
+        scheduler=args.scheduler,
+        device=args.device,
+        torch_compile=args.torch_compile,
+        timestep_spacing=args.timestep_spacing,
+    )
     if args.classifier is not None:
         pipe = with_classifier(pipe, args.classifier)
     if args.labels is None and pipe.config.null_class_id is not None:
@@ -370,6 +386,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"schedulers to sweep: {', '.join(sorted(SCHEDULER_NAMES))} (default: the saved one)",
     )
+    add_timestep_spacing_flag(parser)
     parser.add_argument(
         "--guidance-interval",
         type=float,
@@ -430,7 +447,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         check_output_folder("--cache-dir", args.cache_dir)
     if args.device is not None:
         check_device(args.device)
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, timestep_spacing=args.timestep_spacing)
     pipe.set_progress_bar_config(disable=True)
     if pipe.device.type == "cpu":
         keep_freed_memory()

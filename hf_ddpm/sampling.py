@@ -18,7 +18,7 @@ from diffusers import (
 
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import count_labels
-from hf_ddpm.scheduler_names import SCHEDULER_NAMES
+from hf_ddpm.scheduler_names import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 from hf_ddpm.schedulers.scheduling_ddpm import DDPMScheduler, make_betas
 
@@ -39,15 +39,23 @@ def default_device() -> str:
 
 
 def load_pipeline(
-    model: str, scheduler: str | None = None, device: str | None = None, torch_compile: bool = False
+    model: str,
+    scheduler: str | None = None,
+    device: str | None = None,
+    torch_compile: bool = False,
+    timestep_spacing: str | None = None,
 ) -> DDPMCFGPipeline:
     """
     Loads a saved [`DDPMCFGPipeline`] from a folder or a Hub id, optionally swaps its scheduler for one of
-    `SCHEDULERS` (built from the saved scheduler's config, so the noise schedule is kept), and moves it to `device`.
+    `SCHEDULERS` (built from the saved scheduler's config, so the noise schedule is kept) and its `timestep_spacing`
+    for one of `TIMESTEP_SPACINGS` (a model saved with "leading" spacing starts sampling below its last training
+    timestep: "trailing" starts at it), and moves it to `device`.
     `torch_compile` compiles the UNet's forward in place (`torch.compile`; the first call waits for the compiler):
     the module, its weights and their names stay the eager ones, so the pipeline saves as it loaded.
     A model that cannot be loaded raises a ValueError saying whether it was read as a folder or as a Hub id.
     """
+    if timestep_spacing is not None and timestep_spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"`timestep_spacing` must be one of {list(TIMESTEP_SPACINGS)}, got {timestep_spacing!r}.")
     if not os.path.isdir(model) and not _is_hub_repo_id(model):
         raise ValueError(f"MODEL {model!r} is not an existing folder (nor a Hub repository id such as 'user/name').")
     try:
@@ -60,6 +68,9 @@ def load_pipeline(
         ) from error
     if scheduler is not None:
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler)
+    if timestep_spacing is not None:
+        config = {key: value for key, value in pipe.scheduler.config.items() if key != "_use_default_values"}
+        pipe.scheduler = type(pipe.scheduler).from_config({**config, "timestep_spacing": timestep_spacing})
     pipe = pipe.to(device or default_device())
     if torch_compile:
         pipe.unet.compile()

@@ -8,3 +8,7 @@ SCHEDULER_NAMES = {
     "euler": "Euler",
     "unipc": "UniPC",
 }
+
+# Where a sampler's steps fall among the training timesteps (Lin et al. 2023, https://arxiv.org/abs/2305.08891, Table
+# 2): the schedulers' own `TIMESTEP_SPACINGS`, named here too so that the command line need not import them.
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")

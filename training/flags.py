@@ -21,7 +21,7 @@ from hf_ddpm.models.presets import CLASSIFIER_PRESETS, UNET_PRESETS, check_resol
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_num_inference_steps, default_num_inference_steps
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
 from hf_ddpm.schedulers import DDIMScheduler
-from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
+from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES, TIMESTEP_SPACINGS
 from hf_ddpm.training.checkpoints import (
     BEST_CHECKPOINT,
     RUN_FOLDERS,
@@ -64,6 +64,7 @@ DIFFUSION_ONLY_FLAGS = (
     "--timestep_distribution",
     "--save_images_steps",
     "--scheduler",
+    "--timestep_spacing",
     "--num_inference_steps",
     "--guidance_scale",
     "--eval_steps",
@@ -308,6 +309,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(SCHEDULERS),
         help="The sampler saved with the pipeline, on the training noise schedule, and used by the "
         "previews and evaluations (dpm: DPM-Solver++ (2M)); any other can be swapped in later.",
+    )
+    output.add_argument(
+        "--timestep_spacing",
+        default="trailing",
+        choices=TIMESTEP_SPACINGS,
+        help="Where the sampler's steps fall among the training timesteps (Lin et al. 2023, Table 2). trailing: "
+        "the first step is the last training timestep, where the model learned that its input is pure noise; "
+        "leading (the default of DDPM's and DDIM's schedulers) starts lower, at a timestep whose inputs still "
+        "hold some of the image, from noise that holds none.",
     )
     output.add_argument(
         "--num_inference_steps",
@@ -572,13 +582,14 @@ def sampling_scheduler(args: argparse.Namespace) -> SchedulerMixin:
     config, so that DDIM or DDPM swapped in later (`from_config`) do not clip either. DDIM clips x0 but steps on with
     the unclipped noise estimate, and under guidance (which pushes x0 past [-1, 1]) the two disagree at every step, so
     backgrounds drift to gray and strongly guided samples stop being recognisable (docs/sampling.md). The output is
-    clamped to [0, 1] at the end either way.
+    clamped to [0, 1] at the end either way. Its steps are spaced by --timestep_spacing, which rides along too.
     """
     no_clipping = DDIMScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,
         prediction_type=args.prediction_type,
         clip_sample=False,
+        timestep_spacing=args.timestep_spacing,
     )
     return scheduler_from_name(args.scheduler, no_clipping)
 

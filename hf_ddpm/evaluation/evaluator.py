@@ -393,7 +393,8 @@ def evaluate(
         bar.close()
 
     model = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path")
-    info = {"model": model, "seed": seed, "mixed_precision": precision, **evaluator.info}
+    spacing = base_scheduler.config.get("timestep_spacing")  # every swept scheduler keeps it
+    info = {"model": model, "seed": seed, "mixed_precision": precision, "timestep_spacing": spacing, **evaluator.info}
     result = EvaluationResult(rows=rows, floors=evaluator.floors, info=info, grids=grids)
     if out_dir is not None:
         from .report import write_report

@@ -12,6 +12,8 @@ from hf_ddpm.models.unet_2d import DDPMUNet2DModel
 from hf_ddpm.pipelines import DDPMCFGPipeline
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import image_grid
 from hf_ddpm.sampling import load_pipeline, save_grid_and_gif
+from hf_ddpm.scheduler_names import TIMESTEP_SPACINGS
+from hf_ddpm.schedulers import scheduling_ddim, scheduling_ddpm
 from hf_ddpm.schedulers.scheduling_ddim import DDIMScheduler
 
 LABELS = {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
@@ -108,9 +110,37 @@ def test_scheduler_swap_keeps_the_saved_noise_schedule(tmp_path, name, scheduler
     assert pipe.scheduler.config.num_train_timesteps == 20
 
 
+def test_the_command_lines_timestep_spacings_are_the_schedulers():
+    assert TIMESTEP_SPACINGS == scheduling_ddpm.TIMESTEP_SPACINGS == scheduling_ddim.TIMESTEP_SPACINGS
+
+
+@pytest.mark.parametrize("name", [None, "ddim", "dpm"])
+def test_timestep_spacing_replaces_the_saved_one_and_keeps_the_rest(tmp_path, name):
+    save_tiny_pipeline(tmp_path)  # saved with DDPM's default "leading" spacing: 4 steps of 20 start below 19
+    saved = load_pipeline(str(tmp_path), scheduler=name, device="cpu").scheduler
+    trailing = load_pipeline(str(tmp_path), scheduler=name, device="cpu", timestep_spacing="trailing").scheduler
+    for scheduler in saved, trailing:
+        scheduler.set_timesteps(4)
+    assert type(trailing) is type(saved) and trailing.config.beta_schedule == "squaredcos_cap_v2"
+    assert saved.config.timestep_spacing == "leading" and int(saved.timesteps[0]) in (15, 16)  # DPM's: 20 // 5 * 4
+    assert trailing.config.timestep_spacing == "trailing" and int(trailing.timesteps[0]) == 19
+
+
+def test_sample_draws_with_the_timestep_spacing_asked_for(tmp_path):
+    pipe = save_tiny_pipeline(tmp_path / "model")
+    grid = tmp_path / "grid.png"
+    flags = ["--labels", "Bag", "--steps", "3", "--out", str(grid), "--device", "cpu"]
+    main(["sample", str(tmp_path / "model"), *flags, "--timestep-spacing", "trailing"])
+    pipe.scheduler = DiffusersDDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe([2], num_inference_steps=3, generator=[torch.Generator().manual_seed(0)]).images
+    np.testing.assert_array_equal(pixels(grid), np.asarray(image_grid(images, rows=1, names=["Bag"])))
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
+        (["--timestep-spacing", "first"], "argument --timestep-spacing: invalid choice: 'first'"),
         (["--labels", "Hat"], "unknown label name 'Hat'; valid names: 'T-shirt', 'Sneaker', 'Bag'"),
         (["--labels", "7"], "label id 7 is out of range"),
         (["--labels", "1", "--num-images", "2"], "--num-images is for unconditional models"),

@@ -801,6 +801,8 @@ def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, cap
             "12",
             "--mixed-precision",
             "bf16",
+            "--timestep-spacing",
+            "trailing",
             "--out",
             str(tmp_path / "eval"),
             "--cache-dir",
@@ -814,6 +816,7 @@ def test_cli_evaluate_prints_the_table_and_refuses_unknown_choices(tmp_path, cap
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     rows = saved["rows"]
     assert len(rows) == 2 and saved["info"]["mixed_precision"] == "bf16"
+    assert saved["info"]["timestep_spacing"] == "trailing"
     best = best_guidance(rows, "fd_digits")
     assert f"best guidance for {best['scheduler']}, 2 steps: {best['guidance_scale']:g}" in printed
     for argv, message in [

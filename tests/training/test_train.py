@@ -25,8 +25,10 @@ from hf_ddpm import demo
 from hf_ddpm.cpu import cpu_threads_per_process
 from hf_ddpm.models.presets import read_model_config, unet_config_from
 from hf_ddpm.pipelines import DDPMCFGPipeline
+from hf_ddpm.sampling import SCHEDULERS
 from hf_ddpm.training import inputs as train_inputs, step as train_step, train as train_script
 from hf_ddpm.training.checkpoints import find_checkpoint_to_resume
+from hf_ddpm.training.flags import sampling_scheduler
 from hf_ddpm.training.step import drop_class_labels, min_snr_weights, seeded_generator, training_target
 
 TINY_WITH_DROPOUT = {
@@ -323,6 +325,7 @@ def test_output_dir_is_a_pipeline_with_ema_weights_and_a_model_card(uninterrupte
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert pipe.scheduler.config.algorithm_type == "dpmsolver++" and pipe.scheduler.config.solver_order == 2
     assert pipe.scheduler.config.beta_schedule == "linear" and pipe.scheduler.config.clip_sample is False
+    assert pipe.scheduler.config.timestep_spacing == "trailing"
     ema = torch.load(uninterrupted / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
     for parameter, shadow in zip(pipe.unet.parameters(), ema["shadow_params"]):
         assert torch.equal(parameter, shadow)
@@ -505,6 +508,18 @@ def test_the_fashion_recipe_trains_with_min_snr_weighting_unless_told_otherwise(
     assert train_script.parse_args(demo.training_flags(demo.parse_args(flags))).snr_gamma == snr_gamma
 
 
+@pytest.mark.parametrize(
+    "flags, spacing",
+    [
+        ([], "leading"),  # the digits recipe, measured both ways
+        (["--dataset", "fashion_mnist"], "trailing"),
+        (["--dataset", "fashion_mnist", "--timestep_spacing", "linspace"], "linspace"),
+    ],
+)
+def test_each_demo_recipe_saves_the_sampler_spacing_it_was_measured_with(flags, spacing):
+    assert train_script.parse_args(demo.training_flags(demo.parse_args(flags))).timestep_spacing == spacing
+
+
 @pytest.mark.parametrize("flags, excluded", [([], True), (["--no-exclude_eval_reference"], False)])
 def test_demo_trains_without_the_evaluation_reference_unless_told_otherwise(flags, excluded):
     trained = train_script.parse_args(demo.training_flags(demo.parse_args(flags)))
@@ -635,11 +650,11 @@ def test_overwrite_output_dir_deletes_what_the_earlier_run_wrote_and_nothing_els
         (["--num_inference_steps", "2000"], r"--num_inference_steps must be an integer in \[1, 1000\]"),
         # DPM-Solver++'s "leading" spacing repeats timestep 0: refused now, not at the first preview of the run
         (
-            ["--num_inference_steps", "1000"],
+            ["--timestep_spacing", "leading", "--num_inference_steps", "1000"],
             "--scheduler dpm: --num_inference_steps=1000 does not fit .*repeats a timestep",
         ),
         (
-            ["--num_train_timesteps", "10", "--num_inference_steps", "10"],
+            ["--timestep_spacing", "leading", "--num_train_timesteps", "10", "--num_inference_steps", "10"],
             "--num_inference_steps=10 does not fit .*repeats a timestep",
         ),
         (
@@ -694,6 +709,19 @@ def test_bad_flag_values_are_rejected_by_the_parser_naming_the_flag(flags, messa
 )
 def test_preview_steps_default_to_the_pipelines_default_for_the_scheduler(flags, steps):
     assert train_script.parse_args(["--dataset_name", "digits", *flags]).num_inference_steps == steps
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_the_sampler_starts_at_the_last_training_timestep_unless_leading_spacing_is_asked_for(scheduler):
+    # Sampling starts from pure noise; "leading" spacing would hand it to the model at timestep 930 of 1000, where the
+    # cosine schedule's inputs still hold a tenth of the image.
+    flags = ["--dataset_name", "digits", "--beta_schedule", "squaredcos_cap_v2", "--scheduler", scheduler]
+    trailing = sampling_scheduler(train_script.parse_args(flags))
+    leading = sampling_scheduler(train_script.parse_args(flags + ["--timestep_spacing", "leading"]))
+    for sampler in trailing, leading:
+        sampler.set_timesteps(15)
+    assert trailing.config.timestep_spacing == "trailing" and int(trailing.timesteps[0]) == 999
+    assert leading.config.timestep_spacing == "leading" and int(leading.timesteps[0]) < 950
 
 
 def test_an_output_dir_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
