@@ -1,7 +1,7 @@
 """Where a training step's time goes, and how close its convolutions and matmuls run to this CPU's limit.
 
-For the demo's configuration (the `digits` UNet at 16x16) and the Fashion-MNIST recipe's (`small` at 28x28), both at
-batch 32 as their demos train: one step of the training script split into its parts (the batch, the forward pass with
+For the demo's configuration (the `digits` UNet at 16x16) and the Fashion-MNIST recipe's (`small-narrow` at 28x28, and
+`small`, its UNet before), each at batch 32 as their demos train: one step of the training script split into its parts (the batch, the forward pass with
 the loss, the backward pass, the optimizer, the EMA), timed as medians over several steps after a warm-up, each with
 its share of the step. Then, from torch.profiler's FLOP counts, the achieved GFLOP/s of the step's convolutions and
 matmuls (forward and backward), and their share of the step's op time, beside the GFLOP/s of the step's largest
@@ -10,7 +10,7 @@ convolution timed alone (what this CPU reaches on that shape when nothing else r
 The process keeps freed memory for reuse (`keep_freed_memory`), as the training script does on a CPU;
 `--default-allocator` leaves glibc's defaults, and each step's page faults are printed.
 
-    python benchmarks/bench_step_profile.py                      # both configurations, fp32 and bf16 autocast
+    python benchmarks/bench_step_profile.py                      # every configuration, fp32 and bf16 autocast
     python benchmarks/bench_step_profile.py --configs small --precisions bf16 --steps 20
 
 Timings need a quiet machine: run nothing else beside it.
@@ -37,6 +37,7 @@ from hf_ddpm.training.step import MICRO_BATCH, seeded_generator, training_loss
 SETUPS = {
     "digits": dict(dataset="digits", resolution=16),
     "small": dict(dataset="fashion_mnist", resolution=28),
+    "small-narrow": dict(dataset="fashion_mnist", resolution=28),
 }
 PARTS = ("batch", "forward", "backward", "optimizer", "ema")
 # The ops of each kind, at every level of the dispatch (their self times add up), the backward passes' included.

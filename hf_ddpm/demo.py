@@ -128,7 +128,7 @@ RECIPES = {
         target_agreement=None,
         target_fd_ratio=2.0,
         mixed_precision="auto",
-        # Measured on `small` at the same 3,600 steps (docs/fashion-mnist.md): closer to the real images in every
+        # Measured on `small` at 3,600 steps (docs/fashion-mnist.md): closer to the real images in every
         # measure than the plain loss.
         snr_gamma=5.0,
         eval_batch_size=32,
