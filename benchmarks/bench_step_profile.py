@@ -1,11 +1,12 @@
 """Where a training step's time goes, and how close its convolutions and matmuls run to this CPU's limit.
 
 For the demo's configuration (the `digits` UNet at 16x16) and the Fashion-MNIST recipe's (`small-narrow` at 28x28, and
-`small`, its UNet before), each at batch 32 as their demos train: one step of the training script split into its parts (the batch, the forward pass with
-the loss, the backward pass, the optimizer, the EMA), timed as medians over several steps after a warm-up, each with
-its share of the step. Then, from torch.profiler's FLOP counts, the achieved GFLOP/s of the step's convolutions and
-matmuls (forward and backward), and their share of the step's op time, beside the GFLOP/s of the step's largest
-convolution timed alone (what this CPU reaches on that shape when nothing else runs: the practical peak).
+`small`, its UNet before), each at batch 32 as their demos train: one step of the training script split into its parts
+(the batch, the forward pass with the loss, the backward pass, the optimizer, the EMA), timed as medians over several
+steps after a warm-up, each with its share of the step. Then, from torch.profiler's FLOP counts, the achieved GFLOP/s
+of the step's convolutions and matmuls (forward and backward), and their share of the step's op time, beside the
+GFLOP/s of the step's largest convolution timed alone (what this CPU reaches on that shape when nothing else runs: the
+practical peak).
 
 The process keeps freed memory for reuse (`keep_freed_memory`), as the training script does on a CPU;
 `--default-allocator` leaves glibc's defaults, and each step's page faults are printed.

@@ -42,8 +42,8 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "attention_levels": (False, False, True),
         "norm_num_groups": 32,
     },
-    # `small` at three quarters of its widths: 1.35x its training steps per second on a CPU, and at the same training
-    # time as close to Fashion-MNIST's test images or closer (docs/fashion-mnist.md); the recipe of `make fashion`.
+    # `small` at three quarters of its widths: faster steps on a CPU, and in the same training time at least as near to
+    # Fashion-MNIST's test images (docs/fashion-mnist.md); the UNet of `make fashion`.
     "small-narrow": {
         "block_out_channels": (24, 48, 96),
         "layers_per_block": 2,
