@@ -32,6 +32,7 @@ from hf_ddpm.evaluation import evaluate
 from hf_ddpm.evaluation.report import plot_quality_vs_steps, write_metrics
 from hf_ddpm.evaluation.results import best_guidance
 from hf_ddpm.sampling import SCHEDULERS, load_pipeline
+from hf_ddpm.scheduler_names import TIMESTEP_SPACINGS
 
 REFERENCE = ("ddim", 50)  # the quality to keep: DDIM with 50 steps
 FD_TOLERANCE = 0.05  # within 5% of the reference's fd_digits
@@ -85,16 +86,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--timestep-spacing",
-        choices=["leading", "linspace", "trailing"],
+        choices=TIMESTEP_SPACINGS,
         help="sample every scheduler with this spacing of the timesteps (default: the saved one)",
     )
     parser.add_argument("--out", help="folder for each part's metrics.json and plots (quality_vs_steps.png, ...)")
     parser.add_argument("--cache-dir", help="the real-feature cache (default: in the HF cache)")
     args = parser.parse_args()
 
-    pipe = load_pipeline(args.model, device="cpu")
-    if args.timestep_spacing is not None:  # the schedulers of the sweep are built from this config
-        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=args.timestep_spacing)
+    # The schedulers of the sweep are built from the (respaced) saved one, so they keep its spacing.
+    pipe = load_pipeline(args.model, device="cpu", timestep_spacing=args.timestep_spacing)
     pipe.set_progress_bar_config(disable=True)
     print(f"{cpu_description()}, {torch.get_num_threads()} torch threads; {args.num_samples} samples per row")
     common = dict(num_samples=args.num_samples, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=False)

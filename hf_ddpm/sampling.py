@@ -69,8 +69,9 @@ def load_pipeline(
     if scheduler is not None:
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler)
     if timestep_spacing is not None:
-        config = {key: value for key, value in pipe.scheduler.config.items() if key != "_use_default_values"}
-        pipe.scheduler = type(pipe.scheduler).from_config({**config, "timestep_spacing": timestep_spacing})
+        pipe.scheduler = type(pipe.scheduler).from_config(
+            {**saved_config(pipe.scheduler), "timestep_spacing": timestep_spacing}
+        )
     pipe = pipe.to(device or default_device())
     if torch_compile:
         pipe.unet.compile()
@@ -109,6 +110,12 @@ def _is_hub_repo_id(name: str) -> bool:
     return True
 
 
+def saved_config(scheduler: SchedulerMixin) -> dict:
+    """`scheduler`'s config as saved, for `from_config`: without the list of keys it took by default, which would
+    otherwise give a class built from it that class's own defaults for them (until it is saved and loaded)."""
+    return {key: value for key, value in scheduler.config.items() if key != "_use_default_values"}
+
+
 def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
     """
     A scheduler of kind `name` (a key of `SCHEDULERS`) with the noise schedule of `current`, built from its config as
@@ -119,7 +126,7 @@ def scheduler_from_name(name: str, current: SchedulerMixin) -> SchedulerMixin:
     """
     if name not in SCHEDULERS:
         raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)}, got {name!r}.")
-    config = {key: value for key, value in current.config.items() if key != "_use_default_values"}
+    config = saved_config(current)
     if config.get("trained_betas") is None and config["beta_schedule"] not in DIFFUSERS_BETA_SCHEDULES:
         betas = make_betas(
             config["beta_schedule"], config["num_train_timesteps"], config["beta_start"], config["beta_end"]

@@ -20,8 +20,9 @@ from hf_ddpm.hub import resolve_hub_token
 from hf_ddpm.models.presets import CLASSIFIER_PRESETS, UNET_PRESETS, check_resolution, read_model_config
 from hf_ddpm.pipelines.pipeline_ddpm_cfg import check_num_inference_steps, default_num_inference_steps
 from hf_ddpm.sampling import SCHEDULERS, scheduler_from_name
+from hf_ddpm.scheduler_names import TIMESTEP_SPACINGS
 from hf_ddpm.schedulers import DDIMScheduler
-from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES, TIMESTEP_SPACINGS
+from hf_ddpm.schedulers.scheduling_ddpm import BETA_SCHEDULES
 from hf_ddpm.training.checkpoints import (
     BEST_CHECKPOINT,
     RUN_FOLDERS,
